@@ -1,0 +1,73 @@
+"""The ``wsol`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.metrics import evaluate_scoremap_folder
+
+
+def _evaluate_scoremaps(args: argparse.Namespace) -> None:
+    result = evaluate_scoremap_folder(
+        metadata_root=args.metadata_root,
+        scoremap_root=args.scoremap_root,
+        mask_root=args.mask_root,
+        cam_curve_interval=args.cam_curve_interval,
+        iou_thresholds=args.iou_thresholds,
+        predictions=args.predictions,
+        single_contour=args.single_contour,
+        batch_size=args.batch_size,
+    )
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    curves = ("boxacc", "thresholds", "pr_curve")
+    summary = {k: v for k, v in result.items() if k not in curves}
+    if "single_contour" in summary:
+        summary["single_contour"] = {k: v for k, v in summary["single_contour"].items() if k not in curves}
+    print(json.dumps(summary, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsol", description="Weakly supervised object localization pipeline.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    evaluate = commands.add_parser(
+        "evaluate-scoremaps",
+        help="score saved score maps (MaxBoxAccV2, or PxAP with --mask-root)",
+        description="Evaluate <scoremap-root>/<image_id>.npy score maps (224x224, values in [0, 1]) against a "
+                    "metadata folder in the clovaai/wsolevaluation format. Prints a summary as JSON; --out "
+                    "writes it with every curve.",
+    )
+    evaluate.add_argument("--metadata-root", type=Path, required=True,
+                          help="folder with image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt")
+    evaluate.add_argument("--scoremap-root", type=Path, required=True, help="folder of <image_id>.npy score maps")
+    evaluate.add_argument("--mask-root", type=Path, help="root of the mask files named in localization.txt (PxAP)")
+    evaluate.add_argument("--cam-curve-interval", type=float, default=0.01, help="step between thresholds tau")
+    evaluate.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70],
+                          help="IoU criteria delta, in %%")
+    evaluate.add_argument("--predictions", type=Path,
+                          help="<image_id>,<predicted label> file: adds top-1 loc and top-1 cls")
+    evaluate.add_argument("--single-contour", action="store_true",
+                          help="also score the old single-contour MaxBoxAcc (largest contour; slower)")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="score maps per batch")
+    evaluate.add_argument("--out", type=Path, help="write the full result (with curves) to this JSON file")
+    evaluate.set_defaults(run=_evaluate_scoremaps)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as error:  # MetadataError, ScoremapError and bad arguments: a clear message, exit 2
+        print(f"wsol {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Dataset metadata in the on-disk format of clovaai/wsolevaluation.
+
+A metadata folder holds four comma-separated text files without header, one record a line:
+
+    image_ids.txt     <image_id>
+    class_labels.txt  <image_id>,<label>
+    image_sizes.txt   <image_id>,<width>,<height>          original image size, pixels
+    localization.txt  <image_id>,<x0>,<y0>,<x1>,<y1>       a box in original pixels, one line per box
+                  or  <image_id>,<mask_path>,<ignore_path> a mask (paths relative to the mask root),
+                                                           one line per mask; the ignore mask is named
+                                                           on the image's first line only
+
+Every id of image_ids.txt must appear in every other file and no other id may; anything else is a
+:class:`MetadataError` naming the file, the line, the image id and what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+
+Box = tuple[int, int, int, int]
+
+
+class MetadataError(ValueError):
+    """Malformed or inconsistent metadata; the message names file, line and image id."""
+
+
+@dataclass(frozen=True)
+class MaskFiles:
+    """Ground-truth masks of one image: instance mask paths and the ignore-region mask path ('' = none)."""
+
+    masks: tuple[str, ...]
+    ignore: str
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """One split's metadata. Exactly one of ``boxes`` and ``masks`` is set."""
+
+    root: Path
+    image_ids: tuple[str, ...]
+    class_labels: dict[str, int]
+    image_sizes: dict[str, tuple[int, int]]  # (width, height)
+    boxes: dict[str, tuple[Box, ...]] | None = None
+    masks: dict[str, MaskFiles] | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def _rows(path: Path, columns: tuple[str, ...]):
+    """Yield (line number, fields) of a metadata file, checking the number of fields."""
+    if not path.is_file():
+        raise MetadataError(f"{path}: metadata file is missing")
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.rstrip("\r\n").split(",")
+            if len(fields) != len(columns):
+                raise MetadataError(
+                    f"{path}:{lineno}: expected {len(columns)} comma-separated fields "
+                    f"({','.join(columns)}), found {len(fields)}: {line.rstrip()!r}"
+                )
+            if not fields[0]:
+                raise MetadataError(f"{path}:{lineno}: empty image id")
+            yield lineno, fields
+
+
+def _integers(path: Path, lineno: int, image_id: str, names: tuple[str, ...], values: list[str]) -> list[int]:
+    out = []
+    for name, value in zip(names, values):
+        try:
+            out.append(int(value))
+        except ValueError:
+            raise MetadataError(
+                f"{path}:{lineno}: image {image_id!r}: {name} must be an integer, got {value!r}"
+            ) from None
+    return out
+
+
+class _IdCheck:
+    """Checks that a file names each image of image_ids.txt (once, if ``unique``) and no other."""
+
+    def __init__(self, path: Path, known: set[str], unique: bool):
+        self.path, self.known, self.unique = path, known, unique
+        self.first_line: dict[str, int] = {}
+
+    def see(self, lineno: int, image_id: str) -> bool:
+        """Record one line; return True when it is the first line of this image."""
+        if image_id not in self.known:
+            raise MetadataError(f"{self.path}:{lineno}: image {image_id!r} is not listed in image_ids.txt")
+        if image_id in self.first_line:
+            if self.unique:
+                raise MetadataError(
+                    f"{self.path}:{lineno}: duplicate image id {image_id!r} "
+                    f"(first on line {self.first_line[image_id]})"
+                )
+            return False
+        self.first_line[image_id] = lineno
+        return True
+
+    def finish(self, image_ids: tuple[str, ...]) -> None:
+        missing = [i for i in image_ids if i not in self.first_line]
+        if missing:
+            shown = ", ".join(repr(i) for i in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise MetadataError(f"{self.path}: no line for image {shown}{more} of image_ids.txt")
+
+
+def read_labels(path: str | Path, image_ids: tuple[str, ...]) -> dict[str, int]:
+    """A ``<image_id>,<label>`` file (class_labels.txt, or class predictions) naming each image once."""
+    path = Path(path)
+    labels: dict[str, int] = {}
+    check = _IdCheck(path, set(image_ids), unique=True)
+    for lineno, (image_id, label) in _rows(path, ("image_id", "label")):
+        check.see(lineno, image_id)
+        (labels[image_id],) = _integers(path, lineno, image_id, ("label",), [label])
+        if labels[image_id] < 0:
+            raise MetadataError(f"{path}:{lineno}: image {image_id!r}: negative label {label}")
+    check.finish(image_ids)
+    return labels
+
+
+def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "masks"] = "auto") -> Metadata:
+    """Read and validate a metadata folder.
+
+    ``localization`` says how localization.txt is read; ``"auto"`` decides from its first line
+    (five fields: boxes; three: masks).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MetadataError(f"{root}: metadata folder does not exist")
+
+    ids_path = root / "image_ids.txt"
+    first_line: dict[str, int] = {}
+    for lineno, (image_id,) in _rows(ids_path, ("image_id",)):
+        if image_id in first_line:
+            raise MetadataError(
+                f"{ids_path}:{lineno}: duplicate image id {image_id!r} (first on line {first_line[image_id]})"
+            )
+        first_line[image_id] = lineno
+    ids = tuple(first_line)
+    known = set(ids)
+
+    labels = read_labels(root / "class_labels.txt", ids)
+
+    sizes_path = root / "image_sizes.txt"
+    sizes: dict[str, tuple[int, int]] = {}
+    check = _IdCheck(sizes_path, known, unique=True)
+    for lineno, (image_id, *wh) in _rows(sizes_path, ("image_id", "width", "height")):
+        check.see(lineno, image_id)
+        width, height = _integers(sizes_path, lineno, image_id, ("width", "height"), wh)
+        if width <= 0 or height <= 0:
+            raise MetadataError(
+                f"{sizes_path}:{lineno}: image {image_id!r}: size must be positive, got {width}x{height}"
+            )
+        sizes[image_id] = (width, height)
+    check.finish(ids)
+
+    loc_path = root / "localization.txt"
+    if localization == "auto":
+        localization = _localization_kind(loc_path)
+    if localization == "boxes":
+        return Metadata(root, ids, labels, sizes, boxes=_read_boxes(loc_path, known, ids))
+    if localization == "masks":
+        return Metadata(root, ids, labels, sizes, masks=_read_masks(loc_path, known, ids))
+    raise ValueError(f"localization must be 'auto', 'boxes' or 'masks', got {localization!r}")
+
+
+def _localization_kind(path: Path) -> Literal["boxes", "masks"]:
+    if not path.is_file():
+        raise MetadataError(f"{path}: metadata file is missing")
+    with path.open(encoding="utf-8") as f:
+        first = f.readline().rstrip("\r\n")
+    n_fields = len(first.split(","))
+    if n_fields == 5:
+        return "boxes"
+    if n_fields == 3:
+        return "masks"
+    raise MetadataError(
+        f"{path}:1: expected 5 fields (image_id,x0,y0,x1,y1) or 3 fields "
+        f"(image_id,mask_path,ignore_path), found {n_fields}: {first!r}"
+    )
+
+
+def _read_boxes(path: Path, known: set[str], ids: tuple[str, ...]) -> dict[str, tuple[Box, ...]]:
+    names = ("x0", "y0", "x1", "y1")
+    boxes: dict[str, list[Box]] = {}
+    check = _IdCheck(path, known, unique=False)
+    for lineno, (image_id, *coords) in _rows(path, ("image_id", *names)):
+        check.see(lineno, image_id)
+        x0, y0, x1, y1 = _integers(path, lineno, image_id, names, coords)
+        if min(x0, y0, x1, y1) < 0:
+            raise MetadataError(f"{path}:{lineno}: image {image_id!r}: negative box coordinate in {coords}")
+        if x1 < x0 or y1 < y0:
+            raise MetadataError(
+                f"{path}:{lineno}: image {image_id!r}: inverted box {coords} (need x0 <= x1 and y0 <= y1)"
+            )
+        boxes.setdefault(image_id, []).append((x0, y0, x1, y1))
+    check.finish(ids)
+    return {image_id: tuple(b) for image_id, b in boxes.items()}
+
+
+def _read_masks(path: Path, known: set[str], ids: tuple[str, ...]) -> dict[str, MaskFiles]:
+    masks: dict[str, list[str]] = {}
+    ignores: dict[str, str] = {}
+    check = _IdCheck(path, known, unique=False)
+    for lineno, (image_id, mask, ignore) in _rows(path, ("image_id", "mask_path", "ignore_path")):
+        first = check.see(lineno, image_id)
+        if not mask:
+            raise MetadataError(f"{path}:{lineno}: image {image_id!r}: empty mask path")
+        if first:
+            ignores[image_id] = ignore
+        elif ignore:
+            raise MetadataError(
+                f"{path}:{lineno}: image {image_id!r}: the ignore mask may be named on the image's "
+                f"first line only (line {check.first_line[image_id]})"
+            )
+        masks.setdefault(image_id, []).append(mask)
+    check.finish(ids)
+    return {image_id: MaskFiles(tuple(m), ignores[image_id]) for image_id, m in masks.items()}

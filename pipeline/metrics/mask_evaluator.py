@@ -1,0 +1,106 @@
+"""PxAP: pixel average precision of score maps against GT masks with ignore regions (OpenImages30k).
+
+As the reference ``MaskEvaluator`` (clovaai/wsolevaluation): score-map values (not quantised) of
+foreground and background pixels are histogrammed over the bins [tau_0, tau_1), ...,
+[tau_last, 1), [1, 2), [2, 3]; ignore pixels count as neither. At a bin's left edge e, pixels scoring
+>= e are predicted foreground; PxAP = 100 * sum over edges of precision * (recall step), summed
+where precision is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.metadata import MaskFiles, Metadata
+from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, cam_thresholds, check_scoremaps
+from pipeline.metrics.coverage import Coverage
+
+FOREGROUND, BACKGROUND, IGNORE = 1, 0, 255
+
+
+@dataclass(frozen=True)
+class MaskResult:
+    """PxAP in % and the PR curve's points, by decreasing threshold, where precision is defined."""
+
+    images: int
+    pxap: float
+    thresholds: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+    def to_dict(self, curves: bool = True) -> dict:
+        out = {"images": self.images, "pxap": self.pxap}
+        if curves:
+            out["pr_curve"] = {"thresholds": self.thresholds.tolist(), "precision": self.precision.tolist(),
+                               "recall": self.recall.tolist()}
+        return out
+
+
+def _read_mask(path: Path, image_id: str, length: int) -> np.ndarray:
+    """A mask image -> (length, length) bool of its pixels > 0.5 after nearest-neighbour resizing."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ScoremapError(f"mask of image {image_id!r}: {path} is missing or not a readable image")
+    return cv2.resize(np.float32(image), (length, length), interpolation=cv2.INTER_NEAREST) > 0.5
+
+
+def ground_truth_mask(mask_root: Path, files: MaskFiles, image_id: str, length: int = RESIZE_LENGTH) -> np.ndarray:
+    """(length, length) uint8: FOREGROUND on any instance mask, IGNORE inside the ignore mask but off
+    every instance, BACKGROUND elsewhere. An empty ignore path means no ignore region."""
+    foreground = np.zeros((length, length), np.bool_)
+    for name in files.masks:
+        foreground |= _read_mask(mask_root / name, image_id, length)
+    out = foreground.astype(np.uint8) * FOREGROUND
+    if files.ignore:
+        out[_read_mask(mask_root / files.ignore, image_id, length) & ~foreground] = IGNORE
+    return out
+
+
+class MaskEvaluator:
+    """Streaming PxAP of one split: ``accumulate`` per batch, ``compute`` at the end."""
+
+    def __init__(self, metadata: Metadata, mask_root: str | Path, cam_curve_interval: float = 0.01,
+                 resize_length: int = RESIZE_LENGTH):
+        if metadata.masks is None:
+            raise ValueError(f"{metadata.root}: PxAP needs mask metadata, localization.txt holds boxes")
+        self.metadata = metadata
+        self.mask_root = Path(mask_root)
+        self.resize_length = resize_length
+        # Right edges of the bins [0, bw), ..., [1 - bw, 1), [1, 2), [2, 3].
+        self.edges = np.append(cam_thresholds(cam_curve_interval), [1.0, 2.0, 3.0])
+        self._foreground = np.zeros(len(self.edges) - 1, np.int64)
+        self._background = np.zeros(len(self.edges) - 1, np.int64)
+        self._coverage = Coverage(metadata)
+
+    def accumulate(self, scoremaps: np.ndarray, image_ids: Sequence[str], sources: Sequence[str] | None = None) -> None:
+        """Add a batch of (B, 224, 224) score maps in [0, 1] and their image ids."""
+        check_scoremaps(scoremaps, image_ids, self.resize_length, sources)
+        rows = self._coverage.rows(image_ids)
+        for scoremap, image_id in zip(scoremaps, image_ids):
+            gt = ground_truth_mask(self.mask_root, self.metadata.masks[image_id], image_id, self.resize_length)
+            self._foreground += np.histogram(scoremap[gt == FOREGROUND], bins=self.edges)[0]
+            self._background += np.histogram(scoremap[gt == BACKGROUND], bins=self.edges)[0]
+        self._coverage.mark(rows)
+
+    def compute(self) -> MaskResult:
+        images = self._coverage.check_complete()
+        # Cumulated from the top bin down: index i counts the pixels scoring >= edges[-2 - i].
+        tp = self._foreground[::-1].cumsum().astype(np.float64)
+        fp = self._background[::-1].cumsum().astype(np.float64)
+        fn = tp[-1] - tp
+        if (tp + fn <= 0).all():
+            raise ScoremapError(f"{self.metadata.root}: no foreground pixel in any GT mask")
+        if (tp + fp <= 0).all():
+            raise ScoremapError(f"{self.metadata.root}: no pixel scored inside any threshold bin")
+        defined = tp + fp != 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = tp / (tp + fp)
+            recall = tp / (tp + fn)
+        pxap = (precision[1:] * np.diff(recall))[defined[1:]].sum() * 100
+        return MaskResult(images=images, pxap=float(pxap), thresholds=self.edges[-2::-1][defined],
+                          precision=precision[defined], recall=recall[defined])

@@ -1,0 +1,64 @@
+"""`wsol evaluate-scoremaps` as a user runs it: the installed console script on .npy files."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import write_box_metadata
+
+WSOL = shutil.which("wsol", path=str(Path(sys.executable).parent)) or "wsol"
+
+
+def run_wsol(*args):
+    return subprocess.run([WSOL, *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.fixture
+def split(tmp_path):
+    """Two images in nested folders: 'x/a.jpg' perfectly localised, 'y/b.jpg' not at all."""
+    images = {"x/a.jpg": (1, (448, 448), [(80, 100, 279, 299)]), "y/b.jpg": (2, (224, 224), [(0, 0, 20, 20)])}
+    write_box_metadata(tmp_path / "meta", images)
+    blob = np.zeros((224, 224))
+    blob[50:149, 40:139] = 1.0  # box (40, 50, 139, 149) = GT (80, 100, 279, 299) / 2
+    for image_id in images:
+        (tmp_path / "maps" / image_id).parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "maps" / f"{image_id}.npy", blob)
+    return tmp_path
+
+
+def test_evaluates_a_scoremap_folder(split):
+    (split / "pred.txt").write_text("x/a.jpg,1\ny/b.jpg,2\n")
+    out = split / "results" / "r.json"
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps",
+                    "--predictions", split / "pred.txt", "--single-contour", "--out", out)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["images"] == 2
+    assert printed["maxboxacc"] == {"30": 50.0, "50": 50.0, "70": 50.0}
+    assert printed["maxboxacc_v2"] == 50.0
+    assert printed["top1_loc"] == 50.0 and printed["top1_cls"] == 100.0
+    assert printed["single_contour"]["maxboxacc"]["50"] == 50.0
+    written = json.loads(out.read_text())
+    assert len(written["thresholds"]) == 100 and len(written["boxacc"]["70"]) == 100
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: np.save(p, np.full((224, 224), np.nan)), "contains NaN"),
+    (lambda p: np.save(p, np.full((224, 224), 2.0)), r"values must lie in \[0, 1\]"),
+    (lambda p: np.save(p, np.zeros((1, 224, 224))), r"expected a 2-D \(224, 224\) array, got shape \(1, 224, 224\)"),
+    (lambda p: p.write_bytes(b"not a numpy file"), "not a readable .npy file"),
+])
+def test_bad_scoremap_names_file_and_image(split, breakage, message):
+    path = split / "maps" / "y" / "b.jpg.npy"
+    breakage(path)
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
+    assert done.returncode == 2
+    assert "'y/b.jpg'" in done.stderr and re.search(message, done.stderr)
+    assert str(path) in done.stderr
