@@ -1,9 +1,10 @@
 """Speed of our box evaluator, and of the reference's (clovaai/wsolevaluation) side by side.
 
-Generates score maps (``--maps cam``: smooth CAM-like maps; ``--maps noisy``: with pixel noise) and GT
-boxes, then times ``accumulate`` over
-in-memory maps for both evaluators (file loading excluded for both) and checks that their
-MaxBoxAcc values are identical.
+Generates score maps and GT boxes, then times ``accumulate`` over in-memory maps for both
+evaluators (file loading excluded for both) and checks that their MaxBoxAcc values are identical.
+Map kinds (``--maps``): ``cam``, smooth CAM-like maps (few contours); ``noisy``, the same plus blurred
+pixel noise; ``blur``, blurred pixel noise alone (hundreds of contours per threshold: the regime where
+the reference needs ~55-70 ms a map at interval 0.01).
 
     python benchmarks/eval_speed.py --maps noisy --interval 0.01 --reference /path/to/wsolevaluation
 """
@@ -30,8 +31,8 @@ def generated_maps(n: int, seed: int, kind: str = "cam") -> tuple[np.ndarray, np
     """n (224, 224) float64 maps in [0, 1], one GT box each (original pixels) and original sizes.
 
     kind "cam": a coarse 7/14/28-px random activation plus an object bump, bicubic-upsampled as CAMs
-    are (few contours); "noisy": the same plus pixel noise blurred with sigma 1 (hundreds of contours
-    per threshold, the regime where the reference needs ~55 ms a map).
+    are (few contours); "noisy": the same plus pixel noise blurred with sigma 1; "blur": pixel noise
+    blurred with sigma 1 alone (the GT box still comes from the bump's position).
     """
     rng = np.random.default_rng(seed)
     maps, boxes, sizes = [], [], []
@@ -45,6 +46,8 @@ def generated_maps(n: int, seed: int, kind: str = "cam") -> tuple[np.ndarray, np
         cam = cv2.resize(coarse, (224, 224), interpolation=cv2.INTER_CUBIC)
         if kind == "noisy":
             cam = cam / cam.max() + cv2.GaussianBlur(rng.random((224, 224)), (0, 0), 1)
+        elif kind == "blur":
+            cam = cv2.GaussianBlur(rng.random((224, 224)), (0, 0), 1)
         cam = (cam - cam.min()) / (cam.max() - cam.min())
         width, height = (int(v) for v in rng.integers(200, 600, 2))
         x0, x1 = sorted((cx + np.array([-2, 2]) * sx) / grid * width)
@@ -110,7 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--maps", choices=("cam", "noisy"), default="cam", help="kind of generated score map")
+    parser.add_argument("--maps", choices=("cam", "noisy", "blur"), default="cam", help="kind of generated score map")
     parser.add_argument("--single-contour", action="store_true", help="time the old single-contour mode")
     parser.add_argument("--reference", type=Path, help="a checkout of clovaai/wsolevaluation to run side by side")
     parser.add_argument("--json", type=Path, help="also write the table as JSON (e.g. for dvc metrics)")

@@ -1,6 +1,13 @@
-"""Test helpers: metadata folders written by hand."""
+"""Test helpers: metadata folders written by hand, and configurations derived from params.yaml."""
 
+import copy
 from pathlib import Path
+
+import yaml
+
+from pipeline.config import Config, validate
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def write_box_metadata(root: Path, images: dict[str, tuple[int, tuple[int, int], list[tuple[int, int, int, int]]]]) -> Path:
@@ -12,3 +19,20 @@ def write_box_metadata(root: Path, images: dict[str, tuple[int, tuple[int, int],
     (root / "localization.txt").write_text("".join(
         f"{i},{x0},{y0},{x1},{y1}\n" for i, (_, _, boxes) in images.items() for x0, y0, x1, y1 in boxes))
     return root
+
+
+def params(**overrides) -> dict:
+    """params.yaml as a dict, with dotted-key overrides: params(**{"train.seed": 3})."""
+    data = yaml.safe_load(PARAMS.read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = copy.deepcopy(value)
+    return data
+
+
+def config(**overrides) -> Config:
+    """The validated project configuration with dotted-key overrides."""
+    return validate(params(**overrides), "params.yaml (test overrides)")

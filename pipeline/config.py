@@ -1,0 +1,338 @@
+"""The one typed configuration: ``params.yaml``, loaded and validated, flows to every stage.
+
+Every section is a frozen pydantic model that forbids unknown keys and checks types strictly (a
+string is not an int, 1 is not a bool) and ranges. A malformed file raises :class:`ConfigError`
+naming the file, the dotted key and what is wrong. ``params.yaml`` documents each key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Generic, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BACKBONES = ("vgg16", "resnet50", "inception_v3")
+METHODS = ("cam", "has", "acol", "spg", "adl", "cutmix", "icl")
+DATASETS = ("synth", "cub", "ilsvrc", "openimages", "custom")
+SPLITS = ("train", "val", "test")  # train-weaksup, train-fullsup, test
+
+Backbone = Literal["vgg16", "resnet50", "inception_v3"]
+Method = Literal["cam", "has", "acol", "spg", "adl", "cutmix", "icl"]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ConfigError(ValueError):
+    """params.yaml is unreadable or invalid; the message names the file and every bad key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+T = TypeVar("T")
+
+
+class PerBackbone(Section, Generic[T]):
+    """One value per backbone."""
+
+    vgg16: T
+    resnet50: T
+    inception_v3: T
+
+    def of(self, backbone: str) -> T:
+        return getattr(self, backbone)
+
+
+# ---------------------------------------------------------------------------------------- datasets
+
+class Source(Section):
+    """One downloadable file: mirrors tried in order, and its checksum ``"sha256:<hex>"`` or
+    ``"md5:<hex>"``; ``null`` when none is published (the sum of the first download is recorded
+    beside the file and checked from then on)."""
+
+    urls: list[str] = Field(min_length=1)
+    checksum: Annotated[str, Field(pattern=r"^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32})$")] | None
+    filename: str = Field(min_length=1)
+
+
+class MetadataSources(Section):
+    """The four metadata files of one split, in the clovaai/wsolevaluation format."""
+
+    image_ids: Source
+    class_labels: Source
+    image_sizes: Source
+    localization: Source
+
+
+class SplitSizes(Section):
+    train: PositiveInt
+    val: PositiveInt
+    test: PositiveInt
+
+
+class SynthConfig(Section):
+    """The built-in synthetic dataset (see pipeline/data/synth.py)."""
+
+    classes: Annotated[int, Field(ge=2, le=8)]
+    images_per_class: SplitSizes
+    image_size: Annotated[int, Field(ge=32, le=512)]
+    context_bias: Fraction  # probability that the background has the class's typical texture
+    distractors: Annotated[int, Field(ge=0, le=8)]  # at most this many distractor shapes per image
+    seed: int
+
+
+class CubConfig(Section):
+    images: Source  # CUB_200_2011.tgz: train-weaksup and test
+    fullsup_images: Source  # CUBV2 (5 Flickr images per class): train-fullsup
+    fullsup_metadata: MetadataSources
+
+
+class IlsvrcConfig(Section):
+    root: str | None  # local ImageNet-1k copy: train/<wnid>/*.JPEG and val/*.JPEG
+    val_annotations: str | None  # local folder of the official val box XMLs (ILSVRC2012_bbox_val_v3)
+    fullsup_images: Source  # ImageNetV2 threshold-0.7: train-fullsup
+    fullsup_metadata: MetadataSources
+
+
+class OpenImagesConfig(Section):
+    images: Source
+    masks: Source
+    metadata: dict[Literal["train", "val", "test"], MetadataSources]
+
+
+class CustomConfig(Section):
+    root: str | None  # a folder with metadata/{train,val,test}/ and the images the ids name
+
+
+class DatasetsConfig(Section):
+    synth: SynthConfig
+    cub: CubConfig
+    ilsvrc: IlsvrcConfig
+    openimages: OpenImagesConfig
+    custom: CustomConfig
+
+
+class DataConfig(Section):
+    """Loading. Train: resize to resize x resize, random crop, flip; test: resize to crop x crop."""
+
+    resize: Annotated[int, Field(ge=16)]
+    crop: Annotated[int, Field(ge=16)]
+    loader_workers: Annotated[int, Field(ge=0)]
+    pin_memory: bool
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ models
+
+class ModelConfig(Section):
+    """Per-backbone settings (the protocol's defaults differ by backbone)."""
+
+    large_feature_map: bool  # 28x28 final map at 224 px instead of 14x14 (VGG) / 7x7 / 17x17
+    pretrained: str | None  # None: random init; a torchvision weights name; or a .pth file path
+    lr: Positive
+    epochs: PositiveInt
+    lr_decay_epochs: PositiveInt  # step decay every this many epochs
+    batch_size: PositiveInt  # per optimizer step, across all workers
+
+
+class HasConfig(Section):
+    grid_size: PositiveInt  # side of a hidden patch, pixels of the network input
+    drop_rate: Fraction
+
+
+class AcolConfig(Section):
+    threshold: Fraction  # erase where the normalized CAM of classifier A is >= this
+
+
+class SpgConfig(Section):
+    # (high, low) per step: B2 from the CAM, B1 from B2, C from the fused B1/B2 map
+    thresholds: list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]] = Field(min_length=3, max_length=3)
+    taps: PerBackbone[list[str]]  # (B1's tap, B2's tap)
+
+
+class AdlConfig(Section):
+    drop_rate: Fraction
+    threshold: Fraction  # drop where attention > threshold * max
+    taps: PerBackbone[list[str]]
+
+
+class CutmixConfig(Section):
+    beta: Positive
+    prob: Fraction
+
+
+class IclHyper(Section):
+    """Table 1 of the paper."""
+
+    drop_rate: Fraction
+    gamma_fg: Positive
+    gamma_bg: Positive
+
+
+class IclAblation(Section):
+    """Table 2's switches: each ``false`` removes one component."""
+
+    contrastive: bool  # L_ca
+    consistency: bool  # L_fc
+    non_local: bool  # false: channel-mean attention, as ADL
+    dfg_mask: bool  # false: ADL's drop mask instead of M_dfg
+
+
+class IclConfig(Section):
+    margin: Positive
+    embedding_dim: PositiveInt
+    ca_weight: Annotated[float, Field(ge=0)]
+    fc_weight: Annotated[float, Field(ge=0)]
+    ablation: IclAblation
+    hyper: PerBackbone[IclHyper]
+    taps: PerBackbone[list[str]]  # the last one is L_fc's reference layer
+
+
+class CamConfig(Section):
+    """CAM has no hyperparameters."""
+
+
+class MethodsConfig(Section):
+    cam: CamConfig
+    has: HasConfig
+    acol: AcolConfig
+    spg: SpgConfig
+    adl: AdlConfig
+    cutmix: CutmixConfig
+    icl: IclConfig
+
+
+# ---------------------------------------------------------------------------------------- training
+
+class TrainConfig(Section):
+    """The recipe shared by every run (Sec. 4.1 of the paper; per-backbone values in ``models``)."""
+
+    lr_classifier_ratio: Positive  # new layers train at lr * this
+    lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    nesterov: bool
+    weight_decay: Annotated[float, Field(ge=0)]
+    grad_clip: Annotated[float, Field(ge=0)]  # max gradient L2 norm; 0: off
+    amp: Literal["none", "bf16", "fp16"]  # mixed precision, GPU only
+    channels_last: bool  # GPU only
+    seed: int
+    select: Literal["last", "best"]  # final model: last epoch, or best val MaxBoxAccV2
+    log_every: PositiveInt  # steps between progress lines
+    gallery_images: Annotated[int, Field(ge=0, le=64)]  # val CAMs drawn into MLflow at the end
+
+
+class RayConfig(Section):
+    num_workers: PositiveInt
+    use_gpu: bool
+    cpus_per_worker: PositiveInt
+    max_failures: Annotated[int, Field(ge=0)]
+    keep_checkpoints: PositiveInt
+
+
+class EvaluateConfig(Section):
+    cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]
+    iou_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
+    batch_size: PositiveInt
+
+    @model_validator(mode="after")
+    def _has_fifty(self):
+        if 50 not in self.iou_thresholds:
+            raise ValueError("iou_thresholds must contain 50 (GT-known and top-1 loc use IoU 0.5)")
+        return self
+
+
+class ExportConfig(Section):
+    tolerance: Positive  # max |exported - eager| over logits and CAMs
+
+
+class ReportConfig(Section):
+    gallery_images: Annotated[int, Field(ge=1, le=32)]
+
+
+class Range(Section):
+    low: float
+    high: float
+    log: bool
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class TuneConfig(Section):
+    backbone: Backbone
+    method: Method
+    num_samples: PositiveInt
+    max_concurrent: PositiveInt
+    grace_period: PositiveInt  # epochs before ASHA may stop a trial
+    seed: int
+    space: dict[Literal["drop_rate", "gamma_fg", "gamma_bg", "lr"], Range] = Field(min_length=1)
+
+
+class Config(Section):
+    dataset: Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
+    backbones: list[Backbone] = Field(min_length=1)
+    methods: list[Method] = Field(min_length=1)
+    datasets: DatasetsConfig
+    data: DataConfig
+    backbone_settings: PerBackbone[ModelConfig]
+    method_settings: MethodsConfig
+    train: TrainConfig
+    ray: RayConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    report: ReportConfig
+    tune: TuneConfig
+
+    @model_validator(mode="after")
+    def _unique(self):
+        for key in ("backbones", "methods"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} lists a name twice: {values}")
+        return self
+
+
+def _location(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def validate(data: object, source: str = "params.yaml") -> Config:
+    """A :class:`Config` from parsed YAML, or :class:`ConfigError` listing every bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            value = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+            lines.append(f"  {_location(problem['loc'])}: {problem['msg']}{value}")
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read and validate a params file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+    return validate(data, str(path))

@@ -1,0 +1,103 @@
+"""The method plug-in interface, and CAM (Zhou et al., CVPR 2016), the base every method extends.
+
+A method adds to a backbone (a) an input transform for training (``augment``), (b) modules that
+read or replace the feature map at named taps during training (``at_tap``), (c) a classification
+head, (d) its loss terms, and (e) how its class activation map is read from the final feature map.
+At evaluation the backbone runs plain: ``at_tap`` is never called.
+
+``state`` is a dict made afresh for each training forward: ``input_size`` (H, W) and whatever the
+method's ``at_tap`` records for its head and losses. It is ``None`` at evaluation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.backbones import Backbone
+
+State = dict[str, object]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Training targets: labels (B,), and for CutMix the pasted images' labels and the fraction
+    lam of each image that is its own."""
+
+    labels: torch.Tensor
+    mixed_labels: torch.Tensor | None = None
+    lam: float = 1.0
+
+
+def classification_loss(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """Cross-entropy; with mixed labels, lam * CE(labels) + (1 - lam) * CE(mixed_labels)."""
+    loss = F.cross_entropy(logits, targets.labels)
+    if targets.mixed_labels is not None:
+        loss = targets.lam * loss + (1 - targets.lam) * F.cross_entropy(logits, targets.mixed_labels)
+    return loss
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalisation of (B, H, W) maps to [0, 1]; a constant (or NaN) map becomes
+    zeros, as the reference's ``normalize_scoremap``."""
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1)[:, None, None]
+    span = (flat.amax(dim=1)[:, None, None] - low)
+    valid = (span > 0) & ~torch.isnan(flat).any(dim=1)[:, None, None]
+    return torch.where(valid, (maps - low) / torch.where(valid, span, torch.ones_like(span)), torch.zeros_like(maps))
+
+
+def select_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) per-class maps -> (B, h, w), the map of each image's class."""
+    return maps[torch.arange(len(maps), device=maps.device), classes]
+
+
+class Method(nn.Module, ABC):
+    """The plug-in interface; ``augment``, ``at_tap`` and ``losses`` default to plain classification."""
+
+    name = "method"
+    # Whether some parameters may receive no gradient in a step (DDP must then look for them).
+    may_skip_parameters = False
+
+    def augment(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, Targets]:
+        """Training-time input transform: images (B, 3, H, W), labels (B,)."""
+        return images, Targets(labels)
+
+    def at_tap(self, tap: str, feature: torch.Tensor, state: State) -> torch.Tensor:
+        """Training-time hook after each backbone stage; returns the feature the next stage sees."""
+        return feature
+
+    @abstractmethod
+    def head(self, feature: torch.Tensor, labels: torch.Tensor | None, state: State | None) -> dict[str, torch.Tensor]:
+        """Final feature (B, C, h, w) -> outputs, at least ``logits`` (B, K)."""
+
+    def losses(self, outputs: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
+        """Named loss terms, weighted; the training loss is their sum."""
+        return {"cls": classification_loss(outputs["logits"], targets)}
+
+    @abstractmethod
+    def class_maps(self, feature: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Evaluation: the CAM of class classes[b] (B,) for each image, at feature resolution (B, h, w)."""
+
+
+class CAM(Method):
+    """GAP -> linear classifier; the CAM of class k is sum_c w_kc F_c (bias left out: min-max
+    normalisation removes it)."""
+
+    name = "cam"
+
+    def __init__(self, backbone: Backbone, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(backbone.out_channels, num_classes)
+        nn.init.normal_(self.classifier.weight, 0, 0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def head(self, feature, labels, state):
+        return {"logits": self.classifier(feature.mean(dim=(2, 3)))}
+
+    def class_maps(self, feature, classes):
+        return torch.einsum("bc,bchw->bhw", self.classifier.weight[classes], feature)

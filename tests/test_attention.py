@@ -1,0 +1,154 @@
+"""The paper's equations on tensors small enough to compute by hand."""
+
+import math
+
+import pytest
+import torch
+
+from pipeline.models.attention import (
+    NonLocalAttention,
+    attention_thresholds,
+    background_mask,
+    channel_mean_attention,
+    contrastive_attention_loss,
+    drop_mask,
+    dropped_foreground_mask,
+    foreground_consistency_loss,
+    foreground_mask,
+    masked_average,
+    select_map,
+)
+
+# A 3x3 attention map: max 8, mean 4.
+A = torch.arange(9.0).view(1, 1, 3, 3)
+
+
+def grid(rows):
+    return torch.tensor(rows, dtype=torch.float32).view(1, 1, len(rows), len(rows[0]))
+
+
+def test_thresholds_are_gamma_times_max_and_mean():
+    theta_fg, theta_bg = attention_thresholds(A, gamma_fg=0.72, gamma_bg=1.2)
+    assert theta_fg.shape == theta_bg.shape == (1, 1, 1, 1)
+    assert theta_fg.item() == pytest.approx(0.72 * 8)  # 5.76
+    assert theta_bg.item() == pytest.approx(1.2 * 4)  # 4.8
+
+
+def test_eq1_dropped_foreground_mask_keeps_the_object_without_its_peak_and_background():
+    theta_fg, theta_bg = attention_thresholds(A, 0.72, 1.2)
+    # 4.8 < A < 5.76: only the pixel of value 5
+    assert torch.equal(dropped_foreground_mask(A, theta_fg, theta_bg), grid([[0, 0, 0], [0, 0, 1], [0, 0, 0]]))
+
+
+def test_eq2_foreground_and_background_masks():
+    _, theta_bg = attention_thresholds(A, 0.72, 1.2)
+    assert torch.equal(foreground_mask(A, theta_bg), grid([[0, 0, 0], [0, 0, 1], [1, 1, 1]]))  # A > 4.8
+    assert torch.equal(background_mask(A, theta_bg), grid([[1, 1, 1], [1, 1, 0], [0, 0, 0]]))  # A < 4.8
+
+
+def test_masks_are_strict_at_the_threshold():
+    a = grid([[1, 2], [2, 3]])  # mean 2: gamma_bg 1 puts theta_bg exactly on two pixels
+    theta_fg, theta_bg = attention_thresholds(a, gamma_fg=1.0, gamma_bg=1.0)
+    assert torch.equal(foreground_mask(a, theta_bg), grid([[0, 0], [0, 1]]))
+    assert torch.equal(background_mask(a, theta_bg), grid([[1, 0], [0, 0]]))
+    assert torch.equal(dropped_foreground_mask(a, theta_fg, theta_bg), grid([[0, 0], [0, 0]]))  # 3 is not < 3
+
+
+def test_adl_drop_mask_removes_the_peak_only():
+    assert torch.equal(drop_mask(A, torch.tensor(0.9 * 8)), grid([[1, 1, 1], [1, 1, 1], [1, 1, 0]]))
+
+
+def test_select_map_draws_once_per_call():
+    importance, dropping = torch.full((2, 1, 2, 2), 0.5), torch.zeros(2, 1, 2, 2)
+    assert torch.equal(select_map(importance, dropping, drop_rate=1.0), dropping)
+    assert torch.equal(select_map(importance, dropping, drop_rate=0.0), importance)
+    torch.manual_seed(0)
+    draws = [select_map(importance, dropping, 0.3).sum().item() for _ in range(2000)]
+    assert set(draws) == {0.0, 4.0}  # the whole batch gets one map
+    assert draws.count(0.0) / len(draws) == pytest.approx(0.3, abs=0.04)
+
+
+def test_channel_mean_attention():
+    feature = torch.stack([torch.ones(2, 2), 3 * torch.ones(2, 2)])[None]
+    assert torch.equal(channel_mean_attention(feature), torch.full((1, 1, 2, 2), 2.0))
+
+
+def test_eq5_non_local_attention_by_hand():
+    # C = 2, C~ = 1: f = g = channel 0, z = identity, so f_i.g_j = x0_i x0_j and mean_C z = (x0 + x1) / 2.
+    block = NonLocalAttention(2)
+    with torch.no_grad():
+        for conv in (block.f, block.g):
+            conv.weight.copy_(torch.tensor([[1.0, 0.0]]).view(1, 2, 1, 1))
+            conv.bias.zero_()
+        block.z.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        block.z.bias.zero_()
+    x0 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    x1 = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    a = block(torch.stack([x0, x1])[None])
+    # z-bar = [1, 1, 1.5, 2]. Row 0 of the similarity: softmax([1, 0, 0, 0]); rows 1-3: uniform.
+    e = math.e
+    expected = torch.tensor([[(e * 1 + 1 + 1.5 + 2) / (e + 3), 5.5 / 4], [5.5 / 4, 5.5 / 4]])
+    assert a.shape == (1, 1, 2, 2)
+    assert torch.allclose(a[0, 0], expected)
+
+
+def test_eq5_equals_the_formula_as_written_in_value_and_gradient():
+    torch.manual_seed(0)
+    block = NonLocalAttention(6).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def as_written(x):
+        b, c, h, w = x.shape
+        f, g, z = (conv(x).flatten(2) for conv in (block.f, block.g, block.z))
+        weighted = z @ torch.softmax(f.transpose(1, 2) @ g, dim=-1).transpose(1, 2)  # (B, C, N): sum_j S_ij z_j
+        return weighted.mean(dim=1).view(b, 1, h, w)
+
+    fast, slow = block(x), as_written(x)
+    assert torch.allclose(fast, slow)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [x, *block.parameters()])
+    grads_slow = torch.autograd.grad(slow.square().sum(), [x, *block.parameters()])
+    for fast_grad, slow_grad in zip(grads_fast, grads_slow):
+        assert torch.allclose(fast_grad, slow_grad)
+
+
+def test_masked_average_pools_only_the_masked_pixels():
+    feature = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[10.0, 20.0], [30.0, 40.0]]])[None]  # (1, 2, 2, 2)
+    pooled, nonempty = masked_average(feature, grid([[1, 0], [0, 1]]))
+    assert torch.equal(pooled, torch.tensor([[2.5, 25.0]]))
+    assert nonempty.tolist() == [True]
+    pooled, nonempty = masked_average(feature, grid([[0, 0], [0, 0]]))
+    assert torch.equal(pooled, torch.zeros(1, 2))
+    assert nonempty.tolist() == [False]
+
+
+def test_eq3_contrastive_attention_loss_by_hand():
+    z_dfg = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    z_fg = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # d = 5, 1
+    z_bg = torch.tensor([[0.0, 1.0], [3.0, 4.0]])  # d = 1, 5
+    # image 1: 5 - 1 + 1 = 5; image 2: max(0, 1 - 5 + 1) = 0
+    assert contrastive_attention_loss(z_dfg, z_fg, z_bg, margin=1.0).item() == pytest.approx(2.5)
+
+
+def test_eq3_gradient_is_finite_when_embeddings_coincide():
+    z = torch.zeros(1, 3, requires_grad=True)
+    loss = contrastive_attention_loss(z, z * 1, z * 1, margin=1.0)
+    loss.backward()
+    assert loss.item() == 1.0 and torch.isfinite(z.grad).all()
+
+
+def test_eq4_consistency_loss_by_hand_and_its_stop_gradient():
+    early = grid([[1, 2], [3, 4]]).requires_grad_(True)
+    late = grid([[0, 0], [0, 0]]).requires_grad_(True)
+    loss = foreground_consistency_loss([early, late])
+    assert loss.item() == pytest.approx((1 + 4 + 9 + 16) / 4)
+    loss.backward()
+    assert torch.allclose(early.grad, 2 * early.detach() / 4)
+    assert late.grad is None  # no gradient into the reference layer
+
+
+def test_eq4_resizes_the_reference_to_each_earlier_map_and_sums_over_layers():
+    early_big = grid([[1, 2], [3, 4]])
+    early_same = grid([[2]])
+    late = grid([[2]])  # upsampled bilinearly to 2x2: all 2
+    loss = foreground_consistency_loss([early_big, early_same, late])
+    assert loss.item() == pytest.approx((1 + 0 + 1 + 4) / 4 + 0)
