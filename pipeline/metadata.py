@@ -39,7 +39,8 @@ class MaskFiles:
 
 @dataclass(frozen=True)
 class Metadata:
-    """One split's metadata. Exactly one of ``boxes`` and ``masks`` is set."""
+    """One split's metadata. At most one of ``boxes`` and ``masks`` is set (neither when read
+    without localization, as training does)."""
 
     root: Path
     image_ids: tuple[str, ...]
@@ -124,50 +125,68 @@ def read_labels(path: str | Path, image_ids: tuple[str, ...]) -> dict[str, int]:
     return labels
 
 
-def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "masks"] = "auto") -> Metadata:
+def read_image_ids(path: str | Path) -> tuple[str, ...]:
+    """An image_ids.txt: one id a line, no duplicates."""
+    path = Path(path)
+    first_line: dict[str, int] = {}
+    for lineno, (image_id,) in _rows(path, ("image_id",)):
+        if image_id in first_line:
+            raise MetadataError(f"{path}:{lineno}: duplicate image id {image_id!r} (first on line {first_line[image_id]})")
+        first_line[image_id] = lineno
+    return tuple(first_line)
+
+
+def read_sizes(path: str | Path, image_ids: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """An image_sizes.txt naming each image once: id -> (width, height), positive."""
+    path = Path(path)
+    sizes: dict[str, tuple[int, int]] = {}
+    check = _IdCheck(path, set(image_ids), unique=True)
+    for lineno, (image_id, *wh) in _rows(path, ("image_id", "width", "height")):
+        check.see(lineno, image_id)
+        width, height = _integers(path, lineno, image_id, ("width", "height"), wh)
+        if width <= 0 or height <= 0:
+            raise MetadataError(f"{path}:{lineno}: image {image_id!r}: size must be positive, got {width}x{height}")
+        sizes[image_id] = (width, height)
+    check.finish(image_ids)
+    return sizes
+
+
+def read_localization(path: str | Path, image_ids: tuple[str, ...],
+                      kind: Literal["auto", "boxes", "masks"] = "auto") -> dict[str, tuple[Box, ...]] | dict[str, MaskFiles]:
+    """A localization.txt naming each image at least once: boxes (five fields) or masks (three);
+    ``"auto"`` decides from the first line."""
+    path = Path(path)
+    if kind == "auto":
+        kind = _localization_kind(path)
+    if kind == "boxes":
+        return _read_boxes(path, set(image_ids), image_ids)
+    if kind == "masks":
+        return _read_masks(path, set(image_ids), image_ids)
+    raise ValueError(f"localization must be 'auto', 'boxes' or 'masks', got {kind!r}")
+
+
+def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "masks", "none"] = "auto") -> Metadata:
     """Read and validate a metadata folder.
 
     ``localization`` says how localization.txt is read; ``"auto"`` decides from its first line
-    (five fields: boxes; three: masks).
+    (five fields: boxes; three: masks); ``"none"`` does not read it (training sees no boxes or masks).
     """
     root = Path(root)
     if not root.is_dir():
         raise MetadataError(f"{root}: metadata folder does not exist")
-
-    ids_path = root / "image_ids.txt"
-    first_line: dict[str, int] = {}
-    for lineno, (image_id,) in _rows(ids_path, ("image_id",)):
-        if image_id in first_line:
-            raise MetadataError(
-                f"{ids_path}:{lineno}: duplicate image id {image_id!r} (first on line {first_line[image_id]})"
-            )
-        first_line[image_id] = lineno
-    ids = tuple(first_line)
-    known = set(ids)
-
+    ids = read_image_ids(root / "image_ids.txt")
     labels = read_labels(root / "class_labels.txt", ids)
-
-    sizes_path = root / "image_sizes.txt"
-    sizes: dict[str, tuple[int, int]] = {}
-    check = _IdCheck(sizes_path, known, unique=True)
-    for lineno, (image_id, *wh) in _rows(sizes_path, ("image_id", "width", "height")):
-        check.see(lineno, image_id)
-        width, height = _integers(sizes_path, lineno, image_id, ("width", "height"), wh)
-        if width <= 0 or height <= 0:
-            raise MetadataError(
-                f"{sizes_path}:{lineno}: image {image_id!r}: size must be positive, got {width}x{height}"
-            )
-        sizes[image_id] = (width, height)
-    check.finish(ids)
-
+    sizes = read_sizes(root / "image_sizes.txt", ids)
+    if localization == "none":
+        return Metadata(root, ids, labels, sizes)
     loc_path = root / "localization.txt"
     if localization == "auto":
         localization = _localization_kind(loc_path)
     if localization == "boxes":
-        return Metadata(root, ids, labels, sizes, boxes=_read_boxes(loc_path, known, ids))
+        return Metadata(root, ids, labels, sizes, boxes=read_localization(loc_path, ids, "boxes"))
     if localization == "masks":
-        return Metadata(root, ids, labels, sizes, masks=_read_masks(loc_path, known, ids))
-    raise ValueError(f"localization must be 'auto', 'boxes' or 'masks', got {localization!r}")
+        return Metadata(root, ids, labels, sizes, masks=read_localization(loc_path, ids, "masks"))
+    raise ValueError(f"localization must be 'auto', 'boxes', 'masks' or 'none', got {localization!r}")
 
 
 def _localization_kind(path: Path) -> Literal["boxes", "masks"]:
@@ -222,3 +241,23 @@ def _read_masks(path: Path, known: set[str], ids: tuple[str, ...]) -> dict[str, 
         masks.setdefault(image_id, []).append(mask)
     check.finish(ids)
     return {image_id: MaskFiles(tuple(m), ignores[image_id]) for image_id, m in masks.items()}
+
+
+def write_metadata(metadata: Metadata, root: str | Path) -> None:
+    """Write a metadata folder in the format :func:`load_metadata` reads (localization.txt only when
+    the metadata has boxes or masks)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ids = metadata.image_ids
+
+    def write(name: str, lines) -> None:
+        (root / name).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+    write("image_ids.txt", ids)
+    write("class_labels.txt", (f"{i},{metadata.class_labels[i]}" for i in ids))
+    write("image_sizes.txt", (f"{i},{w},{h}" for i in ids for w, h in [metadata.image_sizes[i]]))
+    if metadata.boxes is not None:
+        write("localization.txt", (f"{i},{x0},{y0},{x1},{y1}" for i in ids for x0, y0, x1, y1 in metadata.boxes[i]))
+    elif metadata.masks is not None:
+        write("localization.txt", (f"{i},{mask},{metadata.masks[i].ignore if k == 0 else ''}"
+                                   for i in ids for k, mask in enumerate(metadata.masks[i].masks)))

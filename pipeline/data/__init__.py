@@ -1,0 +1,1 @@
+"""Datasets: download, split construction, and the loading that training and evaluation share."""

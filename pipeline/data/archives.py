@@ -1,0 +1,52 @@
+"""Unpacking downloaded archives: all or nothing, never outside the target folder."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+
+class ArchiveError(RuntimeError):
+    """A corrupt or unsafe archive; the message names it."""
+
+
+def _check_zip_member(archive: Path, name: str) -> None:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise ArchiveError(f"{archive}: member {name!r} would be written outside the target folder")
+
+
+def extract(archive: Path, into: Path) -> None:
+    """Unpack a .tar, .tar.gz/.tgz or .zip archive into ``into`` (created, or merged into if it
+    exists). Members go to a temporary sibling folder first and move in only once all are out, so a
+    corrupt archive leaves ``into`` as it was."""
+    staging = into.with_name(f".{into.name}.unpacking")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for name in z.namelist():
+                    _check_zip_member(archive, name)
+                z.extractall(staging)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(staging, filter="data")  # refuses absolute paths, '..' and links out
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ArchiveError(f"{archive}: cannot unpack: {error}") from None
+    except ArchiveError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    into.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        target = into / item.name
+        if target.is_dir() and item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            if target.is_dir():
+                shutil.rmtree(target)
+            item.replace(target)
+    shutil.rmtree(staging, ignore_errors=True)

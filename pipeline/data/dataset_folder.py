@@ -1,0 +1,173 @@
+"""The one on-disk form of every dataset, written by the split stage and read by all later ones.
+
+    data/splits/<dataset>/
+        dataset.json                 name, classes, and where each split's images (and masks) are
+        metadata/<split>/            image_ids, class_labels, image_sizes, localization (.txt), in the
+                                     clovaai/wsolevaluation format; train may lack localization
+        metadata_masks/<split>/      masks as well, for datasets that have both (synth)
+
+Image ids are paths relative to their split's image root; mask paths relative to the mask root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import SPLITS
+from pipeline.data.images import ImageReadError, measure
+from pipeline.metadata import Box, MaskFiles, Metadata, load_metadata, write_metadata
+
+INFO = "dataset.json"
+SHOWN_PROBLEMS = 50  # problems listed in full before "and N more"
+
+
+class DatasetError(RuntimeError):
+    """The dataset's files do not match its metadata; the message lists every problem found."""
+
+
+@dataclass
+class SplitTable:
+    """One split as a dataset source describes it. ``sizes`` None: read from the image files."""
+
+    image_root: Path
+    image_ids: tuple[str, ...]
+    labels: dict[str, int]
+    sizes: dict[str, tuple[int, int]] | None = None
+    boxes: dict[str, tuple[Box, ...]] | None = None
+    masks: dict[str, MaskFiles] | None = None  # paths relative to the dataset's mask root
+
+
+@dataclass
+class DatasetTables:
+    """Everything the split stage needs from a dataset source."""
+
+    name: str
+    splits: dict[str, SplitTable]
+    class_names: list[str] | None = None
+    mask_root: Path | None = None
+    extra_masks: dict[str, dict[str, MaskFiles]] = field(default_factory=dict)  # split -> masks, beside boxes
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A written dataset folder, as the training and evaluation stages see it."""
+
+    folder: Path
+    name: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    image_roots: dict[str, Path]
+    mask_root: Path | None
+
+    @classmethod
+    def load(cls, folder: str | Path) -> DatasetInfo:
+        folder = Path(folder)
+        path = folder / INFO
+        try:
+            info = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DatasetError(f"{path} is missing: run the split stage (dvc repro split)") from None
+        except json.JSONDecodeError as error:
+            raise DatasetError(f"{path}: not valid JSON: {error}") from None
+        mask_root = info.get("mask_root")
+        return cls(folder, info["name"], info["num_classes"], tuple(info["class_names"]),
+                   {s: (folder / r).resolve() for s, r in info["image_roots"].items()},
+                   (folder / mask_root).resolve() if mask_root else None)
+
+    def metadata_dir(self, split: str) -> Path:
+        return self.folder / "metadata" / split
+
+    def mask_metadata_dir(self, split: str) -> Path | None:
+        """Metadata whose localization.txt holds masks, if the dataset has masks for the split."""
+        for folder in (self.folder / "metadata_masks" / split, self.metadata_dir(split)):
+            loc = folder / "localization.txt"
+            if loc.is_file() and loc.stat().st_size and len(loc.open().readline().split(",")) == 3:
+                return folder
+        return None
+
+    def metadata(self, split: str, localization: str = "auto") -> Metadata:
+        return load_metadata(self.metadata_dir(split), localization)
+
+    def image_path(self, split: str, image_id: str) -> Path:
+        return self.image_roots[split] / image_id
+
+
+def _relative(target: Path, start: Path) -> str:
+    """target relative to start when both lie on one tree; absolute otherwise (an external copy)."""
+    try:
+        return os.path.relpath(target.resolve(), start.resolve())
+    except ValueError:
+        return str(target.resolve())
+
+
+def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: dict[str, MaskFiles] | None,
+                 problems: list[str]) -> dict[str, tuple[int, int]]:
+    """Measured (width, height) of every image of the split; problems appended."""
+    sizes = {}
+    paths = [table.image_root / i for i in table.image_ids]
+    for image_id, path, result in zip(table.image_ids, paths, measure(paths)):
+        if isinstance(result, ImageReadError):
+            problems.append(f"{split}: image {image_id!r}: {result}")
+            continue
+        sizes[image_id] = result
+        if table.sizes is not None and table.sizes[image_id] != result:
+            problems.append(f"{split}: image {image_id!r}: image_sizes.txt says {table.sizes[image_id]}, "
+                            f"the file {path} is {result}")
+    for masks in (table.masks, extra):
+        if not masks:
+            continue
+        named = sorted({m for files in masks.values() for m in (*files.masks, files.ignore) if m})
+        for name, result in zip(named, measure(mask_root / m for m in named)):
+            if isinstance(result, ImageReadError):
+                problems.append(f"{split}: mask {name!r}: {result}")
+    return sizes
+
+
+def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
+    """Check every image (and mask) file once, then write the dataset folder atomically. Every
+    problem found (missing or unreadable file, size contradicting the metadata, a class without
+    training images) is listed in one :class:`DatasetError`."""
+    problems: list[str] = []
+    labels = sorted({label for table in tables.splits.values() for label in table.labels.values()})
+    num_classes = labels[-1] + 1
+    trained = set(tables.splits["train"].labels.values())
+    problems += [f"train: class {c} has no image" for c in range(num_classes) if c not in trained]
+    if tables.class_names is not None and len(tables.class_names) != num_classes:
+        problems.append(f"{len(tables.class_names)} class names for {num_classes} classes")
+    measured = {split: _check_split(split, table, tables.mask_root, tables.extra_masks.get(split), problems)
+                for split, table in tables.splits.items()}
+    if problems:
+        shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
+        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+        raise DatasetError(f"{tables.name}: {len(problems)} problem(s) found; nothing was written:\n  {shown}{more}")
+
+    staging = out.with_name(f".{out.name}.writing")
+    shutil.rmtree(staging, ignore_errors=True)
+    for split in SPLITS:
+        table = tables.splits[split]
+        write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split], boxes=table.boxes,
+                                masks=table.masks), staging / "metadata" / split)
+        if split in tables.extra_masks:
+            write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split],
+                                    masks=tables.extra_masks[split]), staging / "metadata_masks" / split)
+    names = tables.class_names or [str(c) for c in range(num_classes)]
+    info = {
+        "name": tables.name,
+        "num_classes": num_classes,
+        "class_names": names,
+        "images": {split: len(tables.splits[split].image_ids) for split in SPLITS},
+        # relative to this folder once it is in place, i.e. from out
+        "image_roots": {split: _relative(tables.splits[split].image_root, out) for split in SPLITS},
+        "mask_root": _relative(tables.mask_root, out) if tables.mask_root is not None else None,
+    }
+    (staging / INFO).write_text(json.dumps(info, indent=2) + "\n")
+    for split in SPLITS:  # read back what was written: the loaders' own validation
+        load_metadata(staging / "metadata" / split, "none" if split == "train" else "auto")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.replace(out)
+    return DatasetInfo.load(out)

@@ -1,0 +1,56 @@
+"""A dataset brought by the user, already in the wsolevaluation layout:
+``<root>/metadata/{train,val,test}/*.txt`` with image ids (and mask paths) relative to <root>,
+optionally ``<root>/metadata_masks/{val,test}/`` for masks beside boxes and ``<root>/classes.txt``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import SPLITS, CustomConfig
+from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
+from pipeline.metadata import load_metadata, read_image_ids, read_labels, read_localization
+from pipeline.paths import Layout
+
+
+def _root(settings: CustomConfig) -> Path:
+    if settings.root is None:
+        raise DatasetError("datasets.custom.root is null: set it to your dataset folder in params.yaml")
+    root = Path(settings.root).expanduser().resolve()
+    if not (root / "metadata").is_dir():
+        raise DatasetError(f"datasets.custom.root: {root} has no metadata/ folder (metadata/{{train,val,test}}/*.txt)")
+    return root
+
+
+def fetch(settings: CustomConfig, layout: Layout) -> None:
+    """Nothing to download: records where the dataset is (DVC does not watch a folder outside the project)."""
+    raw = layout.raw("custom")
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "source.json").write_text(json.dumps({"root": str(_root(settings))}, indent=2) + "\n")
+
+
+def folder_tables(name: str, root: Path) -> DatasetTables:
+    """Tables of a folder in the custom layout (also what the synth generator writes)."""
+    splits = {}
+    for split in SPLITS:
+        folder = root / "metadata" / split
+        has_localization = (folder / "localization.txt").is_file()
+        metadata = load_metadata(folder, "auto" if split != "train" or has_localization else "none")
+        splits[split] = SplitTable(root, metadata.image_ids, metadata.class_labels, metadata.image_sizes,
+                                   metadata.boxes, metadata.masks)
+    extra = {}
+    for split in SPLITS:
+        folder = root / "metadata_masks" / split
+        if folder.is_dir():
+            ids = read_image_ids(folder / "image_ids.txt")
+            if ids != splits[split].image_ids or read_labels(folder / "class_labels.txt", ids) != splits[split].labels:
+                raise DatasetError(f"{folder}: its images or labels differ from {root / 'metadata' / split}")
+            extra[split] = read_localization(folder / "localization.txt", ids, "masks")
+    names_file = root / "classes.txt"
+    names = names_file.read_text().split() if names_file.is_file() else None
+    has_masks = bool(extra) or any(t.masks for t in splits.values())
+    return DatasetTables(name, splits, names, root if has_masks else None, extra)
+
+
+def tables(settings: CustomConfig, layout: Layout) -> DatasetTables:
+    return folder_tables("custom", _root(settings))

@@ -1,0 +1,66 @@
+"""Where each stage reads and writes, relative to the project root (the folder of params.yaml).
+
+    data/downloads/              archives and files as downloaded (kept across runs: not a DVC output)
+    data/raw/<dataset>/          the download stage's output: images and the dataset's own annotations
+    data/splits/<dataset>/       the split stage's output: metadata/{train,val,test}/ and dataset.json
+    runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
+    exports/<dataset>/<run>/     TorchScript (and ONNX) inference network, export.json
+    results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv
+    report/<dataset>/            report.md and its figures
+    ray_results/                 Ray Train's storage (checkpoints; what a resumed run restarts from)
+    mlflow.db, mlartifacts/      the default MLflow store
+
+A run is named ``<backbone>-<method>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def run_name(backbone: str, method: str) -> str:
+    return f"{backbone}-{method}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def here(cls) -> Layout:
+        return cls(Path.cwd().resolve())
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "data" / "downloads"
+
+    def raw(self, dataset: str) -> Path:
+        return self.root / "data" / "raw" / dataset
+
+    def split(self, dataset: str) -> Path:
+        return self.root / "data" / "splits" / dataset
+
+    def run(self, dataset: str, backbone: str, method: str) -> Path:
+        return self.root / "runs" / dataset / run_name(backbone, method)
+
+    def export(self, dataset: str, backbone: str, method: str) -> Path:
+        return self.root / "exports" / dataset / run_name(backbone, method)
+
+    def results(self, dataset: str, backbone: str, method: str) -> Path:
+        return self.root / "results" / dataset / run_name(backbone, method)
+
+    def report(self, dataset: str) -> Path:
+        return self.root / "report" / dataset
+
+    @property
+    def ray_storage(self) -> Path:
+        return self.root / "ray_results"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"

@@ -1,0 +1,44 @@
+"""What every DVC stage entry point (stages/*.py) shares: arguments, params.yaml, logging, errors.
+
+The pipeline's own errors (bad configuration, data, downloads, weights) end the stage with one
+line naming the problem and exit status 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from pipeline.config import BACKBONES, METHODS, Config, ConfigError, load_config
+from pipeline.data.archives import ArchiveError
+from pipeline.data.dataset_folder import DatasetError
+from pipeline.data.download import DownloadError
+from pipeline.data.images import ImageReadError
+from pipeline.metadata import MetadataError
+from pipeline.metrics import ScoremapError
+from pipeline.models import PretrainedWeightsError
+from pipeline.paths import Layout
+
+EXPECTED = (ConfigError, DatasetError, DownloadError, ArchiveError, ImageReadError, MetadataError, ScoremapError,
+            PretrainedWeightsError)
+
+Stage = Callable[[Config, Layout, argparse.Namespace], object]
+
+
+def run(name: str, stage: Stage, per_run: bool = False) -> None:
+    """Run ``stage(config, layout, args)`` from the project root; ``per_run`` stages take
+    ``--backbone`` and ``--method``."""
+    parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage '{name}'.")
+    if per_run:
+        parser.add_argument("--backbone", required=True, choices=BACKBONES)
+        parser.add_argument("--method", required=True, choices=METHODS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    layout = Layout.here()
+    try:
+        stage(load_config(layout.root / "params.yaml"), layout, args)
+    except EXPECTED as error:
+        print(f"stage {name}: error: {error}", file=sys.stderr)
+        sys.exit(1)
