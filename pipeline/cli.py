@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.config import BACKBONES, METHODS
 from pipeline.metrics import evaluate_scoremap_folder
 
 
@@ -29,6 +30,16 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
     if "single_contour" in summary:
         summary["single_contour"] = {k: v for k, v in summary["single_contour"].items() if k not in curves}
     print(json.dumps(summary, indent=2))
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from pipeline.config import load_config
+    from pipeline.paths import Layout
+    from pipeline.train.tune import search
+
+    config = load_config(args.params)
+    search(config, Layout(args.params.resolve().parent), args.backbone or config.tune.backbone,
+           args.method or config.tune.method)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64, help="score maps per batch")
     evaluate.add_argument("--out", type=Path, help="write the full result (with curves) to this JSON file")
     evaluate.set_defaults(run=_evaluate_scoremaps)
+
+    tune = commands.add_parser(
+        "tune", help="search hyperparameters on train-fullsup with Ray Tune (tune section of params.yaml)",
+        description="Ray Tune over tune.space for one backbone and method, each trial a Ray Train run scored on "
+                    "train-fullsup; writes the best values to tuning/<dataset>-<backbone>-<method>.yaml.")
+    tune.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
+    tune.add_argument("--backbone", choices=BACKBONES, help="default: tune.backbone")
+    tune.add_argument("--method", choices=METHODS, help="default: tune.method")
+    tune.set_defaults(run=_tune)
     return parser
 
 
@@ -63,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except ValueError as error:  # MetadataError, ScoremapError and bad arguments: a clear message, exit 2
+    except Exception as error:  # the pipeline's own errors and bad arguments: a clear message, exit 2
+        from pipeline.stage_runner import expected_errors
+
+        if not isinstance(error, (ValueError, *expected_errors())):
+            raise
         print(f"wsol {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -11,20 +11,26 @@ import logging
 import sys
 from collections.abc import Callable
 
-from pipeline.config import BACKBONES, METHODS, Config, ConfigError, load_config
-from pipeline.data.archives import ArchiveError
-from pipeline.data.dataset_folder import DatasetError
-from pipeline.data.download import DownloadError
-from pipeline.data.images import ImageReadError
-from pipeline.metadata import MetadataError
-from pipeline.metrics import ScoremapError
-from pipeline.models import PretrainedWeightsError
+from pipeline.config import BACKBONES, METHODS, Config, load_config
 from pipeline.paths import Layout
 
-EXPECTED = (ConfigError, DatasetError, DownloadError, ArchiveError, ImageReadError, MetadataError, ScoremapError,
-            PretrainedWeightsError)
-
 Stage = Callable[[Config, Layout, argparse.Namespace], object]
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The pipeline's own error types: a user can act on their message, no traceback needed."""
+    from pipeline.config import ConfigError
+    from pipeline.data.archives import ArchiveError
+    from pipeline.data.dataset_folder import DatasetError
+    from pipeline.data.download import DownloadError
+    from pipeline.data.images import ImageReadError
+    from pipeline.metadata import MetadataError
+    from pipeline.metrics import ScoremapError
+    from pipeline.models import PretrainedWeightsError
+    from pipeline.train.driver import TrainingError
+
+    return (ConfigError, DatasetError, DownloadError, ArchiveError, ImageReadError, MetadataError, ScoremapError,
+            PretrainedWeightsError, TrainingError, FileNotFoundError)
 
 
 def run(name: str, stage: Stage, per_run: bool = False) -> None:
@@ -39,6 +45,6 @@ def run(name: str, stage: Stage, per_run: bool = False) -> None:
     layout = Layout.here()
     try:
         stage(load_config(layout.root / "params.yaml"), layout, args)
-    except EXPECTED as error:
+    except expected_errors() as error:
         print(f"stage {name}: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -6,9 +6,10 @@ two ways WSOL methods fight:
 * a small **head** in the class's colour (strong evidence, a small part: CAM tends to light up
   only there) on a larger **body** whose shape is the class's but whose colour is not (weak
   evidence spread over the object);
-* a **background texture** (stripes of a class-specific orientation and tint) that is the class's
-  own with probability ``context_bias`` and another's otherwise (helpful for classification, wrong
-  for localization: CAM tends to spill onto it).
+* a **background texture** (faint stripes of a class-specific orientation and period, over a tint
+  that varies from image to image) that is the class's own with probability ``context_bias`` and
+  another's otherwise (helpful for classification, wrong for localization: CAM tends to spill
+  onto it).
 
 Objects take 15-70 % of the image side, at a random position and rotation, over low-frequency
 noise, with up to ``distractors`` neutral shapes behind them. The ground truth is the object's
@@ -38,7 +39,7 @@ HEAD_COLOURS = {  # RGB, saturated: the discriminative part
 }
 # Body outlines in object units: the body spans x in [-1, 1], the head is a disc at x = 1.
 BODY_SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "pentagon", "cross", "arrow", "hexagon")
-HEAD_RADIUS = 0.35  # object units
+HEAD_RADIUS = 0.45  # object units
 OBJECT_LENGTH = 2 + HEAD_RADIUS  # object units along the long axis
 SIZE_RANGE = (0.15, 0.70)  # object length as a fraction of the image side
 
@@ -83,11 +84,9 @@ class Scene:
     head_colour: tuple[int, int, int]
 
 
-def _context(index: int, classes: int) -> tuple[tuple[float, float, float], float, float]:
-    """Class index's background: a tint, a stripe angle and period (fractions of the side)."""
-    hue = (index / classes) * 180  # OpenCV hue, 0-180
-    tint = cv2.cvtColor(np.uint8([[[hue, 90, 170]]]), cv2.COLOR_HSV2RGB)[0, 0].astype(float)
-    return tuple(tint), math.pi * index / classes, 0.06 + 0.05 * (index % 3)
+def _stripes(index: int, classes: int) -> tuple[float, float]:
+    """Class index's background stripes: angle (radians) and period (a fraction of the side)."""
+    return math.pi * index / classes, 0.08 + 0.04 * (index % 3)
 
 
 def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig) -> Scene:
@@ -95,7 +94,9 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig) ->
     k = settings.classes
     own = rng.random() < settings.context_bias
     context = label if own or k == 1 else int(rng.choice([c for c in range(k) if c != label]))
-    tint, angle, period = _context(context, k)
+    angle, period = _stripes(context, k)
+    hue = rng.uniform(0, 180)  # OpenCV hue: any colour, unrelated to the class
+    tint = tuple(cv2.cvtColor(np.uint8([[[hue, 70, 165]]]), cv2.COLOR_HSV2RGB)[0, 0].astype(float))
 
     length = rng.uniform(*SIZE_RANGE) * side
     scale = length / OBJECT_LENGTH  # px per object unit
@@ -129,7 +130,7 @@ def render(scene: Scene, side: int, with_object: bool = True) -> tuple[np.ndarra
     y, x = np.mgrid[:side, :side].astype(np.float64)
     phase = (x * math.cos(scene.stripe_angle) + y * math.sin(scene.stripe_angle)) / scene.stripe_period
     stripes = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * phase))
-    image = np.array(scene.tint) * (0.75 + 0.25 * stripes[..., None])
+    image = np.array(scene.tint) * (0.9 + 0.1 * stripes[..., None])
     image += cv2.resize(scene.noise, (side, side), interpolation=cv2.INTER_CUBIC)
     image = np.clip(image, 0, 255).astype(np.uint8)
     for shape, cx, cy, radius, colour in scene.distractors:

@@ -56,9 +56,10 @@ class WSOLModel(nn.Module):
         return pretrained, new
 
 
-def build_model(backbone: str, method: str, num_classes: int, config: Config) -> WSOLModel:
+def build_model(backbone: str, method: str, num_classes: int, config: Config, pretrained: bool = True) -> WSOLModel:
     """Any (backbone, method) pair, configured by ``backbone_settings`` and ``method_settings``;
-    ImageNet weights are loaded when ``backbone_settings.<backbone>.pretrained`` names them."""
+    ImageNet weights are loaded when ``backbone_settings.<backbone>.pretrained`` names them (and
+    ``pretrained`` is true: a trained model's own weights are loaded instead)."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
     if num_classes < 2:
@@ -66,7 +67,7 @@ def build_model(backbone: str, method: str, num_classes: int, config: Config) ->
     settings = config.backbone_settings.of(backbone)
     network = build_backbone(backbone, settings.large_feature_map)
     model = WSOLModel(network, build_method(method, network, num_classes, config.method_settings))
-    if settings.pretrained:
+    if pretrained and settings.pretrained:
         model.pretrained = network.load_pretrained(settings.pretrained)
         log.info("%s: loaded %s; unused keys: %s", backbone, settings.pretrained,
                  ", ".join(model.pretrained.unexpected) or "none")

@@ -1,0 +1,108 @@
+"""Pictures a researcher looks at: CAMs over images with their boxes, and BoxAcc curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.metrics import BoxResult
+from pipeline.metrics.contour_boxes import largest_contour_box
+from pipeline.metrics.conventions import integer_thresholds, quantise
+
+GT_COLOUR = (220, 30, 30)  # RGB: ground truth red
+PREDICTED_COLOUR = (30, 200, 30)  # predicted green, as in the paper's figures
+
+
+def to_rgb(images: torch.Tensor) -> np.ndarray:
+    """Normalised (B, 3, H, W) tensors -> (B, H, W, 3) uint8 RGB."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pixels = (images.detach().cpu().float() * std + mean).clamp(0, 1) * 255
+    return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def predicted_box(cam: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """The box of the largest contour of a (224, 224) CAM in [0, 1] thresholded at tau, with the
+    protocol's quantisation and cut; (0, 0, 0, 0) when nothing is above it."""
+    quantised = quantise(cam[None])
+    cut = integer_thresholds(np.array([threshold]), quantised)[0, 0]
+    return largest_contour_box(quantised[0], int(cut))
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, gt_boxes: Sequence[Sequence[int]] = (),
+            predicted: Sequence[int] | None = None, alpha: float = 0.5) -> np.ndarray:
+    """An RGB image under its CAM as a jet heat map, at the CAM's size, with GT boxes (red) and a
+    predicted box (green) in that grid's pixels."""
+    side = cam.shape[0]
+    base = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.cvtColor(cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    out = cv2.addWeighted(base, 1 - alpha, heat, alpha, 0)
+    for box in gt_boxes:
+        cv2.rectangle(out, tuple(map(int, box[:2])), tuple(map(int, box[2:])), GT_COLOUR, 2)
+    if predicted is not None:
+        cv2.rectangle(out, tuple(map(int, predicted[:2])), tuple(map(int, predicted[2:])), PREDICTED_COLOUR, 2)
+    return out
+
+
+def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
+    """Equal-sized RGB tiles in rows of ``columns``, on white."""
+    height, width = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    out = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
+    for k, tile in enumerate(tiles):
+        y, x = (k // columns) * (height + gap), (k % columns) * (width + gap)
+        out[y:y + height, x:x + width] = tile
+    return out
+
+
+def save_png(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: cannot write PNG")
+    return path
+
+
+def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path:
+    """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG."""
+    figure = Figure(figsize=(6.4, 4.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    styles = {30: ":", 50: "-", 70: "--"}
+    for name, result in results.items():
+        for delta, curve in result.multi_contour.boxacc.items():
+            axes.plot(result.thresholds, curve, styles.get(delta, "-."), label=f"{name} IoU {delta}%")
+    axes.set(xlabel="CAM threshold τ", ylabel="BoxAcc (%)", title=title, xlim=(0, 1), ylim=(0, 100))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=max(1, len(results) // 4))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+class GalleryCollector:
+    """A :data:`pipeline.scoring.BatchObserver` keeping the first ``limit`` images with their CAMs."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.items: list[tuple[np.ndarray, np.ndarray, int, int, str]] = []  # rgb, cam, label, predicted, id
+
+    def __call__(self, images, cams, labels, predicted, image_ids) -> None:
+        room = self.limit - len(self.items)
+        if room > 0:
+            rgbs = to_rgb(images[:room])
+            self.items += list(zip(rgbs, cams[:room], labels[:room], predicted[:room], image_ids[:room]))
+
+    def picture(self, boxes_224: dict[str, np.ndarray], threshold: float, columns: int = 4) -> np.ndarray:
+        """The kept images as overlays: GT boxes (224 grid) red, the box at ``threshold`` green."""
+        tiles = [overlay(rgb, cam, boxes_224.get(image_id, ()), predicted_box(cam, threshold))
+                 for rgb, cam, _, _, image_id in self.items]
+        return grid(tiles, min(columns, len(tiles)))
+

@@ -1,0 +1,84 @@
+"""Scoring a model on one split under the protocol: per-epoch validation on train-fullsup during
+training, and the final evaluation on test.
+
+CAMs are those of the ground-truth class (the protocol's MaxBoxAccV2, GT-known loc and PxAP), at
+224x224; the predicted class gives top-1 cls, and top-1 loc (correct class and IoU >= 0.5 at the
+optimal threshold: the GT-class CAM is the predicted-class CAM whenever the class is right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.data.loading import split_loader
+from pipeline.metadata import load_metadata
+from pipeline.metrics import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
+from pipeline.models import WSOLModel
+
+# (images (B, 3, H, W) normalised, CAMs (B, 224, 224), labels, predictions, image ids) of each batch
+BatchObserver = Callable[[torch.Tensor, np.ndarray, list[int], list[int], list[str]], None]
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """Accuracies in %; ``box`` for box datasets, ``mask`` where masks exist (both for synth)."""
+
+    images: int
+    top1_cls: float
+    box: BoxResult | None
+    mask: MaskResult | None
+
+    @property
+    def localization(self) -> float:
+        """The protocol's model-selection score: MaxBoxAccV2, or PxAP for a mask-only dataset."""
+        return self.box.maxboxacc_v2 if self.box is not None else self.mask.pxap
+
+    def summary(self) -> dict[str, float]:
+        """Scalar metrics, flat, for logs and JSON: maxboxacc_v2, maxboxacc_<delta>, gt_known_loc,
+        top1_loc, top1_cls, pxap (those that apply)."""
+        out = {"top1_cls": self.top1_cls}
+        if self.box is not None:
+            out["maxboxacc_v2"] = self.box.maxboxacc_v2
+            out.update({f"maxboxacc_{d}": v for d, v in self.box.multi_contour.maxboxacc.items()})
+            out["gt_known_loc"] = self.box.multi_contour.gt_known_loc
+            out["top1_loc"] = self.box.multi_contour.top1_loc
+        if self.mask is not None:
+            out["pxap"] = self.mask.pxap
+        return out
+
+
+@torch.no_grad()
+def score_split(model: WSOLModel, info: DatasetInfo, split: str, config: Config, device: torch.device,
+                observe: BatchObserver | None = None) -> SplitScores:
+    """Run the plain (eval-mode) model over a split and score its CAMs. ``observe`` sees each batch."""
+    was_training = model.training
+    model.eval()
+    metadata = info.metadata(split)
+    settings = config.evaluate
+    boxes = BoxEvaluator(metadata, settings.cam_curve_interval, settings.iou_thresholds) \
+        if metadata.boxes is not None else None
+    mask_folder = info.mask_metadata_dir(split)
+    masks = MaskEvaluator(load_metadata(mask_folder, "masks"), info.mask_root, settings.cam_curve_interval) \
+        if mask_folder is not None else None
+    correct = total = 0
+    for images, labels, image_ids in split_loader(info, split, config.data, settings.batch_size, train=False):
+        logits, cams = model.cams(images.to(device), labels.to(device))
+        predicted = logits.argmax(dim=1).cpu()
+        maps = cams.float().cpu().numpy()
+        correct += int((predicted == labels).sum())
+        total += len(labels)
+        if boxes is not None:
+            boxes.accumulate(maps, list(image_ids), predicted.tolist())
+        if masks is not None:
+            masks.accumulate(maps, list(image_ids))
+        if observe is not None:
+            observe(images, maps, labels.tolist(), predicted.tolist(), list(image_ids))
+    model.train(was_training)
+    return SplitScores(total, correct * 100.0 / total, boxes.compute() if boxes else None,
+                       masks.compute() if masks else None)

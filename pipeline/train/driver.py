@@ -1,0 +1,142 @@
+"""Training one (backbone, method) on Ray Train, from the driver: the run's identity, the cluster,
+the MLflow run, and the stage's outputs.
+
+A run is named ``<dataset>-<backbone>-<method>-<identity>``, the identity a hash of everything that
+determines its result: the settings it reads, the pipeline's code and the dataset's metadata. So a
+stage killed half way and run again has the same name, and Ray Train resumes it from its last
+checkpoint; a changed setting, code or dataset starts a new run. (Delete ``ray_results/<name>`` to
+retrain an unchanged run from scratch.)
+
+Ray: a local instance by default, the cluster at ``$RAY_ADDRESS`` when set. Storage for checkpoints:
+``ray_results/`` in the project, or ``$WSOL_RAY_STORAGE`` (a shared filesystem or cloud URI, which
+multi-node runs need). Neither lives in params.yaml, so moving to a cluster retrains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+import pipeline
+from pipeline.config import Config
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.paths import Layout, run_name
+from pipeline.tracking import client_for, experiment_id, flatten, git_commit, open_run, set_tags, tracking_uri
+from pipeline.train.state import TrainingState, final_weights
+from pipeline.train.worker import train_worker
+
+log = logging.getLogger("pipeline.train")
+
+STORAGE_ENV = "WSOL_RAY_STORAGE"
+
+
+class TrainingError(RuntimeError):
+    """Training failed on the workers after every allowed restart; the message carries their errors."""
+
+
+@dataclass
+class TrainedRun:
+    backbone: str
+    method: str
+    state_dict: dict
+    progress: TrainingState
+    info: DatasetInfo
+    mlflow_run_id: str
+    ray_name: str
+    identity: str
+    select: str  # train.select: "last" or "best"
+
+    @property
+    def selected_epoch(self) -> int:
+        return self.progress.best_epoch if self.select == "best" else self.progress.epoch
+
+    @property
+    def selected(self) -> dict[str, float]:
+        """The metrics of the exported epoch."""
+        return self.progress.history[self.selected_epoch - 1]
+
+
+def run_settings(config: Config, backbone: str, method: str) -> dict:
+    """The settings a training run reads: its MLflow params, and part of its identity."""
+    return {
+        "dataset": config.dataset, "backbone": backbone, "method": method,
+        "data": config.data.model_dump(), "train": config.train.model_dump(),
+        "backbone_settings": config.backbone_settings.of(backbone).model_dump(),
+        "method_settings": getattr(config.method_settings, method).model_dump(),
+        "ray": config.ray.model_dump(include={"num_workers", "use_gpu", "cpus_per_worker"}),
+        "evaluate": config.evaluate.model_dump(),
+    }
+
+
+def _add_tree(digest, base: Path, pattern: str) -> None:
+    for path in sorted(p for p in base.rglob(pattern) if p.is_file()):
+        digest.update(path.relative_to(base).as_posix().encode() + path.read_bytes())
+
+
+def run_identity(config: Config, backbone: str, method: str, info: DatasetInfo) -> str:
+    """A hash of the run's settings, the pipeline's source code and the dataset folder's metadata."""
+    digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode())
+    _add_tree(digest, Path(pipeline.__file__).parent, "*.py")
+    _add_tree(digest, info.folder, "*")
+    return digest.hexdigest()[:12]
+
+
+def ensure_ray(config: Config) -> None:
+    """Join $RAY_ADDRESS, or start a local Ray with this machine's CPUs (at least the run's)."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return
+    needed = config.ray.num_workers * config.ray.cpus_per_worker
+    ray.init(num_cpus=max(needed, os.cpu_count() or 1), logging_level=logging.WARNING)
+
+
+def storage_path(layout: Layout) -> str:
+    return os.environ.get(STORAGE_ENV) or str(layout.ray_storage)
+
+
+def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_run_id: str | None = None,
+        callbacks: list | None = None) -> TrainedRun:
+    """Train (or resume, or reuse a finished run of the same identity) and return the selected weights."""
+    info = DatasetInfo.load(layout.split(config.dataset))
+    identity = run_identity(config, backbone, method, info)
+    ray_name = f"{config.dataset}-{run_name(backbone, method)}-{identity}"
+    client = client_for(layout)
+    tags = {"mlflow.source.git.commit": git_commit(layout.root), "wsol.ray_run": ray_name,
+            "dvc.params_hash": hashlib.md5(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode()).hexdigest(),
+            "dataset": config.dataset, "backbone": backbone, "method": method}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{run_name(backbone, method)}",
+                      identity, flatten(run_settings(config, backbone, method)), tags, parent_run_id)
+    payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method,
+               "dataset_folder": str(info.folder), "mlflow_tracking_uri": tracking_uri(layout), "mlflow_run_id": run_id}
+    ensure_ray(config)
+    trainer = TorchTrainer(
+        train_worker, train_loop_config=payload,
+        scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,
+                                     resources_per_worker={"CPU": config.ray.cpus_per_worker}),
+        run_config=RunConfig(name=ray_name, storage_path=storage_path(layout),
+                             failure_config=FailureConfig(max_failures=config.ray.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.ray.keep_checkpoints),
+                             callbacks=callbacks))
+    log.info("training %s (MLflow run %s)", ray_name, run_id)
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        client.set_terminated(run_id, status="FAILED")
+        raise TrainingError(f"{ray_name}: training failed after {config.ray.max_failures} allowed restart(s): {error}") from None
+    with result.checkpoint.as_directory() as folder:
+        weights, progress = final_weights(Path(folder), config.train.select)
+    set_tags(client, run_id, {"wsol.restarts": progress.restarts})
+    return TrainedRun(backbone, method, weights, progress, info, run_id, ray_name, identity, config.train.select)

@@ -1,0 +1,48 @@
+"""The optimisation recipe (Sec. 4.1 of the paper): SGD with momentum and weight decay, the new
+layers at lr_classifier_ratio x the backbone's rate, step decay; mixed precision on GPU."""
+
+from __future__ import annotations
+
+import random
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+
+from pipeline.config import Config
+from pipeline.models import WSOLModel
+
+
+def optimizer_for(model: WSOLModel, config: Config, backbone: str) -> torch.optim.SGD:
+    lr = config.backbone_settings.of(backbone).lr
+    pretrained, new = model.parameter_groups()
+    train = config.train
+    return torch.optim.SGD([{"params": pretrained, "lr": lr}, {"params": new, "lr": lr * train.lr_classifier_ratio}],
+                           lr=lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.nesterov)
+
+
+def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: str) -> torch.optim.lr_scheduler.StepLR:
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.backbone_settings.of(backbone).lr_decay_epochs,
+                                           gamma=config.train.lr_decay_factor)
+
+
+def autocast(config: Config, device: torch.device) -> AbstractContextManager:
+    """bf16/fp16 autocast on GPU when train.amp asks for it; nothing on CPU."""
+    if config.train.amp == "none" or device.type != "cuda":
+        return nullcontext()
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if config.train.amp == "bf16" else torch.float16)
+
+
+def grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on GPU; a pass-through otherwise."""
+    return torch.amp.GradScaler("cuda", enabled=config.train.amp == "fp16" and device.type == "cuda")
+
+
+def seed_everything(seed: int, rank: int, epoch: int) -> None:
+    """Seed torch, NumPy and random from (seed, rank, epoch): each epoch's randomness (shuffling,
+    augmentation, dropout, method draws) depends on nothing else, so a run resumed at an epoch
+    boundary continues exactly as an uninterrupted one would."""
+    value = (seed * 1_000_003 + rank * 10_007 + epoch + 1) % 2**63
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)

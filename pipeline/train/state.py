@@ -1,0 +1,54 @@
+"""The training state saved in each epoch's checkpoint, and read back on resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+STATE = "state.pt"  # model, optimizer, scheduler, scaler, epoch, history, best
+BEST = "best_model.pt"  # state dict of the best model so far by val localization (train.select: best)
+
+
+@dataclass
+class TrainingState:
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, float]] = field(default_factory=list)  # one row of metrics per epoch
+    best_score: float = float("-inf")
+    best_epoch: int = 0
+    restarts: int = 0  # times training resumed from a checkpoint
+
+
+def save(folder: Path, state: TrainingState, model: torch.nn.Module, optimizer, scheduler, scaler,
+         best_model: dict[str, torch.Tensor] | None) -> None:
+    torch.save({"epoch": state.epoch, "history": state.history, "best_score": state.best_score,
+                "best_epoch": state.best_epoch, "restarts": state.restarts, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, folder / STATE)
+    if best_model is not None:
+        torch.save(best_model, folder / BEST)
+
+
+def _progress(saved: dict) -> TrainingState:
+    return TrainingState(saved["epoch"], saved["history"], saved["best_score"], saved["best_epoch"], saved["restarts"])
+
+
+def load(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> TrainingState:
+    """Restore a checkpoint into the given objects; the returned state counts this restart."""
+    saved = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    progress = _progress(saved)
+    progress.restarts += 1
+    return progress
+
+
+def final_weights(folder: Path, select: str) -> tuple[dict[str, torch.Tensor], TrainingState]:
+    """The weights to export (last epoch's, or the best by val localization) and the state."""
+    saved = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    state = _progress(saved)
+    if select == "best":
+        return torch.load(folder / BEST, map_location="cpu", weights_only=True), state
+    return saved["model"], state

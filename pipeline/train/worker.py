@@ -1,0 +1,147 @@
+"""The training loop each Ray Train worker runs (DDP across workers).
+
+Per epoch: train on train-weaksup; rank 0 scores train-fullsup (val) with MaxBoxAccV2 (the only
+split the protocol allows for selection), logs the epoch to MLflow and writes a checkpoint of the
+whole training state; every rank reports to Ray. A worker restarted after a failure, or a run
+started again with the same name, resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+
+from pipeline.config import validate
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.data.loading import split_loader
+from pipeline.models import WSOLModel, build_model
+from pipeline.scoring import score_split
+from pipeline.tracking import log_metrics
+from pipeline.train import state as saved
+from pipeline.train.recipe import autocast, grad_scaler, optimizer_for, scheduler_for, seed_everything
+
+log = logging.getLogger("pipeline.train")
+
+
+def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scaler, config, device, epoch: int,
+                 epochs: int, rank: int, world: int) -> dict[str, float]:
+    """One pass over the training split; returns mean loss terms and training top-1 (rank 0's share)."""
+    sums: dict[str, float] = defaultdict(float)
+    seen = correct = 0
+    started = time.perf_counter()
+    channels_last = config.train.channels_last and device.type == "cuda"
+    for step, (images, labels, _) in enumerate(loader, start=1):
+        images, labels = images.to(device), labels.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = model.method.augment(images, labels)
+        with autocast(config, device):
+            outputs = ddp(images, targets.labels)
+            terms = model.method.losses(outputs, targets)
+            loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            values = ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"epoch {epoch + 1}, step {step}: the loss is not finite ({values}); "
+                                     "lower the learning rate or set train.grad_clip")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.train.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(ddp.parameters(), config.train.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        batch = len(labels)
+        seen += batch
+        correct += int((outputs["logits"].argmax(dim=1) == labels).sum())
+        sums["loss"] += loss.item() * batch
+        for name, value in terms.items():
+            sums[f"loss_{name}"] += value.item() * batch
+        if rank == 0 and (step % config.train.log_every == 0 or step == len(loader)):
+            rate = seen * world / (time.perf_counter() - started)
+            parts = " ".join(f"{k.removeprefix('loss_')} {v / seen:.3f}" for k, v in sums.items() if k != "loss")
+            log.info("epoch %d/%d step %d/%d: loss %.3f (%s) %.1f img/s", epoch + 1, epochs, step, len(loader),
+                     sums["loss"] / seen, parts, rate)
+    stats = {k: v / seen for k, v in sums.items()}
+    stats["train_top1_cls"] = correct * 100.0 / seen
+    stats["images_per_s"] = seen * world / (time.perf_counter() - started)
+    return stats
+
+
+def train_worker(payload: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
+    backbone and method, the dataset folder, and the MLflow tracking URI and run id."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    config = validate(payload["config"], "params.yaml (as sent to the worker)")
+    backbone, method = payload["backbone"], payload["method"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(config.ray.cpus_per_worker)
+    info = DatasetInfo.load(payload["dataset_folder"])
+    settings = config.backbone_settings.of(backbone)
+
+    seed_everything(config.train.seed, 0, -1)  # the same initial weights on every rank
+    model = build_model(backbone, method, info.num_classes, config).to(device)
+    if config.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = optimizer_for(model, config, backbone)
+    scheduler = scheduler_for(optimizer, config, backbone)
+    scaler = grad_scaler(config, device)
+    progress = saved.TrainingState()
+    best_model = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            progress = saved.load(Path(folder), model, optimizer, scheduler, scaler)
+            if (Path(folder) / saved.BEST).is_file():
+                best_model = torch.load(Path(folder) / saved.BEST, map_location="cpu", weights_only=True)
+        if rank == 0:
+            log.info("resuming after epoch %d of %d from %s", progress.epoch, settings.epochs, checkpoint.path)
+
+    ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
+        "find_unused_parameters": model.method.may_skip_parameters})
+    per_worker = max(1, settings.batch_size // world)
+    loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True))
+    client = None
+    if rank == 0 and payload.get("mlflow_run_id"):
+        from mlflow.tracking import MlflowClient
+        client = MlflowClient(payload["mlflow_tracking_uri"])
+
+    for epoch in range(progress.epoch, settings.epochs):
+        seed_everything(config.train.seed, rank, epoch)
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = {"epoch": epoch + 1, "lr": lr,
+                   **_train_epoch(ddp, model, loader, optimizer, scaler, config, device, epoch, settings.epochs, rank, world)}
+        scheduler.step()
+        if rank != 0:
+            ray.train.report(metrics)
+            continue
+        scores = score_split(model, info, "val", config, device)
+        metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
+        metrics["val_localization"] = scores.localization
+        if scores.box is not None:
+            metrics["val_cam_threshold"] = scores.box.multi_contour.optimal_threshold[50]
+        progress.epoch = epoch + 1
+        progress.history.append(metrics)
+        if scores.localization > progress.best_score:
+            progress.best_score, progress.best_epoch = scores.localization, epoch + 1
+            if config.train.select == "best":
+                best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s",
+                 epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
+                 scores.top1_cls, metrics["images_per_s"])
+        if client is not None:
+            log_metrics(client, payload["mlflow_run_id"], metrics, step=epoch + 1)
+        with tempfile.TemporaryDirectory() as folder:
+            saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -1,0 +1,253 @@
+"""Training on Ray Train (a real local Ray: several workers, two nodes, killed workers), tracked in
+a real MLflow store, and the Ray Tune search."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import ray
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import load_config
+from pipeline.data import prepare
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.models import build_model
+from pipeline.paths import Layout
+from pipeline.train import state as saved
+from pipeline.train.driver import fit, run_identity
+from pipeline.train.outputs import read_trained, write_outputs
+from pipeline.train.recipe import optimizer_for, scheduler_for, seed_everything
+from pipeline.train.tune import setting_path, with_values
+from tests.helpers import config, params
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+TINY = {
+    "datasets.synth.classes": 2, "datasets.synth.images_per_class": {"train": 16, "val": 4, "test": 4},
+    "datasets.synth.image_size": 32, "datasets.synth.context_bias": 0.5, "data.crop": 32, "data.resize": 36,
+    "backbone_settings.resnet50.epochs": EPOCHS, "backbone_settings.resnet50.batch_size": 16,
+    "backbone_settings.resnet50.lr": 0.002, "ray.num_workers": 2, "ray.cpus_per_worker": 1,
+    "train.gallery_images": 2, "train.log_every": 1,
+}
+
+
+def make_project(root: Path, **overrides) -> Layout:
+    """A project folder with a tiny synthetic dataset already split."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params(**{**TINY, **overrides})))
+    layout = Layout(root.resolve())
+    cfg = load_config(root / "params.yaml")
+    prepare.download(cfg, layout)
+    prepare.split(cfg, layout)
+    return layout
+
+
+@pytest.fixture
+def fresh_ray():
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def mlflow_client(layout: Layout) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{layout.mlflow_db}")
+
+
+def runs_named(layout: Layout, name: str):
+    client = mlflow_client(layout)
+    experiment = client.get_experiment_by_name("wsol-synth")
+    return [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_name == name]
+
+
+def assert_whole_history(history):
+    assert [row["epoch"] for row in history] == list(range(1, EPOCHS + 1))  # every epoch, once
+
+
+# ----------------------------------------------------------------------------------------- fast
+
+def test_the_run_identity_follows_settings_code_and_data(tmp_path):
+    layout = make_project(tmp_path / "p", **{"datasets.synth.images_per_class": {"train": 2, "val": 1, "test": 1}})
+    cfg = load_config(layout.root / "params.yaml")
+    info = DatasetInfo.load(layout.split("synth"))
+    base = run_identity(cfg, "resnet50", "cam", info)
+    assert base == run_identity(cfg, "resnet50", "cam", info)
+    assert base != run_identity(with_values(cfg, {"train.seed": 1}), "resnet50", "cam", info)
+    assert base != run_identity(cfg, "resnet50", "adl", info)
+    assert base == run_identity(with_values(cfg, {"ray.max_failures": 5, "method_settings.adl.drop_rate": 0.1}),
+                                "resnet50", "cam", info)  # neither changes what a CAM run computes
+    (info.folder / "metadata/val/localization.txt").write_text(
+        (info.folder / "metadata/val/localization.txt").read_text().replace(",", ",1", 1))
+    assert base != run_identity(cfg, "resnet50", "cam", info)
+
+
+def test_training_state_round_trip(tmp_path):
+    cfg = config()
+    model = build_model("resnet50", "cam", 2, cfg)
+    optimizer, scaler = optimizer_for(model, cfg, "resnet50"), torch.amp.GradScaler("cuda", enabled=False)
+    scheduler = scheduler_for(optimizer, cfg, "resnet50")
+    progress = saved.TrainingState(epoch=3, history=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], best_score=5.0, best_epoch=2)
+    saved.save(tmp_path, progress, model, optimizer, scheduler, scaler, best_model={"w": torch.ones(1)})
+    other = build_model("resnet50", "cam", 2, cfg)
+    restored = saved.load(tmp_path, other, optimizer_for(other, cfg, "resnet50"), scheduler, scaler)
+    assert (restored.epoch, restored.best_epoch, restored.restarts, len(restored.history)) == (3, 2, 1, 3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert torch.equal(saved.final_weights(tmp_path, "best")[0]["w"], torch.ones(1))
+
+
+def test_new_layers_train_at_the_classifier_ratio():
+    cfg = config(**{"backbone_settings.resnet50.lr": 0.003, "train.lr_classifier_ratio": 10.0})
+    groups = optimizer_for(build_model("resnet50", "icl", 2, cfg), cfg, "resnet50").param_groups
+    assert [g["lr"] for g in groups] == [0.003, pytest.approx(0.03)]
+
+
+def test_seeds_depend_on_seed_rank_and_epoch_only():
+    draws = {}
+    for key in [(0, 0, 1), (0, 0, 1), (0, 1, 1), (0, 0, 2), (1, 0, 1)]:
+        seed_everything(*key)
+        draws.setdefault(key, []).append(torch.rand(3))
+    assert torch.equal(*draws[(0, 0, 1)])
+    assert len({tuple(v[0].tolist()) for v in draws.values()}) == 4
+
+
+def test_tune_dimensions_map_to_the_method_settings():
+    assert setting_path("drop_rate", "vgg16", "icl") == "method_settings.icl.hyper.vgg16.drop_rate"
+    assert setting_path("gamma_fg", "resnet50", "adl") == "method_settings.adl.threshold"
+    assert setting_path("lr", "resnet50", "cam") == "backbone_settings.resnet50.lr"
+    with pytest.raises(ValueError, match="tune.space.gamma_bg: does not apply to method 'adl'"):
+        setting_path("gamma_bg", "resnet50", "adl")
+    with pytest.raises(ValueError, match="method_settings.icl.hyper.vgg16.drop_rate"):
+        with_values(config(), {"method_settings.icl.hyper.vgg16.drop_rate": 1.5})
+
+
+# ------------------------------------------------------------------------------ real Ray (slow)
+
+@pytest.mark.slow
+def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_ray):
+    layout = make_project(tmp_path / "p")
+    cfg = load_config(layout.root / "params.yaml")
+    trained = fit(cfg, layout, "resnet50", "icl")
+    assert_whole_history(trained.progress.history)
+    losses = [row["loss"] for row in trained.progress.history]
+    assert losses[-1] < losses[0], losses
+    assert (Path(layout.ray_storage) / trained.ray_name / "checkpoint_manager_snapshot.json").is_file()
+    out = write_outputs(trained, cfg, layout)
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "history.csv", "metrics.json", "model.json", "model.pt"]
+    assert read_trained(out).meta["selected_epoch"] == EPOCHS
+
+    (run,) = runs_named(layout, "synth-resnet50-icl")
+    client = mlflow_client(layout)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["method"] == "icl" and run.data.params["method_settings.hyper.resnet50.drop_rate"] == "0.85"
+    assert run.data.params["backbone_settings.lr"] == "0.002" and run.data.params["ray.num_workers"] == "2"
+    assert run.data.tags["mlflow.source.git.commit"] == "unknown" and run.data.tags["wsol.ray_run"] == trained.ray_name
+    for metric in ("loss_ca", "loss_fc", "val_maxboxacc_v2", "val_top1_cls"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, EPOCHS + 1))
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model.pt", "model.json", "metrics.json", "history.csv", "figures"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/val_boxacc.png",
+                                                                                     "figures/val_gallery.png"}
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_run_the_same_trainer(tmp_path, fresh_ray):
+    from ray.cluster_utils import Cluster
+
+    layout = make_project(tmp_path / "p", **{"backbone_settings.resnet50.epochs": 2})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address)
+        assert [node["Resources"]["CPU"] for node in ray.nodes() if node["Alive"]] == [1.0, 1.0]
+        # two workers of one CPU each cannot share a node here: the run spans both
+        trained = fit(load_config(layout.root / "params.yaml"), layout, "resnet50", "cam")
+        assert [row["epoch"] for row in trained.progress.history] == [1, 2]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _snapshot_checkpoints(storage: Path) -> int:
+    snapshots = list(storage.glob("*/checkpoint_manager_snapshot.json"))
+    if not snapshots:
+        return 0
+    try:
+        return snapshots[0].read_text().count('"checkpoint_dir_name"')
+    except OSError:
+        return 0
+
+
+def _wait_for_checkpoint(storage: Path, timeout: float = 240) -> None:
+    """Until Ray Train has registered a checkpoint (after this, a restart resumes from it)."""
+    deadline = time.time() + timeout
+    while _snapshot_checkpoints(storage) < 1:
+        if time.time() > deadline:
+            raise TimeoutError("no checkpoint registered")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path, fresh_ray):
+    layout = make_project(tmp_path / "p")
+    cfg = load_config(layout.root / "params.yaml")
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(trained=fit(cfg, layout, "resnet50", "cam")))
+    thread.start()
+    _wait_for_checkpoint(layout.ray_storage)
+    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    assert workers, "no Ray Train worker process found"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    thread.join(timeout=600)
+    trained = result["trained"]
+    assert trained.progress.restarts >= 1
+    assert_whole_history(trained.progress.history)
+
+
+@pytest.mark.slow
+def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
+    layout = make_project(tmp_path / "p")
+    command = [sys.executable, str(ROOT / "stages" / "train.py"), "--backbone", "resnet50", "--method", "adl"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(command, cwd=layout.root, env=environment, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_checkpoint(layout.ray_storage)
+        assert first.poll() is None, "the stage finished before it could be killed"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+        first.wait()
+    assert not layout.run("synth", "resnet50", "adl").exists()
+    again = subprocess.run(command, cwd=layout.root, env=environment, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    meta = read_trained(layout.run("synth", "resnet50", "adl")).meta
+    assert meta["restarts"] >= 1 and meta["epochs"] == EPOCHS
+    history = (layout.run("synth", "resnet50", "adl") / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
+    (run,) = runs_named(layout, "synth-resnet50-adl")  # the resumed run logged into the same MLflow run
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_a_tune_search_of_two_trials_writes_the_best_values(tmp_path, fresh_ray):
+    layout = make_project(tmp_path / "p", **{
+        "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2,
+        "tune.num_samples": 2, "tune.grace_period": 1, "tune.method": "icl",
+        "tune.space": {"drop_rate": {"low": 0.3, "high": 0.9, "log": False}, "lr": {"low": 0.001, "high": 0.01, "log": True}}})
+    from pipeline.cli import main
+
+    assert main(["tune", "--params", str(layout.root / "params.yaml")]) == 0
+    best = yaml.safe_load((layout.root / "tuning" / "synth-resnet50-icl.yaml").read_text())
+    assert set(best) == {"method_settings", "backbone_settings"}
+    assert 0.3 <= best["method_settings"]["icl"]["hyper"]["resnet50"]["drop_rate"] <= 0.9
+    assert 0.001 <= best["backbone_settings"]["resnet50"]["lr"] <= 0.01
+    (parent,) = runs_named(layout, "tune-synth-resnet50-icl")
+    children = [r for r in runs_named(layout, "synth-resnet50-icl")
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
