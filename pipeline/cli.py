@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.config import BACKBONES, METHODS
+from pipeline.config import BACKBONES, METHODS, load_config
 from pipeline.metrics import evaluate_scoremap_folder
+from pipeline.paths import Layout
 
 
 def _evaluate_scoremaps(args: argparse.Namespace) -> None:
@@ -33,13 +34,29 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from pipeline.config import load_config
-    from pipeline.paths import Layout
-    from pipeline.train.tune import search
+    from pipeline.train.tune import search  # Ray and PyTorch: imported only when needed
 
     config = load_config(args.params)
     search(config, Layout(args.params.resolve().parent), args.backbone or config.tune.backbone,
            args.method or config.tune.method)
+
+
+def _localize(args: argparse.Namespace) -> int:
+    """Exit status 1 when some image could not be read (the others are still localized)."""
+    from pipeline.localize import localize
+
+    found, errors = localize(args.images, args.model, args.out, args.threshold)
+    print(json.dumps([f.to_dict() for f in found], indent=2))
+    for error in errors:
+        print(f"wsol localize: error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _apply_params(args: argparse.Namespace) -> None:
+    from pipeline.params_file import apply_fragment
+
+    changed = apply_fragment(args.fragment, args.params)
+    print(f"{args.params}: set {len(changed)} key(s) from {args.fragment}: {', '.join(changed)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,21 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--backbone", choices=BACKBONES, help="default: tune.backbone")
     tune.add_argument("--method", choices=METHODS, help="default: tune.method")
     tune.set_defaults(run=_tune)
+
+    where = commands.add_parser(
+        "localize", help="class, score and box of images with an exported model (prints JSON, writes overlays)",
+        description="Run an exported model (exports/<dataset>/<run>/model.ts) on images: prints a JSON list with the "
+                    "predicted class, its probability and the box of its CAM (image pixels); writes heat-map overlays "
+                    "with the box. Unreadable images are reported one by one and the exit status is 1.")
+    where.add_argument("images", type=Path, nargs="+")
+    where.add_argument("--model", type=Path, required=True, help="an exported model.ts")
+    where.add_argument("--out", type=Path, default=Path("localized"), help="folder for <image>_cam.png overlays")
+    where.add_argument("--threshold", type=float, help="CAM threshold (default: the model's val-optimal one)")
+    where.set_defaults(run=_localize)
+
+    params = commands.add_parser("params", help="edit params.yaml")
+    actions = params.add_subparsers(dest="action", required=True)
+    apply = actions.add_parser(
+        "apply", help="merge a params.yaml fragment (infra/params/*.yaml, tuning/*.yaml) into params.yaml",
+        description="Deep-merge a YAML fragment into params.yaml, keeping its comments; the result is validated "
+                    "and written only if valid.")
+    apply.add_argument("fragment", type=Path)
+    apply.add_argument("--params", type=Path, default=Path("params.yaml"))
+    apply.set_defaults(run=_apply_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        status = args.run(args)
     except Exception as error:  # the pipeline's own errors and bad arguments: a clear message, exit 2
         from pipeline.stage_runner import expected_errors
 
-        if not isinstance(error, (ValueError, *expected_errors())):
+        if not (isinstance(error, ValueError) or isinstance(error, expected_errors())):  # ValueError: no heavy import
             raise
         print(f"wsol {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

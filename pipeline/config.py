@@ -226,6 +226,7 @@ class TrainConfig(Section):
     channels_last: bool  # GPU only
     seed: int
     select: Literal["last", "best"]  # final model: last epoch, or best val MaxBoxAccV2
+    val_cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]  # thresholds of the per-epoch val MaxBoxAccV2
     log_every: PositiveInt  # steps between progress lines
     gallery_images: Annotated[int, Field(ge=0, le=64)]  # val CAMs drawn into MLflow at the end
 
@@ -299,6 +300,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _unique(self):
+        if self.train.nesterov and self.train.momentum == 0:
+            raise ValueError("train.nesterov needs train.momentum > 0")
         for key in ("backbones", "methods"):
             values = getattr(self, key)
             if len(set(values)) != len(values):

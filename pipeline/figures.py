@@ -13,8 +13,9 @@ from matplotlib.figure import Figure
 
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.metrics import BoxResult
+from pipeline.metadata import Metadata
 from pipeline.metrics.contour_boxes import largest_contour_box
-from pipeline.metrics.conventions import integer_thresholds, quantise
+from pipeline.metrics.conventions import integer_thresholds, quantise, rescale_boxes
 
 GT_COLOUR = (220, 30, 30)  # RGB: ground truth red
 PREDICTED_COLOUR = (30, 200, 30)  # predicted green, as in the paper's figures
@@ -62,10 +63,11 @@ def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
     return out
 
 
-def save_png(path: Path, rgb: np.ndarray) -> Path:
+def save_picture(path: Path, rgb: np.ndarray) -> Path:
+    """An RGB image as PNG, or JPEG (quality 90) when the name ends in .jpg: heat maps compress badly as PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: cannot write PNG")
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+        raise OSError(f"{path}: cannot write the image")
     return path
 
 
@@ -87,22 +89,27 @@ def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path
     return path
 
 
+def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:
+    """The images' GT boxes on the 224x224 CAM grid (none for a mask dataset)."""
+    if metadata.boxes is None:
+        return {}
+    return {i: rescale_boxes(metadata.boxes[i], metadata.image_sizes[i]) for i in image_ids}
+
+
 class GalleryCollector:
     """A :data:`pipeline.scoring.BatchObserver` keeping the first ``limit`` images with their CAMs."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.items: list[tuple[np.ndarray, np.ndarray, int, int, str]] = []  # rgb, cam, label, predicted, id
+        self.items: list[tuple[np.ndarray, np.ndarray, str]] = []  # rgb, cam, image id
 
     def __call__(self, images, cams, labels, predicted, image_ids) -> None:
         room = self.limit - len(self.items)
         if room > 0:
-            rgbs = to_rgb(images[:room])
-            self.items += list(zip(rgbs, cams[:room], labels[:room], predicted[:room], image_ids[:room]))
+            self.items += list(zip(to_rgb(images[:room]), cams[:room], image_ids[:room]))
 
-    def picture(self, boxes_224: dict[str, np.ndarray], threshold: float, columns: int = 4) -> np.ndarray:
-        """The kept images as overlays: GT boxes (224 grid) red, the box at ``threshold`` green."""
-        tiles = [overlay(rgb, cam, boxes_224.get(image_id, ()), predicted_box(cam, threshold))
-                 for rgb, cam, _, _, image_id in self.items]
-        return grid(tiles, min(columns, len(tiles)))
+    def tiles(self, metadata: Metadata, threshold: float) -> list[np.ndarray]:
+        """The kept images as overlays: GT boxes red, the box at ``threshold`` green."""
+        boxes = gt_boxes_224(metadata, [image_id for _, _, image_id in self.items])
+        return [overlay(rgb, cam, boxes.get(image_id, ()), predicted_box(cam, threshold)) for rgb, cam, image_id in self.items]
 

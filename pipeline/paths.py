@@ -15,8 +15,32 @@ A run is named ``<backbone>-<method>``.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+
+@contextmanager
+def replaced_atomically(out: Path) -> Iterator[Path]:
+    """A fresh hidden folder beside ``out`` to write into. When the block succeeds it takes
+    ``out``'s place (a reader never sees a half-written folder); when it fails it is removed and
+    ``out`` stays as it was."""
+    staging = out.with_name(f".{out.name}.writing")
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.replace(old)
+    staging.replace(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_name(backbone: str, method: str) -> str:

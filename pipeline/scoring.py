@@ -14,15 +14,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import Config
+from pipeline.config import DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
-from pipeline.models import WSOLModel
-
 # (images (B, 3, H, W) normalised, CAMs (B, 224, 224), labels, predictions, image ids) of each batch
 BatchObserver = Callable[[torch.Tensor, np.ndarray, list[int], list[int], list[str]], None]
+# images (B, 3, H, W), classes (B,) -> logits (B, K), CAMs (B, 224, 224) in [0, 1]: WSOLModel.cams or an export
+CamFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+MAXBOXACC_V2_IOUS = (30, 50, 70)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a split is scored: thresholds' step, IoU criteria (%), CAMs per batch."""
+
+    cam_curve_interval: float
+    iou_thresholds: tuple[int, ...] = MAXBOXACC_V2_IOUS
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -54,23 +64,21 @@ class SplitScores:
 
 
 @torch.no_grad()
-def score_split(model: WSOLModel, info: DatasetInfo, split: str, config: Config, device: torch.device,
-                observe: BatchObserver | None = None) -> SplitScores:
-    """Run the plain (eval-mode) model over a split and score its CAMs. ``observe`` sees each batch."""
-    was_training = model.training
-    model.eval()
+def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConfig, settings: Scoring,
+                device: torch.device, observe: BatchObserver | None = None) -> SplitScores:
+    """Score the CAMs of every image of a split (the caller puts a model in eval mode); images are
+    loaded with the test transform of ``data``. ``observe`` sees each batch."""
     metadata = info.metadata(split)
-    settings = config.evaluate
     boxes = BoxEvaluator(metadata, settings.cam_curve_interval, settings.iou_thresholds) \
         if metadata.boxes is not None else None
     mask_folder = info.mask_metadata_dir(split)
     masks = MaskEvaluator(load_metadata(mask_folder, "masks"), info.mask_root, settings.cam_curve_interval) \
         if mask_folder is not None else None
     correct = total = 0
-    for images, labels, image_ids in split_loader(info, split, config.data, settings.batch_size, train=False):
-        logits, cams = model.cams(images.to(device), labels.to(device))
+    for images, labels, image_ids in split_loader(info, split, data, settings.batch_size, train=False):
+        logits, maps = cams(images.to(device), labels.to(device))
         predicted = logits.argmax(dim=1).cpu()
-        maps = cams.float().cpu().numpy()
+        maps = maps.float().cpu().numpy()
         correct += int((predicted == labels).sum())
         total += len(labels)
         if boxes is not None:
@@ -79,6 +87,5 @@ def score_split(model: WSOLModel, info: DatasetInfo, split: str, config: Config,
             masks.accumulate(maps, list(image_ids))
         if observe is not None:
             observe(images, maps, labels.tolist(), predicted.tolist(), list(image_ids))
-    model.train(was_training)
     return SplitScores(total, correct * 100.0 / total, boxes.compute() if boxes else None,
                        masks.compute() if masks else None)

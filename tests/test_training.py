@@ -1,6 +1,7 @@
 """Training on Ray Train (a real local Ray: several workers, two nodes, killed workers), tracked in
 a real MLflow store, and the Ray Tune search."""
 
+import json
 import os
 import signal
 import subprocess
@@ -153,7 +154,7 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.pt", "model.json", "metrics.json", "history.csv", "figures"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/val_boxacc.png",
-                                                                                     "figures/val_gallery.png"}
+                                                                                     "figures/val_gallery.jpg"}
 
 
 @pytest.mark.slow
@@ -234,11 +235,20 @@ def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     assert run.info.status == "FINISHED"
 
 
+def _trial_intervals(experiment: Path) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each Tune trial, from Tune's own result.json files."""
+    intervals = []
+    for trial in experiment.glob("trial_*"):
+        rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+        intervals.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    return sorted(intervals)
+
+
 @pytest.mark.slow
-def test_a_tune_search_of_two_trials_writes_the_best_values(tmp_path, fresh_ray):
+def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(tmp_path, fresh_ray):
     layout = make_project(tmp_path / "p", **{
         "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2,
-        "tune.num_samples": 2, "tune.grace_period": 1, "tune.method": "icl",
+        "tune.num_samples": 3, "tune.max_concurrent": 1, "tune.grace_period": 1, "tune.method": "icl",
         "tune.space": {"drop_rate": {"low": 0.3, "high": 0.9, "log": False}, "lr": {"low": 0.001, "high": 0.01, "log": True}}})
     from pipeline.cli import main
 
@@ -250,4 +260,7 @@ def test_a_tune_search_of_two_trials_writes_the_best_values(tmp_path, fresh_ray)
     (parent,) = runs_named(layout, "tune-synth-resnet50-icl")
     children = [r for r in runs_named(layout, "synth-resnet50-icl")
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(children) == 2 and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+    assert len(children) == 3 and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+    intervals = _trial_intervals(layout.ray_storage / "tune-synth-resnet50-icl")
+    assert len(intervals) == 3
+    assert all(end <= next_start + 1 for (_, end), (next_start, _) in zip(intervals, intervals[1:])), intervals

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import SPLITS
 from pipeline.data.images import ImageReadError, measure
 from pipeline.metadata import Box, MaskFiles, Metadata, load_metadata, write_metadata
+from pipeline.paths import replaced_atomically
 
 INFO = "dataset.json"
 SHOWN_PROBLEMS = 50  # problems listed in full before "and N more"
@@ -145,15 +145,6 @@ def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
         more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
         raise DatasetError(f"{tables.name}: {len(problems)} problem(s) found; nothing was written:\n  {shown}{more}")
 
-    staging = out.with_name(f".{out.name}.writing")
-    shutil.rmtree(staging, ignore_errors=True)
-    for split in SPLITS:
-        table = tables.splits[split]
-        write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split], boxes=table.boxes,
-                                masks=table.masks), staging / "metadata" / split)
-        if split in tables.extra_masks:
-            write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split],
-                                    masks=tables.extra_masks[split]), staging / "metadata_masks" / split)
     names = tables.class_names or [str(c) for c in range(num_classes)]
     info = {
         "name": tables.name,
@@ -164,10 +155,15 @@ def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
         "image_roots": {split: _relative(tables.splits[split].image_root, out) for split in SPLITS},
         "mask_root": _relative(tables.mask_root, out) if tables.mask_root is not None else None,
     }
-    (staging / INFO).write_text(json.dumps(info, indent=2) + "\n")
-    for split in SPLITS:  # read back what was written: the loaders' own validation
-        load_metadata(staging / "metadata" / split, "none" if split == "train" else "auto")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.replace(out)
+    with replaced_atomically(out) as staging:
+        for split in SPLITS:
+            table = tables.splits[split]
+            write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split], boxes=table.boxes,
+                                    masks=table.masks), staging / "metadata" / split)
+            if split in tables.extra_masks:
+                write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split],
+                                        masks=tables.extra_masks[split]), staging / "metadata_masks" / split)
+        (staging / INFO).write_text(json.dumps(info, indent=2) + "\n")
+        for split in SPLITS:  # read back what was written: the loaders' own validation
+            load_metadata(staging / "metadata" / split, "none" if split == "train" else "auto")
     return DatasetInfo.load(out)

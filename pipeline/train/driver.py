@@ -37,6 +37,10 @@ from pipeline.train.worker import train_worker
 log = logging.getLogger("pipeline.train")
 
 STORAGE_ENV = "WSOL_RAY_STORAGE"
+# The code a training run's result depends on (relative to pipeline/): the train stage's code deps
+# in dvc.yaml, and part of a run's identity.
+TRAINING_CODE = ("config.py", "data", "figures.py", "metadata.py", "metrics", "models", "paths.py", "scoring.py",
+                 "tracking.py", "train")
 
 
 class TrainingError(RuntimeError):
@@ -52,7 +56,6 @@ class TrainedRun:
     info: DatasetInfo
     mlflow_run_id: str
     ray_name: str
-    identity: str
     select: str  # train.select: "last" or "best"
 
     @property
@@ -73,20 +76,21 @@ def run_settings(config: Config, backbone: str, method: str) -> dict:
         "backbone_settings": config.backbone_settings.of(backbone).model_dump(),
         "method_settings": getattr(config.method_settings, method).model_dump(),
         "ray": config.ray.model_dump(include={"num_workers", "use_gpu", "cpus_per_worker"}),
-        "evaluate": config.evaluate.model_dump(),
     }
 
 
-def _add_tree(digest, base: Path, pattern: str) -> None:
-    for path in sorted(p for p in base.rglob(pattern) if p.is_file()):
+def _add_files(digest, base: Path, paths) -> None:
+    for path in sorted(paths):
         digest.update(path.relative_to(base).as_posix().encode() + path.read_bytes())
 
 
 def run_identity(config: Config, backbone: str, method: str, info: DatasetInfo) -> str:
-    """A hash of the run's settings, the pipeline's source code and the dataset folder's metadata."""
+    """A hash of the run's settings, its training code (TRAINING_CODE) and the dataset folder's metadata."""
     digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode())
-    _add_tree(digest, Path(pipeline.__file__).parent, "*.py")
-    _add_tree(digest, info.folder, "*")
+    code = Path(pipeline.__file__).parent
+    sources = [p for part in TRAINING_CODE for p in ([code / part] if part.endswith(".py") else (code / part).rglob("*.py"))]
+    _add_files(digest, code, sources)
+    _add_files(digest, info.folder, [p for p in info.folder.rglob("*") if p.is_file()])
     return digest.hexdigest()[:12]
 
 
@@ -139,4 +143,4 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_ru
     with result.checkpoint.as_directory() as folder:
         weights, progress = final_weights(Path(folder), config.train.select)
     set_tags(client, run_id, {"wsol.restarts": progress.restarts})
-    return TrainedRun(backbone, method, weights, progress, info, run_id, ray_name, identity, config.train.select)
+    return TrainedRun(backbone, method, weights, progress, info, run_id, ray_name, config.train.select)

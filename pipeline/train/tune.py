@@ -113,9 +113,11 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": 1}), param_space=space,
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode="max", num_samples=settings.num_samples, max_concurrent_trials=settings.max_concurrent,
+            metric=METRIC, mode="max", num_samples=settings.num_samples,
             scheduler=ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=min(settings.grace_period, epochs)),
-            search_alg=BasicVariantGenerator(random_state=settings.seed)),
+            # the generator's own limit: Tune ignores max_concurrent_trials once a search algorithm is given,
+            # and unlimited trial drivers would hold every CPU their training workers need
+            search_alg=BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.max_concurrent)),
         run_config=tune.RunConfig(name=name, storage_path=storage_path(layout)))
     results = tuner.fit()
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")

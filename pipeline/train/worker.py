@@ -17,12 +17,13 @@ from pathlib import Path
 import ray.train
 import ray.train.torch
 import torch
+from mlflow.tracking import MlflowClient
 
 from pipeline.config import validate
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.models import WSOLModel, build_model
-from pipeline.scoring import score_split
+from pipeline.scoring import Scoring, score_split
 from pipeline.tracking import log_metrics
 from pipeline.train import state as saved
 from pipeline.train.recipe import autocast, grad_scaler, optimizer_for, scheduler_for, seed_everything
@@ -74,6 +75,27 @@ def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scal
     return stats
 
 
+def val_scoring(config) -> Scoring:
+    """The per-epoch MaxBoxAccV2 on train-fullsup: train.val_cam_curve_interval, IoU 30/50/70."""
+    return Scoring(config.train.val_cam_curve_interval, batch_size=config.evaluate.batch_size)
+
+
+def _restore(model, optimizer, scheduler, scaler, rank: int, epochs: int) -> tuple[saved.TrainingState, dict | None]:
+    """The state of Ray Train's latest checkpoint loaded into the given objects (a restarted worker,
+    or a run started again under the same name); a fresh state when there is none."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return saved.TrainingState(), None
+    best_model = None
+    with checkpoint.as_directory() as folder:
+        progress = saved.load(Path(folder), model, optimizer, scheduler, scaler)
+        if (Path(folder) / saved.BEST).is_file():
+            best_model = torch.load(Path(folder) / saved.BEST, map_location="cpu", weights_only=True)
+    if rank == 0:
+        log.info("resuming after epoch %d of %d from %s", progress.epoch, epochs, checkpoint.path)
+    return progress, best_model
+
+
 def train_worker(payload: dict) -> None:
     """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
     backbone and method, the dataset folder, and the MLflow tracking URI and run id."""
@@ -95,25 +117,12 @@ def train_worker(payload: dict) -> None:
     optimizer = optimizer_for(model, config, backbone)
     scheduler = scheduler_for(optimizer, config, backbone)
     scaler = grad_scaler(config, device)
-    progress = saved.TrainingState()
-    best_model = None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            progress = saved.load(Path(folder), model, optimizer, scheduler, scaler)
-            if (Path(folder) / saved.BEST).is_file():
-                best_model = torch.load(Path(folder) / saved.BEST, map_location="cpu", weights_only=True)
-        if rank == 0:
-            log.info("resuming after epoch %d of %d from %s", progress.epoch, settings.epochs, checkpoint.path)
-
+    progress, best_model = _restore(model, optimizer, scheduler, scaler, rank, settings.epochs)
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
         "find_unused_parameters": model.method.may_skip_parameters})
     per_worker = max(1, settings.batch_size // world)
     loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True))
-    client = None
-    if rank == 0 and payload.get("mlflow_run_id"):
-        from mlflow.tracking import MlflowClient
-        client = MlflowClient(payload["mlflow_tracking_uri"])
+    client = MlflowClient(payload["mlflow_tracking_uri"]) if rank == 0 else None
 
     for epoch in range(progress.epoch, settings.epochs):
         seed_everything(config.train.seed, rank, epoch)
@@ -126,7 +135,9 @@ def train_worker(payload: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
-        scores = score_split(model, info, "val", config, device)
+        model.eval()
+        scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device)
+        model.train()
         metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
         metrics["val_localization"] = scores.localization
         if scores.box is not None:
@@ -140,8 +151,7 @@ def train_worker(payload: dict) -> None:
         log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s",
                  epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
                  scores.top1_cls, metrics["images_per_s"])
-        if client is not None:
-            log_metrics(client, payload["mlflow_run_id"], metrics, step=epoch + 1)
+        log_metrics(client, payload["mlflow_run_id"], metrics, step=epoch + 1)
         with tempfile.TemporaryDirectory() as folder:
             saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-
 from pipeline.config import SynthConfig
 from pipeline.data import synth as generator
 from pipeline.data.dataset_folder import DatasetTables
 from pipeline.data.sources.custom import folder_tables
-from pipeline.paths import Layout
+from pipeline.paths import Layout, replaced_atomically
 
 
 def fetch(settings: SynthConfig, layout: Layout) -> None:
-    raw = layout.raw("synth")
-    staging = raw.with_name(".synth.generating")
-    shutil.rmtree(staging, ignore_errors=True)
-    generator.generate(settings, staging)
-    shutil.rmtree(raw, ignore_errors=True)
-    staging.replace(raw)
+    with replaced_atomically(layout.raw("synth")) as staging:
+        generator.generate(settings, staging)
 
 
 def tables(settings: SynthConfig, layout: Layout) -> DatasetTables:

@@ -53,7 +53,7 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
 
 def select_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """(B, K, h, w) per-class maps -> (B, h, w), the map of each image's class."""
-    return maps[torch.arange(len(maps), device=maps.device), classes]
+    return maps[torch.arange(maps.shape[0], device=maps.device), classes]
 
 
 class Method(nn.Module, ABC):

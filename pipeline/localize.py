@@ -1,0 +1,66 @@
+"""Localizing objects in any images with an exported model (``wsol localize``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import transforms
+
+from pipeline.data.images import ImageReadError, load_rgb
+from pipeline.export import load_exported
+from pipeline.figures import overlay, predicted_box, save_picture
+from pipeline.metrics import RESIZE_LENGTH
+
+
+@dataclass(frozen=True)
+class Localization:
+    image: str
+    label: int
+    class_name: str
+    score: float  # softmax probability of the predicted class
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's own pixels
+    overlay: str | None
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "class": self.label, "class_name": self.class_name, "score": round(self.score, 6),
+                "box": list(self.box), "overlay": self.overlay}
+
+
+def to_image_pixels(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """A box on the 224x224 CAM grid, in the original image's pixels."""
+    x0, y0, x1, y1 = box
+    sx, sy = width / RESIZE_LENGTH, height / RESIZE_LENGTH
+    return (int(x0 * sx), int(y0 * sy), min(width - 1, int((x1 + 1) * sx) - 1), min(height - 1, int((y1 + 1) * sy) - 1))
+
+
+def localize(images: list[Path], model: Path, out: Path | None = None, threshold: float | None = None
+             ) -> tuple[list[Localization], list[str]]:
+    """(localizations, errors): the predicted class's CAM thresholded at ``threshold`` (default: the
+    model's val-optimal one), box of its largest contour; an unreadable image is an error, not a stop."""
+    network, meta = load_exported(model)
+    size = meta["input_size"]
+    prepare = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                                  transforms.Normalize(meta["mean"], meta["std"])])
+    tau = meta["cam_threshold"] if threshold is None else threshold
+    found, errors = [], []
+    for path in images:
+        try:
+            image = load_rgb(path)
+        except ImageReadError as error:
+            errors.append(str(error))
+            continue
+        with torch.no_grad():
+            logits, cams = network(prepare(image)[None], torch.tensor([-1]))
+        probabilities = torch.softmax(logits[0], dim=0)
+        label = int(probabilities.argmax())
+        cam = cams[0].numpy()
+        box224 = predicted_box(cam, tau)
+        picture = None
+        if out is not None:
+            picture = str(save_picture(out / f"{path.stem}_cam.png", overlay(np.asarray(image), cam, predicted=box224)))
+        found.append(Localization(str(path), label, meta["class_names"][label], float(probabilities[label]),
+                                  to_image_pixels(box224, *image.size), picture))
+    return found, errors

@@ -1,0 +1,7 @@
+"""DVC stage `evaluate@<backbone>-<method>`: the exported network on test; writes results/<dataset>/<run>/."""
+
+from pipeline.evaluate import evaluate
+from pipeline.stage_runner import run
+
+if __name__ == "__main__":
+    run("evaluate", lambda config, layout, args: evaluate(config, layout, args.backbone, args.method), per_run=True)
