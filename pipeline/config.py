@@ -239,6 +239,14 @@ class RayConfig(Section):
     keep_checkpoints: PositiveInt
 
 
+class ClusterConfig(Section):
+    """Where training runs. No stage lists it in its DVC params and no run's identity includes it, so
+    moving to a cluster makes nothing stale; $RAY_ADDRESS and $WSOL_RAY_STORAGE override it."""
+
+    address: str | None  # a Ray cluster to join; null: a local Ray
+    storage_path: str | None  # checkpoints: a shared filesystem or cloud URI for multi-node; null: ray_results/
+
+
 class EvaluateConfig(Section):
     cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]
     iou_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
@@ -293,6 +301,7 @@ class Config(Section):
     method_settings: MethodsConfig
     train: TrainConfig
     ray: RayConfig
+    cluster: ClusterConfig
     evaluate: EvaluateConfig
     export: ExportConfig
     report: ReportConfig

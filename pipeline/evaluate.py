@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import Config, DataConfig
+from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
-from pipeline.export import load_exported
+from pipeline.export import input_settings, load_exported
 from pipeline.paths import Layout, replaced_atomically
 from pipeline.scoring import Scoring, SplitScores, score_split
 from pipeline.tracking import client_for, log_metrics, tracking_uri
@@ -76,8 +76,7 @@ def evaluate(config: Config, layout: Layout, backbone: str, method: str) -> dict
     if meta["dataset"] != config.dataset:
         raise DatasetError(f"the exported {backbone}-{method} was trained on {meta['dataset']!r}, params.yaml selects {config.dataset!r}")
     info = DatasetInfo.load(layout.split(config.dataset))
-    size = meta["input_size"]
-    data = DataConfig(resize=size, crop=size, loader_workers=config.data.loader_workers, pin_memory=config.data.pin_memory)
+    data = input_settings(meta, config.data)
     settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
     scores = score_split(exported, info, "test", data, settings, torch.device("cpu"))
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.config import DataConfig
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.models import WSOLModel
 from pipeline.paths import replaced_atomically
@@ -109,6 +110,12 @@ def export(run_folder: Path, out: Path, tolerance: float) -> dict:
         (staging / "export.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("%s: TorchScript and ONNX within %.3g of the eager model", out, tolerance)
     return report
+
+
+def input_settings(meta: dict, data: DataConfig) -> DataConfig:
+    """Loading settings for an exported model: images resized to its input size, loader options from ``data``."""
+    return DataConfig(resize=meta["input_size"], crop=meta["input_size"], loader_workers=data.loader_workers,
+                      pin_memory=data.pin_memory)
 
 
 def load_exported(path: Path) -> tuple[torch.jit.ScriptModule, dict]:

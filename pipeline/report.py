@@ -17,10 +17,10 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.config import Config, DataConfig
+from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.export import load_exported
+from pipeline.export import input_settings, load_exported
 from pipeline.figures import GalleryCollector, grid, save_picture
 from pipeline.paths import Layout, replaced_atomically, run_name
 
@@ -106,8 +106,7 @@ def _gallery(config: Config, layout: Layout, info: DatasetInfo, backbone: str, p
     tiles = []
     for method in config.methods:
         exported, meta = load_exported(layout.export(config.dataset, backbone, method) / "model.ts")
-        size = meta["input_size"]
-        images = SplitImages(info, "test", eval_transform(DataConfig(resize=size, crop=size, loader_workers=0, pin_memory=False)))
+        images = SplitImages(info, "test", eval_transform(input_settings(meta, config.data)))
         batch = torch.stack([images[int(i)][0] for i in picks])
         labels = torch.tensor([images.labels[int(i)] for i in picks])
         with torch.no_grad():

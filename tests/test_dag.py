@@ -67,6 +67,11 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
 
     settings = yaml.safe_load((repo / "params.yaml").read_text())
+    settings["cluster"] = {"address": "ray://head:10001", "storage_path": "s3://bucket/runs"}  # where, not what
+    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
+
+    settings["cluster"] = {"address": None, "storage_path": None}
     settings["evaluate"]["cam_curve_interval"] = 0.02
     (repo / "params.yaml").write_text(yaml.safe_dump(settings))
     assert stages_run(dvc(repo, "repro")) == {"evaluate@resnet50-cam", "evaluate@resnet50-icl", "report"}

@@ -82,8 +82,9 @@ def test_the_run_identity_follows_settings_code_and_data(tmp_path):
     assert base == run_identity(cfg, "resnet50", "cam", info)
     assert base != run_identity(with_values(cfg, {"train.seed": 1}), "resnet50", "cam", info)
     assert base != run_identity(cfg, "resnet50", "adl", info)
-    assert base == run_identity(with_values(cfg, {"ray.max_failures": 5, "method_settings.adl.drop_rate": 0.1}),
-                                "resnet50", "cam", info)  # neither changes what a CAM run computes
+    assert base == run_identity(with_values(cfg, {"ray.max_failures": 5, "method_settings.adl.drop_rate": 0.1,
+                                                  "cluster.storage_path": "s3://elsewhere"}),
+                                "resnet50", "cam", info)  # none changes what a CAM run computes
     (info.folder / "metadata/val/localization.txt").write_text(
         (info.folder / "metadata/val/localization.txt").read_text().replace(",", ",1", 1))
     assert base != run_identity(cfg, "resnet50", "cam", info)

@@ -7,9 +7,10 @@ stage killed half way and run again has the same name, and Ray Train resumes it 
 checkpoint; a changed setting, code or dataset starts a new run. (Delete ``ray_results/<name>`` to
 retrain an unchanged run from scratch.)
 
-Ray: a local instance by default, the cluster at ``$RAY_ADDRESS`` when set. Storage for checkpoints:
-``ray_results/`` in the project, or ``$WSOL_RAY_STORAGE`` (a shared filesystem or cloud URI, which
-multi-node runs need). Neither lives in params.yaml, so moving to a cluster retrains nothing.
+Ray: a local instance, or the cluster at ``cluster.address`` (``$RAY_ADDRESS`` overrides it).
+Checkpoints: ``ray_results/`` in the project, or ``cluster.storage_path`` (``$WSOL_RAY_STORAGE``
+overrides it), a shared filesystem or cloud URI as multi-node runs need. Neither makes a stage
+stale or changes a run's identity, so moving to a cluster retrains nothing.
 """
 
 from __future__ import annotations
@@ -94,19 +95,25 @@ def run_identity(config: Config, backbone: str, method: str, info: DatasetInfo) 
     return digest.hexdigest()[:12]
 
 
-def ensure_ray(config: Config) -> None:
-    """Join $RAY_ADDRESS, or start a local Ray with this machine's CPUs (at least the run's)."""
+def cluster_address(config: Config) -> str | None:
+    return os.environ.get("RAY_ADDRESS") or config.cluster.address
+
+
+def ensure_ray(config: Config, local_cpus: int | None = None) -> None:
+    """Join the configured cluster, or start a local Ray with ``local_cpus`` logical CPUs (default:
+    this machine's, at least the run's)."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+    address = cluster_address(config)
+    if address:
+        ray.init(address=address)
         return
     needed = config.ray.num_workers * config.ray.cpus_per_worker
-    ray.init(num_cpus=max(needed, os.cpu_count() or 1), logging_level=logging.WARNING)
+    ray.init(num_cpus=local_cpus or max(needed, os.cpu_count() or 1), logging_level=logging.WARNING)
 
 
-def storage_path(layout: Layout) -> str:
-    return os.environ.get(STORAGE_ENV) or str(layout.ray_storage)
+def storage_path(config: Config, layout: Layout) -> str:
+    return os.environ.get(STORAGE_ENV) or config.cluster.storage_path or str(layout.ray_storage)
 
 
 def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_run_id: str | None = None,
@@ -130,7 +137,7 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_ru
         train_worker, train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,
                                      resources_per_worker={"CPU": config.ray.cpus_per_worker}),
-        run_config=RunConfig(name=ray_name, storage_path=storage_path(layout),
+        run_config=RunConfig(name=ray_name, storage_path=storage_path(config, layout),
                              failure_config=FailureConfig(max_failures=config.ray.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=config.ray.keep_checkpoints),
                              callbacks=callbacks))

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 STATE = "state.pt"  # model, optimizer, scheduler, scaler, epoch, history, best
+# No RNG state: each epoch reseeds every generator from (seed, rank, epoch), so a resumed epoch
+# draws exactly what the interrupted one would have.
 BEST = "best_model.pt"  # state dict of the best model so far by val localization (train.select: best)
 
 

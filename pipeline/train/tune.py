@@ -13,11 +13,9 @@ and printed as the ``dvc exp run -S ...`` command that runs the benchmark with t
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
 import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -27,7 +25,7 @@ from ray.tune.search import BasicVariantGenerator
 from pipeline.config import Config, validate
 from pipeline.paths import Layout, run_name
 from pipeline.tracking import client_for, experiment_id, open_run
-from pipeline.train.driver import fit, storage_path
+from pipeline.train.driver import ensure_ray, fit, storage_path
 
 log = logging.getLogger("pipeline.tune")
 
@@ -81,18 +79,6 @@ class TuneOutcome:
         return "dvc exp run " + " ".join(f"-S '{k}={v:.6g}'" for k, v in self.best.items())
 
 
-def _ensure_ray(config: Config) -> None:
-    """A local Ray with room for each concurrent trial's driver and workers, and one trial more:
-    Ray Train releases a finished run's resources lazily."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-        return
-    per_trial = 1 + config.ray.num_workers * config.ray.cpus_per_worker
-    ray.init(num_cpus=per_trial * (config.tune.max_concurrent + 1), logging_level=logging.WARNING)
-
-
 def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOutcome:
     settings = config.tune
     paths = {key: setting_path(key, backbone, method) for key in settings.space}
@@ -108,7 +94,9 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
         trained = fit(trial_config, layout, backbone, method, parent_run_id=parent, callbacks=[TuneReportCallback()])
         client_for(layout).set_terminated(trained.mlflow_run_id, status="FINISHED")
 
-    _ensure_ray(config)
+    # A local Ray gets room for each concurrent trial's driver and workers, and one trial more:
+    # Ray Train releases a finished run's resources lazily.
+    ensure_ray(config, local_cpus=(1 + config.ray.num_workers * config.ray.cpus_per_worker) * (settings.max_concurrent + 1))
     epochs = config.backbone_settings.of(backbone).epochs
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": 1}), param_space=space,
@@ -118,7 +106,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
             # the generator's own limit: Tune ignores max_concurrent_trials once a search algorithm is given,
             # and unlimited trial drivers would hold every CPU their training workers need
             search_alg=BasicVariantGenerator(random_state=settings.seed, max_concurrent=settings.max_concurrent)),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path(layout)))
+        run_config=tune.RunConfig(name=name, storage_path=storage_path(config, layout)))
     results = tuner.fit()
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
     values = {paths[k]: float(v) for k, v in best.config.items()}
