@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, ScoremapError
+from pipeline.metrics.conventions import quantise
 from tests.helpers import write_box_metadata
 
 SIZE = (224, 224)
@@ -26,6 +27,16 @@ def rectangle(x0, y0, x1, y1, value=1.0, scoremap=None):
     scoremap = np.zeros((224, 224)) if scoremap is None else scoremap
     scoremap[y0:y1 + 1, x0:x1 + 1] = value
     return scoremap
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_quantisation_truncates_like_the_reference(dtype):
+    """uint8 values by (s * 255).astype(uint8) in float64, at and beside every k / 255."""
+    steps = np.arange(256) / 255.0
+    values = np.clip(np.concatenate([steps, np.nextafter(steps, -1), np.nextafter(steps, 2)]), 0, 1).astype(dtype)
+    expected = (values.astype(np.float64) * 255).astype(np.uint8)
+    assert quantise(values.reshape(3, 16, 16)).reshape(-1).tolist() == expected.tolist()
+    assert quantise(np.array([[0.0, 0.5, 1.0]], dtype)).tolist() == [[0, 127, 255]]
 
 
 def test_single_rectangle(tmp_path):

@@ -84,7 +84,9 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
     n_touched = 0
     n_reaching = np.zeros(n_crit, np.int64)  # live components whose box reaches each criterion
     n_active = 0
-    around = np.empty(8, np.int64)  # neighbours' parents, on the rare slow path
+    # neighbour offsets for the slow path: the 4-neighbours first, then the diagonals
+    around = np.array([-wp, -1, 1, wp, -wp - 1, -wp + 1, wp - 1, wp + 1], np.int64)
+    n_around = 4 if holes else 8
     frame = -1
     if holes:
         frame = 0
@@ -136,7 +138,7 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
                 box[p, 2] = x
                 box[p, 3] = y
                 iou[p] = -1.0
-            else:  # join one neighbour's component; merge the others' only if some differ (rare)
+            else:  # join one neighbour's component; look further only if some neighbour's parent differs
                 r = _find(parent, largest)
                 parent[p] = r
                 size[r] += 1
@@ -147,28 +149,33 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
                 if ((v0 >= 0) & (v0 != r)) | ((v1 >= 0) & (v1 != r)) | ((v2 >= 0) & (v2 != r)) \
                         | ((v3 >= 0) & (v3 != r)) | ((v4 >= 0) & (v4 != r)) | ((v5 >= 0) & (v5 != r)) \
                         | ((v6 >= 0) & (v6 != r)) | ((v7 >= 0) & (v7 != r)):
-                    around[0], around[1], around[2], around[3] = v0, v1, v2, v3
-                    around[4], around[5], around[6], around[7] = v4, v5, v6, v7
-                    for j in range(8):
-                        if around[j] < 0:
+                    for j in range(n_around):
+                        q = p + around[j]
+                        if parent[q] < 0:
                             continue
-                        rq = _find(parent, around[j])
-                        if rq == r:
-                            continue
-                        if size[rq] > size[r]:  # union by size: the larger tree's root survives
-                            r, rq = rq, r
-                        parent[rq] = r
-                        size[r] += size[rq]
-                        if rq == frame:
-                            frame = r
-                        box[r, 0] = min(box[r, 0], box[rq, 0])
-                        box[r, 1] = min(box[r, 1], box[rq, 1])
-                        box[r, 2] = max(box[r, 2], box[rq, 2])
-                        box[r, 3] = max(box[r, 3], box[rq, 3])
-                        if iou[rq] >= 0:  # the absorbed component is gone
-                            for d in range(n_crit):
-                                if iou[rq] >= iou_thresholds[d]:
-                                    n_reaching[d] -= 1
+                        rq = _find(parent, parent[q])
+                        if rq != r:
+                            if size[rq] > size[r]:  # union by size: the larger tree's root survives
+                                r, rq = rq, r
+                            parent[rq] = r
+                            size[r] += size[rq]
+                            if rq == frame:
+                                frame = r
+                            box[r, 0] = min(box[r, 0], box[rq, 0])
+                            box[r, 1] = min(box[r, 1], box[rq, 1])
+                            box[r, 2] = max(box[r, 2], box[rq, 2])
+                            box[r, 3] = max(box[r, 3], box[rq, 3])
+                            if iou[rq] >= 0:  # the absorbed component is gone
+                                for d in range(n_crit):
+                                    if iou[rq] >= iou_thresholds[d]:
+                                        n_reaching[d] -= 1
+                    # Point the pixel and its neighbours straight at the root: the next pixel
+                    # beside them then takes the fast path.
+                    parent[p] = r
+                    for j in range(n_around):
+                        q = p + around[j]
+                        if parent[q] >= 0:
+                            parent[q] = r
             if not is_touched[r]:
                 is_touched[r] = True
                 touched[n_touched] = r

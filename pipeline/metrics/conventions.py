@@ -29,7 +29,19 @@ def quantise(scoremaps: np.ndarray) -> np.ndarray:
 
     float32 maps are widened to float64 first, exactly as if they had been saved as float64.
     """
-    return (np.asarray(scoremaps, dtype=np.float64) * 255).astype(np.uint8)
+    scoremaps = np.ascontiguousarray(scoremaps)
+    if scoremaps.dtype not in (np.float32, np.float64):
+        scoremaps = scoremaps.astype(np.float64)
+    return _quantise(scoremaps.reshape(-1)).reshape(scoremaps.shape)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _quantise(values):
+    """(N,) float32/float64 in [0, 1] -> (N,) uint8, as ``(float64(s) * 255).astype(uint8)``."""
+    out = np.empty(values.shape[0], np.uint8)
+    for i in numba.prange(values.shape[0]):
+        out[i] = np.uint8(np.float64(values[i]) * 255.0)
+    return out
 
 
 def integer_thresholds(taus: np.ndarray, quantised: np.ndarray) -> np.ndarray:
