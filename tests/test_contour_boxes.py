@@ -1,12 +1,13 @@
 """The fast all-thresholds contour boxes against a slow, obviously correct per-threshold OpenCV oracle."""
 
 import cv2
+import pytest
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.metrics.contour_boxes import multi_contour_hits, single_contour_hits
+from pipeline.metrics.contour_boxes import HOLE_GROUPS, OUTER_GROUPS, multi_contour_hits, single_contour_hits
 from pipeline.metrics.conventions import cam_thresholds, integer_thresholds, quantise
 
 # 1 % IoU resolution: hits at every criterion pin the best IoU down to 1 %.
@@ -108,3 +109,24 @@ def test_batch_result_is_per_map():
     for b, rows in enumerate([slice(0, 1), slice(1, 3), slice(3, 4)]):
         alone = oracle_best_ious(maps[b], taus, gt[rows], multi_contour=True)[:, None] >= CRITERIA[None, :]
         np.testing.assert_array_equal(batch[b], alone)
+
+
+def ring_mask(*names):
+    order = ["N", "NE", "E", "SE", "S", "SW", "W", "NW"]
+    return sum(1 << order.index(name) for name in names)
+
+
+@pytest.mark.parametrize("names, outer, holes", [
+    ((), 0, 0),
+    (("NE",), 1, 0),  # a lone diagonal is no 4-neighbour
+    (("N", "E"), 1, 2),  # diagonal to each other: one group only with 8-connectivity
+    (("N", "NE", "E"), 1, 1),  # NE links them in both
+    (("N", "S"), 2, 2),
+    (("N", "E", "S", "W"), 1, 4),
+    (("NE", "SW"), 2, 0),
+    (("N", "NE", "E", "SE", "S", "SW", "W", "NW"), 1, 1),
+    (("N", "NE", "E", "S", "SW", "W"), 1, 2),  # gaps at SE and NW: bridged diagonally only with 8-connectivity
+])
+def test_neighbour_groups_around_a_pixel(names, outer, holes):
+    assert OUTER_GROUPS[ring_mask(*names)] == outer
+    assert HOLE_GROUPS[ring_mask(*names)] == holes

@@ -18,7 +18,9 @@ at every uint8 level, in O(pixels) per map instead of one contour search per thr
 
 Only whether *some* box reaches each IoU criterion matters, so each sweep keeps, per criterion,
 the number of live components whose box does; a component's IoU is recomputed only at the
-levels that are evaluated and only when it changed since.
+levels that are evaluated and only when it changed since. A pixel whose set neighbours form one
+connected group (a 256-entry table over the ring of 8 around it) joins their component with a
+single find; only a pixel between two or more groups looks up each neighbour's root and merges.
 """
 
 from __future__ import annotations
@@ -30,6 +32,33 @@ import numpy as np
 from pipeline.metrics.conventions import best_iou
 
 LEVELS = 256  # uint8 values
+
+
+RING = ((0, -1), (1, -1), (1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1))  # N, NE, E, SE, S, SW, W, NW
+
+
+def _ring_groups(diagonal: bool) -> np.ndarray:
+    """For each 8-bit mask of set pixels in RING, how many groups of set ring pixels, connected among
+    themselves (8-connectivity if ``diagonal``, else 4), contain a neighbour of the centre pixel
+    (every ring pixel with 8-connectivity; N, E, S, W with 4). Set pixels adjacent to each other were
+    joined when the later of them was added, so each group is already within one component: a pixel
+    that joins one group needs no merge."""
+    counts = np.zeros(256, np.int64)
+    for mask in range(256):
+        on = [i for i in range(8) if (mask >> i) & 1]
+        group = {i: i for i in on}
+        for a in on:
+            for b in on:
+                dx, dy = abs(RING[a][0] - RING[b][0]), abs(RING[a][1] - RING[b][1])
+                if max(dx, dy) == 1 and (diagonal or dx + dy == 1):
+                    old, new = group[b], group[a]
+                    group = {i: new if g == old else g for i, g in group.items()}
+        counts[mask] = len({group[i] for i in on if diagonal or i % 2 == 0})
+    return counts
+
+
+OUTER_GROUPS = _ring_groups(diagonal=True)  # 8-connectivity: every ring pixel is a neighbour
+HOLE_GROUPS = _ring_groups(diagonal=False)  # 4-connectivity: N, E, S, W; the diagonals only link them
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -72,6 +101,7 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
     Work arrays live on the grid padded by one pixel (no bounds checks); in the hole sweep the
     padding ring is off at every level and starts as one component, the frame.
     """
+    ring_groups = HOLE_GROUPS if holes else OUTER_GROUPS
     wp = width + 2
     n = (height + 2) * wp
     n_crit = iou_thresholds.shape[0]
@@ -116,20 +146,26 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
             y = p // wp
             x = p - y * wp
             n_active += 1
-            # The neighbours' parents, loaded at once; a diagonal counts as absent in the hole sweep.
+            # The neighbours' parents, loaded at once.
+            v0 = parent[p - wp - 1]
             v1 = parent[p - wp]
+            v2 = parent[p - wp + 1]
             v3 = parent[p - 1]
             v4 = parent[p + 1]
+            v5 = parent[p + wp - 1]
             v6 = parent[p + wp]
+            v7 = parent[p + wp + 1]
+            # Which of the 8 around p are in the set, as a RING mask; only if p joins two or more
+            # groups of them (see _ring_groups) may components need merging.
+            ring = (np.int64(v1 >= 0) | (np.int64(v2 >= 0) << 1) | (np.int64(v4 >= 0) << 2)
+                    | (np.int64(v7 >= 0) << 3) | (np.int64(v6 >= 0) << 4) | (np.int64(v5 >= 0) << 5)
+                    | (np.int64(v3 >= 0) << 6) | (np.int64(v0 >= 0) << 7))
+            groups = ring_groups[ring]
             if holes:
-                v0 = v2 = v5 = v7 = -1
+                largest = max(max(v1, v3), max(v4, v6))
             else:
-                v0 = parent[p - wp - 1]
-                v2 = parent[p - wp + 1]
-                v5 = parent[p + wp - 1]
-                v7 = parent[p + wp + 1]
-            largest = max(max(max(v0, v1), max(v2, v3)), max(max(v4, v5), max(v6, v7)))
-            if largest < 0:  # no neighbour in the set: a new component
+                largest = max(max(max(v0, v1), max(v2, v3)), max(max(v4, v5), max(v6, v7)))
+            if groups == 0:  # no neighbour in the set: a new component
                 r = p
                 parent[p] = p
                 size[p] = 1
@@ -138,7 +174,7 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
                 box[p, 2] = x
                 box[p, 3] = y
                 iou[p] = -1.0
-            else:  # join one neighbour's component; look further only if some neighbour's parent differs
+            else:  # join one neighbour's component; look further only if p joins several groups
                 r = _find(parent, largest)
                 parent[p] = r
                 size[r] += 1
@@ -146,9 +182,7 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
                 box[r, 1] = min(box[r, 1], y)
                 box[r, 2] = max(box[r, 2], x)
                 box[r, 3] = max(box[r, 3], y)
-                if ((v0 >= 0) & (v0 != r)) | ((v1 >= 0) & (v1 != r)) | ((v2 >= 0) & (v2 != r)) \
-                        | ((v3 >= 0) & (v3 != r)) | ((v4 >= 0) & (v4 != r)) | ((v5 >= 0) & (v5 != r)) \
-                        | ((v6 >= 0) & (v6 != r)) | ((v7 >= 0) & (v7 != r)):
+                if groups > 1:
                     for j in range(n_around):
                         q = p + around[j]
                         if parent[q] < 0:
