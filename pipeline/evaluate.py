@@ -85,4 +85,3 @@ def evaluate(config: Config, layout: Layout, backbone: str, method: str) -> dict
         _write_results(staging, scores, metrics, config)
         _log_to_training_run(layout, meta["mlflow_run_id"], scores, staging)
     return metrics
-

@@ -71,22 +71,30 @@ def save_picture(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path:
-    """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG."""
+def line_plot(lines: list[tuple[str, Sequence[float], Sequence[float], str]], path: Path, *, title: str,
+              ylabel: str, columns: int = 1) -> Path:
+    """Curves against the CAM threshold tau in [0, 1], y in % (0-100), saved as PNG.
+    lines: (label, tau values, y values, matplotlib line style)."""
     figure = Figure(figsize=(6.4, 4.2), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    styles = {30: ":", 50: "-", 70: "--"}
-    for name, result in results.items():
-        for delta, curve in result.multi_contour.boxacc.items():
-            axes.plot(result.thresholds, curve, styles.get(delta, "-."), label=f"{name} IoU {delta}%")
-    axes.set(xlabel="CAM threshold τ", ylabel="BoxAcc (%)", title=title, xlim=(0, 1), ylim=(0, 100))
+    for label, x, y, style in lines:
+        axes.plot(x, y, style, label=label)
+    axes.set(xlabel="CAM threshold τ", ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 100))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", ncol=max(1, len(results) // 4))
+    axes.legend(fontsize="small", ncol=columns)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     return path
+
+
+def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path:
+    """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG."""
+    styles = {30: ":", 50: "-", 70: "--"}
+    lines = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."))
+             for name, result in results.items() for delta, curve in result.multi_contour.boxacc.items()]
+    return line_plot(lines, path, title=title, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))
 
 
 def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:

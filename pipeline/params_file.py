@@ -16,10 +16,10 @@ from ruamel.yaml.error import YAMLError
 from pipeline.config import ConfigError, validate
 
 
-def _merge(base, fragment, where: str = "") -> None:
+def _merge(base, fragment) -> None:
     for key, value in fragment.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value, f"{where}{key}.")
+            _merge(base[key], value)
         else:
             base[key] = value
 

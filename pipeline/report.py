@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
 from pipeline.export import input_settings, load_exported
-from pipeline.figures import GalleryCollector, grid, save_picture
+from pipeline.figures import GalleryCollector, grid, line_plot, save_picture
 from pipeline.paths import Layout, replaced_atomically, run_name
 
 NAMES = {"cam": "CAM", "has": "HaS", "acol": "ACoL", "spg": "SPG", "adl": "ADL", "cutmix": "CutMix", "icl": "Ours (ICL)"}
@@ -52,14 +50,6 @@ def _load_results(config: Config, layout: Layout) -> dict[tuple[str, str], dict]
     return results
 
 
-def _maxboxacc_table(config: Config, results: dict) -> str:
-    columns = {b: _bold_best({m: results[b, m].get("maxboxacc_v2") for m in config.methods}) for b in config.backbones}
-    means = {m: np.mean([results[b, m]["maxboxacc_v2"] for b in config.backbones]) for m in config.methods}
-    mean_column = _bold_best(means)
-    rows = [[NAMES[m], *(columns[b][m] for b in config.backbones), mean_column[m]] for m in config.methods]
-    return _table(["Method", *(BACKBONE_NAMES[b] for b in config.backbones), "Mean"], rows)
-
-
 def _detail_table(config: Config, results: dict) -> str:
     deltas = sorted({d for r in results.values() for d in r.get("optimal_threshold", {})}, key=int)
     rows = []
@@ -73,29 +63,27 @@ def _detail_table(config: Config, results: dict) -> str:
                    *(f"τ*@{d}" for d in deltas)], rows)
 
 
-def _metric_table(config: Config, results: dict, key: str) -> str:
+def _metric_table(config: Config, results: dict, key: str, with_mean: bool = False) -> str:
+    """Methods x backbones of one metric, the best of each column in bold; with_mean adds the mean over backbones."""
     columns = {b: _bold_best({m: results[b, m].get(key) for m in config.methods}) for b in config.backbones}
-    return _table(["Method", *(BACKBONE_NAMES[b] for b in config.backbones)],
-                  [[NAMES[m], *(columns[b][m] for b in config.backbones)] for m in config.methods])
+    header = ["Method", *(BACKBONE_NAMES[b] for b in config.backbones)]
+    rows = [[NAMES[m], *(columns[b][m] for b in config.backbones)] for m in config.methods]
+    if with_mean:
+        means = _bold_best({m: np.mean([results[b, m][key] for b in config.backbones]) for m in config.methods})
+        header.append("Mean")
+        rows = [row + [means[m]] for row, m in zip(rows, config.methods)]
+    return _table(header, rows)
 
 
-def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path | None:
-    figure = Figure(figsize=(6.4, 4.0), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
+def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path:
+    """BoxAcc at IoU 50 against tau on test, one line per method (from the evaluate stage's boxacc.csv)."""
+    lines = []
     for method in config.methods:
-        table = layout.results(config.dataset, backbone, method) / "boxacc.csv"
-        if not table.is_file():
-            return None
-        rows = list(csv.DictReader(table.open()))
-        axes.plot([float(r["threshold"]) for r in rows], [float(r["iou_50"]) for r in rows], label=NAMES[method])
-    axes.set(xlabel="CAM threshold τ", ylabel="BoxAcc at IoU 50 (%)", xlim=(0, 1), ylim=(0, 100),
-             title=f"{config.dataset} test, {BACKBONE_NAMES[backbone]}")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+        with (layout.results(config.dataset, backbone, method) / "boxacc.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        lines.append((NAMES[method], [float(r["threshold"]) for r in rows], [float(r["iou_50"]) for r in rows], "-"))
+    return line_plot(lines, path, title=f"{config.dataset} test, {BACKBONE_NAMES[backbone]}",
+                     ylabel="BoxAcc at IoU 50 (%)")
 
 
 def _gallery(config: Config, layout: Layout, info: DatasetInfo, backbone: str, path: Path) -> Path:
@@ -134,7 +122,7 @@ def build_report(config: Config, layout: Layout) -> Path:
         "",
         "Mean of MaxBoxAcc over IoU 30, 50 and 70.",
         "",
-        _maxboxacc_table(config, results),
+        _metric_table(config, results, "maxboxacc_v2", with_mean=True),
         "",
         "## MaxBoxAcc at each IoU (Table 5 layout)",
         "",
@@ -164,8 +152,8 @@ def build_report(config: Config, layout: Layout) -> Path:
         for backbone in config.backbones:
             name = BACKBONE_NAMES[backbone]
             parts += [f"## {name}", ""]
-            if _curves(config, layout, backbone, staging / f"boxacc_{backbone}.png") is not None:
-                parts += [f"![BoxAcc at IoU 50 against the CAM threshold, {name}](boxacc_{backbone}.png)", ""]
+            _curves(config, layout, backbone, staging / f"boxacc_{backbone}.png")
+            parts += [f"![BoxAcc at IoU 50 against the CAM threshold, {name}](boxacc_{backbone}.png)", ""]
             _gallery(config, layout, info, backbone, staging / f"gallery_{backbone}.jpg")
             parts += [f"CAMs on test images, one row per method ({', '.join(NAMES[m] for m in config.methods)}): "
                       "ground truth red, the box at the run's val-optimal threshold green.", "",
