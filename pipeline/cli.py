@@ -7,7 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.config import BACKBONES, METHODS, load_config
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.registry import BACKBONES, METHODS
 from pipeline.metrics import evaluate_scoremap_folder
 from pipeline.paths import Layout
 
@@ -52,6 +54,34 @@ def _localize(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _import_checkpoint(args: argparse.Namespace) -> None:
+    from pipeline.imports import import_run
+
+    config = load_config(args.params)
+    out = args.out or Path("imported") / config.dataset / f"{args.backbone}-{args.method}"
+    imported = import_run(args.checkpoint, args.backbone, args.method, config, Layout(args.params.resolve().parent), out)
+    print(json.dumps({"run_folder": str(out), "num_classes": imported.num_classes, "tensors_loaded": imported.loaded,
+                      "unused_keys": list(imported.unused)}, indent=2))
+
+
+def _export(args: argparse.Namespace) -> None:
+    from pipeline.export import export
+
+    config = load_config(args.params)
+    out = args.out or args.run_folder.with_name(f"{args.run_folder.name}-export")
+    export(args.run_folder, out, config.export.tolerance)
+    print(out)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pipeline.evaluate import evaluate_exported
+
+    config = load_config(args.params)
+    out = args.out or args.export_folder.with_name(f"{args.export_folder.name}-results")
+    metrics = evaluate_exported(args.export_folder / "model.ts", config, Layout(args.params.resolve().parent), out)
+    print(json.dumps(metrics, indent=2))
+
+
 def _apply_params(args: argparse.Namespace) -> None:
     from pipeline.params_file import apply_fragment
 
@@ -87,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser(
         "tune", help="search hyperparameters on train-fullsup with Ray Tune (tune section of params.yaml)",
-        description="Ray Tune over tune.space for one backbone and method, each trial a Ray Train run scored on "
-                    "train-fullsup; writes the best values to tuning/<dataset>-<backbone>-<method>.yaml.")
+        description="Ray Tune's random search over tune.lr and tune.space.<method> for one backbone and method, "
+                    "each trial a Ray Train run scored on train-fullsup; writes the best values to "
+                    "tuning/<dataset>-<backbone>-<method>.yaml.")
     tune.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
     tune.add_argument("--backbone", choices=BACKBONES, help="default: tune.backbone")
     tune.add_argument("--method", choices=METHODS, help="default: tune.method")
@@ -104,6 +135,35 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--out", type=Path, default=Path("localized"), help="folder for <image>_cam.png overlays")
     where.add_argument("--threshold", type=float, help="CAM threshold (default: the model's val-optimal one)")
     where.set_defaults(run=_localize)
+
+    convert = commands.add_parser(
+        "import-checkpoint", help="a checkpoint clovaai/wsolevaluation saved, as a run folder of ours",
+        description="Rename the parameters of a checkpoint saved by clovaai/wsolevaluation's main.py (its "
+                    "{'state_dict': ...} file, or a bare state dict) into this pipeline's model for --backbone and "
+                    "--method, built with params.yaml's settings (large_feature_map must be the one it was trained "
+                    "with); find its val-optimal CAM threshold on train-fullsup and write a run folder (model.pt, "
+                    "model.json) that `wsol export` and `wsol evaluate` take. Prints the keys of the file no layer "
+                    "took.")
+    convert.add_argument("checkpoint", type=Path)
+    convert.add_argument("--from", dest="source", choices=["wsolevaluation"], required=True,
+                         help="the code that saved the checkpoint")
+    convert.add_argument("--backbone", choices=BACKBONES, required=True)
+    convert.add_argument("--method", choices=[m for m in METHODS if m != "icl"], required=True)
+    convert.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
+    convert.add_argument("--out", type=Path, help="run folder to write (default: imported/<dataset>/<backbone>-<method>)")
+    convert.set_defaults(run=_import_checkpoint)
+
+    for name, run, folder, help_text, suffix in (
+            ("export", _export, "run_folder", "TorchScript and ONNX of a run folder, checked against the eager model",
+             "export"),
+            ("evaluate", _evaluate, "export_folder", "score an export folder on params' test split (MaxBoxAccV2, "
+             "top-1 loc, ...)", "results")):
+        stage = commands.add_parser(name, help=help_text, description=f"What the {name} stage does, for any "
+                                    f"{folder.replace('_', ' ')} (trained, or from import-checkpoint).")
+        stage.add_argument(folder, type=Path)
+        stage.add_argument("--params", type=Path, default=Path("params.yaml"), help="the settings to use")
+        stage.add_argument("--out", type=Path, help=f"folder to write (default: <{folder}>-{suffix})")
+        stage.set_defaults(run=run)
 
     params = commands.add_parser("params", help="edit params.yaml")
     actions = params.add_subparsers(dest="action", required=True)
@@ -121,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.run(args)
-    except Exception as error:  # the pipeline's own errors and bad arguments: a clear message, exit 2
-        from pipeline.stage_runner import expected_errors
-
-        if not (isinstance(error, ValueError) or isinstance(error, expected_errors())):  # ValueError: no heavy import
-            raise
+    except (PipelineError, ValueError, FileNotFoundError) as error:  # the pipeline's own errors, bad arguments
         print(f"wsol {args.command}: error: {error}", file=sys.stderr)
         return 2
     return status or 0

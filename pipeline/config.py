@@ -8,43 +8,30 @@ naming the file, the dotted key and what is wrong. ``params.yaml`` documents eac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
-BACKBONES = ("vgg16", "resnet50", "inception_v3")
-METHODS = ("cam", "has", "acol", "spg", "adl", "cutmix", "icl")
+from pipeline.errors import PipelineError
+from pipeline.registry import (
+    BACKBONES,
+    METHODS,
+    BackboneName,
+    Fraction,
+    MethodName,
+    PerBackbone,
+    Positive,
+    PositiveInt,
+    Section,
+)
+
 DATASETS = ("synth", "cub", "ilsvrc", "openimages", "custom")
 SPLITS = ("train", "val", "test")  # train-weaksup, train-fullsup, test
 
-Backbone = Literal["vgg16", "resnet50", "inception_v3"]
-Method = Literal["cam", "has", "acol", "spg", "adl", "cutmix", "icl"]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
 
-
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """params.yaml is unreadable or invalid; the message names the file and every bad key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-T = TypeVar("T")
-
-
-class PerBackbone(Section, Generic[T]):
-    """One value per backbone."""
-
-    vgg16: T
-    resnet50: T
-    inception_v3: T
-
-    def of(self, backbone: str) -> T:
-        return getattr(self, backbone)
 
 
 # ---------------------------------------------------------------------------------------- datasets
@@ -136,7 +123,7 @@ class DataConfig(Section):
 class ModelConfig(Section):
     """Per-backbone settings (the protocol's defaults differ by backbone)."""
 
-    large_feature_map: bool  # 28x28 final map at 224 px instead of 14x14 (VGG) / 7x7 / 17x17
+    large_feature_map: bool  # 28x28 final map at 224 px instead of 14x14
     pretrained: str | None  # None: random init; a torchvision weights name; or a .pth file path
     lr: Positive
     epochs: PositiveInt
@@ -144,71 +131,9 @@ class ModelConfig(Section):
     batch_size: PositiveInt  # per optimizer step, across all workers
 
 
-class HasConfig(Section):
-    grid_size: PositiveInt  # side of a hidden patch, pixels of the network input
-    drop_rate: Fraction
-
-
-class AcolConfig(Section):
-    threshold: Fraction  # erase where the normalized CAM of classifier A is >= this
-
-
-class SpgConfig(Section):
-    # (high, low) per step: B2 from the CAM, B1 from B2, C from the fused B1/B2 map
-    thresholds: list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]] = Field(min_length=3, max_length=3)
-    taps: PerBackbone[list[str]]  # (B1's tap, B2's tap)
-
-
-class AdlConfig(Section):
-    drop_rate: Fraction
-    threshold: Fraction  # drop where attention > threshold * max
-    taps: PerBackbone[list[str]]
-
-
-class CutmixConfig(Section):
-    beta: Positive
-    prob: Fraction
-
-
-class IclHyper(Section):
-    """Table 1 of the paper."""
-
-    drop_rate: Fraction
-    gamma_fg: Positive
-    gamma_bg: Positive
-
-
-class IclAblation(Section):
-    """Table 2's switches: each ``false`` removes one component."""
-
-    contrastive: bool  # L_ca
-    consistency: bool  # L_fc
-    non_local: bool  # false: channel-mean attention, as ADL
-    dfg_mask: bool  # false: ADL's drop mask instead of M_dfg
-
-
-class IclConfig(Section):
-    margin: Positive
-    embedding_dim: PositiveInt
-    ca_weight: Annotated[float, Field(ge=0)]
-    fc_weight: Annotated[float, Field(ge=0)]
-    ablation: IclAblation
-    hyper: PerBackbone[IclHyper]
-    taps: PerBackbone[list[str]]  # the last one is L_fc's reference layer
-
-
-class CamConfig(Section):
-    """CAM has no hyperparameters."""
-
-
-class MethodsConfig(Section):
-    cam: CamConfig
-    has: HasConfig
-    acol: AcolConfig
-    spg: SpgConfig
-    adl: AdlConfig
-    cutmix: CutmixConfig
-    icl: IclConfig
+# One section per registered method, its settings class from the registry.
+MethodsConfig = create_model("MethodsConfig", __base__=Section,
+                             **{name: (entry.settings, ...) for name, entry in METHODS.items()})
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -268,9 +193,15 @@ class ReportConfig(Section):
 
 
 class Range(Section):
+    """One search dimension: uniform on [low, high], log-uniform with ``log``, whole numbers with
+    ``integer``. ``below`` names another setting of the same method's space: the value is then drawn
+    on [low, min(high, that setting's value)] (SPG's low thresholds stay under their high ones)."""
+
     low: float
     high: float
-    log: bool
+    log: bool = False
+    integer: bool = False
+    below: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -282,19 +213,35 @@ class Range(Section):
 
 
 class TuneConfig(Section):
-    backbone: Backbone
-    method: Method
+    """``wsol tune``: Ray Tune's random search on train-fullsup for one backbone and method."""
+
+    backbone: BackboneName
+    method: MethodName
     num_samples: PositiveInt
     max_concurrent: PositiveInt
     grace_period: PositiveInt  # epochs before ASHA may stop a trial
     seed: int
-    space: dict[Literal["drop_rate", "gamma_fg", "gamma_bg", "lr"], Range] = Field(min_length=1)
+    lr: Range  # every method's: backbone_settings.<backbone>.lr
+    space: dict[MethodName, dict[str, Range]]  # per method: the settings it searches besides lr
+
+    @model_validator(mode="after")
+    def _searchable(self):
+        for method, ranges in self.space.items():
+            allowed = METHODS[method].tunable
+            for key, dimension in ranges.items():
+                if key not in allowed:
+                    raise ValueError(f"space.{method}.{key}: {method} has no searchable setting {key!r} "
+                                     f"(it has: {', '.join(allowed) or 'none besides lr'})")
+                if dimension.below is not None and (dimension.below == key or dimension.below not in ranges):
+                    raise ValueError(f"space.{method}.{key}.below: {dimension.below!r} is not another setting "
+                                     f"of space.{method}")
+        return self
 
 
 class Config(Section):
-    dataset: Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
-    backbones: list[Backbone] = Field(min_length=1)
-    methods: list[Method] = Field(min_length=1)
+    dataset: Literal[DATASETS]
+    backbones: list[BackboneName] = Field(min_length=1)
+    methods: list[MethodName] = Field(min_length=1)
     datasets: DatasetsConfig
     data: DataConfig
     backbone_settings: PerBackbone[ModelConfig]
@@ -329,7 +276,8 @@ def validate(data: object, source: str = "params.yaml") -> Config:
     except ValidationError as error:
         lines = []
         for problem in error.errors():
-            value = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+            shown = problem["type"] != "missing" and not isinstance(problem["input"], (dict, list))  # not a whole section
+            value = f" (got {problem['input']!r})" if shown else ""
             lines.append(f"  {_location(problem['loc'])}: {problem['msg']}{value}")
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
 

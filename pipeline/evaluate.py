@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
-from pipeline.export import input_settings, load_exported
+from pipeline.export_folder import TORCHSCRIPT, load_exported
 from pipeline.paths import Layout, replaced_atomically
 from pipeline.scoring import Scoring, SplitScores, score_split
 from pipeline.tracking import client_for, log_metrics, tracking_uri
@@ -70,18 +70,24 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
                ([f"{t:.4f}", f"{p:.6f}", f"{r:.6f}"] for t, p, r in zip(mask.thresholds, mask.precision, mask.recall)))
 
 
-def evaluate(config: Config, layout: Layout, backbone: str, method: str) -> dict:
-    """Score the exported model on test; write results/<dataset>/<run>/ and return its metrics."""
-    exported, meta = load_exported(layout.export(config.dataset, backbone, method) / "model.ts")
-    if meta["dataset"] != config.dataset:
-        raise DatasetError(f"the exported {backbone}-{method} was trained on {meta['dataset']!r}, params.yaml selects {config.dataset!r}")
+def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path) -> dict:
+    """Score an exported model.ts on params' test split; write ``out`` (metrics.json, curves) and
+    return its metrics. The scores also go into the training run's MLflow run, where it has one."""
+    exported, meta = load_exported(path)
+    if meta.dataset != config.dataset:
+        raise DatasetError(f"{path} was trained on {meta.dataset!r}, params.yaml selects {config.dataset!r}")
     info = DatasetInfo.load(layout.split(config.dataset))
-    data = input_settings(meta, config.data)
     settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
-    scores = score_split(exported, info, "test", data, settings, torch.device("cpu"))
-
+    scores = score_split(exported, info, "test", meta.input_settings(config.data), settings, torch.device("cpu"))
     metrics = _metrics(scores, config)
-    with replaced_atomically(layout.results(config.dataset, backbone, method)) as staging:
+    with replaced_atomically(out) as staging:
         _write_results(staging, scores, metrics, config)
-        _log_to_training_run(layout, meta["mlflow_run_id"], scores, staging)
+        if meta.mlflow_run_id is not None:
+            _log_to_training_run(layout, meta.mlflow_run_id, scores, staging)
     return metrics
+
+
+def evaluate(config: Config, layout: Layout, backbone: str, method: str) -> dict:
+    """The evaluate stage: exports/<dataset>/<run>/ scored into results/<dataset>/<run>/."""
+    return evaluate_exported(layout.export(config.dataset, backbone, method) / TORCHSCRIPT, config, layout,
+                             layout.results(config.dataset, backbone, method))

@@ -3,10 +3,7 @@
 The network takes normalised images (B, 3, S, S) and classes (B,) (-1: the predicted class) and
 returns logits (B, K) and CAMs (B, 224, 224) in [0, 1], the protocol's score maps. The attention
 branches of the training methods are not in it: they act only in training. What a user of the file
-needs (classes, input size, normalisation, the val-optimal CAM threshold) travels inside the
-TorchScript file as ``meta.json`` and beside both files as export.json:
-
-    exports/<dataset>/<backbone>-<method>/model.ts, model.onnx, export.json
+needs travels inside the TorchScript file and beside both files (pipeline/export_folder.py).
 """
 
 from __future__ import annotations
@@ -14,24 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import DataConfig
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.errors import PipelineError
+from pipeline.export_folder import META, ONNX, REPORT, TORCHSCRIPT, ExportMeta, load_exported
 from pipeline.models import WSOLModel
 from pipeline.paths import replaced_atomically
-from pipeline.train.outputs import read_trained
+from pipeline.run_folder import read_run
 
 log = logging.getLogger(__name__)
 
-META = "meta.json"  # the extra file inside model.ts
 
-
-class ExportError(RuntimeError):
+class ExportError(PipelineError, RuntimeError):
     """An exported model differs from the eager one by more than the tolerance."""
 
 
@@ -64,12 +61,12 @@ def _verdict(name: str, differences: dict[str, float], tolerance: float) -> dict
 
 
 def export_torchscript(network: InferenceNetwork, example: tuple, check: tuple, expected: tuple, path: Path,
-                       meta: dict, tolerance: float) -> dict:
+                       meta: ExportMeta, tolerance: float) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer chatter; TorchScript's deprecation in favour of torch.export
         # frozen: the weights the network uses become constants, the training-only modules are left out
         traced = torch.jit.freeze(torch.jit.trace(network, example, check_trace=False))
-        torch.jit.save(traced, str(path), _extra_files={META: json.dumps(meta)})
+        torch.jit.save(traced, str(path), _extra_files={META: json.dumps(asdict(meta))})
     loaded, _ = load_exported(path)
     with torch.no_grad():
         got = tuple(t.numpy() for t in loaded(*check))
@@ -92,38 +89,20 @@ def export_onnx(network: InferenceNetwork, example: tuple, check: tuple, expecte
 
 
 def export(run_folder: Path, out: Path, tolerance: float) -> dict:
-    """Export a trained run; returns (and writes) export.json."""
-    trained = read_trained(run_folder)
-    size = trained.config.data.crop
-    meta = {key: trained.meta[key] for key in ("dataset", "backbone", "method", "num_classes", "class_names", "cam_threshold")}
-    meta.update(input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), mlflow_run_id=trained.meta["mlflow_run_id"],
-                cams_for="classes[b], or the predicted class where classes[b] is -1")
-    network = InferenceNetwork(trained.model)
+    """Export a run folder (pipeline/run_folder.py); returns (and writes) export.json."""
+    run = read_run(run_folder)
+    size = run.meta.settings.data.crop
+    meta = ExportMeta(**run.meta.identity(), input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
+                      mlflow_run_id=run.meta.mlflow_run_id)
+    network = InferenceNetwork(run.model)
     example = (torch.zeros(2, 3, size, size), torch.tensor([0, -1]))
-    check = _check_inputs(size, meta["num_classes"])
+    check = _check_inputs(size, meta.num_classes)
     with torch.no_grad():
         expected = tuple(t.numpy() for t in network(*check))
     with replaced_atomically(out) as staging:
-        report = {**meta,
-                  "torchscript": export_torchscript(network, example, check, expected, staging / "model.ts", meta, tolerance),
-                  "onnx": export_onnx(network, example, check, expected, staging / "model.onnx", tolerance)}
-        (staging / "export.json").write_text(json.dumps(report, indent=2) + "\n")
+        report = {**asdict(meta),
+                  "torchscript": export_torchscript(network, example, check, expected, staging / TORCHSCRIPT, meta, tolerance),
+                  "onnx": export_onnx(network, example, check, expected, staging / ONNX, tolerance)}
+        (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     log.info("%s: TorchScript and ONNX within %.3g of the eager model", out, tolerance)
     return report
-
-
-def input_settings(meta: dict, data: DataConfig) -> DataConfig:
-    """Loading settings for an exported model: images resized to its input size, loader options from ``data``."""
-    return DataConfig(resize=meta["input_size"], crop=meta["input_size"], loader_workers=data.loader_workers,
-                      pin_memory=data.pin_memory)
-
-
-def load_exported(path: Path) -> tuple[torch.jit.ScriptModule, dict]:
-    """A model.ts and its metadata."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no exported model there (run the export stage)")
-    extra = {META: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(path), _extra_files=extra)
-    return module.eval(), json.loads(extra[META])

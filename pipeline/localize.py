@@ -10,7 +10,7 @@ import torch
 from torchvision import transforms
 
 from pipeline.data.images import ImageReadError, load_rgb
-from pipeline.export import load_exported
+from pipeline.export_folder import load_exported
 from pipeline.figures import overlay, predicted_box, save_picture
 from pipeline.metrics import RESIZE_LENGTH
 
@@ -41,10 +41,10 @@ def localize(images: list[Path], model: Path, out: Path | None = None, threshold
     """(localizations, errors): the predicted class's CAM thresholded at ``threshold`` (default: the
     model's val-optimal one), box of its largest contour; an unreadable image is an error, not a stop."""
     network, meta = load_exported(model)
-    size = meta["input_size"]
+    size = meta.input_size
     prepare = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                                  transforms.Normalize(meta["mean"], meta["std"])])
-    tau = meta["cam_threshold"] if threshold is None else threshold
+                                  transforms.Normalize(meta.mean, meta.std)])
+    tau = meta.cam_threshold if threshold is None else threshold
     found, errors = [], []
     for path in images:
         try:
@@ -61,6 +61,6 @@ def localize(images: list[Path], model: Path, out: Path | None = None, threshold
         picture = None
         if out is not None:
             picture = str(save_picture(out / f"{path.stem}_cam.png", overlay(np.asarray(image), cam, predicted=box224)))
-        found.append(Localization(str(path), label, meta["class_names"][label], float(probabilities[label]),
+        found.append(Localization(str(path), label, meta.class_names[label], float(probabilities[label]),
                                   to_image_pixels(box224, *image.size), picture))
     return found, errors

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.errors import PipelineError
+
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 
 Box = tuple[int, int, int, int]
 
 
-class MetadataError(ValueError):
+class MetadataError(PipelineError, ValueError):
     """Malformed or inconsistent metadata; the message names file, line and image id."""
 
 

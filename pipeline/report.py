@@ -18,12 +18,13 @@ import torch
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.export import input_settings, load_exported
+from pipeline.export_folder import TORCHSCRIPT, load_exported
 from pipeline.figures import GalleryCollector, grid, line_plot, save_picture
 from pipeline.paths import Layout, replaced_atomically, run_name
+from pipeline.registry import BACKBONES, METHODS
 
-NAMES = {"cam": "CAM", "has": "HaS", "acol": "ACoL", "spg": "SPG", "adl": "ADL", "cutmix": "CutMix", "icl": "Ours (ICL)"}
-BACKBONE_NAMES = {"vgg16": "VGG16", "inception_v3": "InceptionV3", "resnet50": "ResNet50"}
+NAMES = {name: entry.display for name, entry in METHODS.items()}
+BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -93,15 +94,15 @@ def _gallery(config: Config, layout: Layout, info: DatasetInfo, backbone: str, p
     picks = np.linspace(0, len(metadata) - 1, count).round().astype(int)
     tiles = []
     for method in config.methods:
-        exported, meta = load_exported(layout.export(config.dataset, backbone, method) / "model.ts")
-        images = SplitImages(info, "test", eval_transform(input_settings(meta, config.data)))
+        exported, meta = load_exported(layout.export(config.dataset, backbone, method) / TORCHSCRIPT)
+        images = SplitImages(info, "test", eval_transform(meta.input_settings(config.data)))
         batch = torch.stack([images[int(i)][0] for i in picks])
         labels = torch.tensor([images.labels[int(i)] for i in picks])
         with torch.no_grad():
             _, cams = exported(batch, labels)
         row = GalleryCollector(count)
         row(batch, cams.numpy(), labels.tolist(), labels.tolist(), [metadata.image_ids[i] for i in picks])
-        tiles += row.tiles(metadata, meta["cam_threshold"])
+        tiles += row.tiles(metadata, meta.cam_threshold)
     return save_picture(path, grid(tiles, count))
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig
+from pipeline.config import Config, DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.metadata import load_metadata
@@ -33,6 +33,11 @@ class Scoring:
     cam_curve_interval: float
     iou_thresholds: tuple[int, ...] = MAXBOXACC_V2_IOUS
     batch_size: int = 32
+
+
+def val_scoring(config: Config) -> Scoring:
+    """The per-epoch MaxBoxAccV2 on train-fullsup: train.val_cam_curve_interval, IoU 30/50/70."""
+    return Scoring(config.train.val_cam_curve_interval, batch_size=config.evaluate.batch_size)
 
 
 @dataclass(frozen=True)

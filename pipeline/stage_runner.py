@@ -11,26 +11,12 @@ import logging
 import sys
 from collections.abc import Callable
 
-from pipeline.config import BACKBONES, METHODS, Config, load_config
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError
 from pipeline.paths import Layout
+from pipeline.registry import BACKBONES, METHODS
 
 Stage = Callable[[Config, Layout, argparse.Namespace], object]
-
-
-def expected_errors() -> tuple[type[Exception], ...]:
-    """The pipeline's own error types: a user can act on their message, no traceback needed."""
-    from pipeline.config import ConfigError
-    from pipeline.data.archives import ArchiveError
-    from pipeline.data.dataset_folder import DatasetError
-    from pipeline.data.download import DownloadError
-    from pipeline.data.images import ImageReadError
-    from pipeline.metadata import MetadataError
-    from pipeline.metrics import ScoremapError
-    from pipeline.models import PretrainedWeightsError
-    from pipeline.train.driver import TrainingError
-
-    return (ConfigError, DatasetError, DownloadError, ArchiveError, ImageReadError, MetadataError, ScoremapError,
-            PretrainedWeightsError, TrainingError, FileNotFoundError)
 
 
 def run(name: str, stage: Stage, per_run: bool = False) -> None:
@@ -45,6 +31,6 @@ def run(name: str, stage: Stage, per_run: bool = False) -> None:
     layout = Layout.here()
     try:
         stage(load_config(layout.root / "params.yaml"), layout, args)
-    except expected_errors() as error:
+    except (PipelineError, FileNotFoundError) as error:
         print(f"stage {name}: error: {error}", file=sys.stderr)
         sys.exit(1)

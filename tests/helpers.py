@@ -1,11 +1,14 @@
-"""Test helpers: metadata folders written by hand, and configurations derived from params.yaml."""
+"""Test helpers: metadata folders written by hand, configurations derived from params.yaml, and the
+tiny project (params, a generated synthetic dataset, its splits) that most end-to-end tests start from."""
 
 import copy
 from pathlib import Path
 
 import yaml
 
-from pipeline.config import Config, validate
+from pipeline.config import Config, load_config, validate
+from pipeline.data import prepare
+from pipeline.paths import Layout
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -36,3 +39,15 @@ def params(**overrides) -> dict:
 def config(**overrides) -> Config:
     """The validated project configuration with dotted-key overrides."""
     return validate(params(**overrides), "params.yaml (test overrides)")
+
+
+def make_project(root: Path, **overrides) -> Layout:
+    """A project folder: params.yaml (with dotted-key overrides) and its synthetic dataset, generated
+    and split as the download and split stages do."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params(**overrides)))
+    layout = Layout(root.resolve())
+    cfg = load_config(root / "params.yaml")
+    prepare.download(cfg, layout)
+    prepare.split(cfg, layout)
+    return layout

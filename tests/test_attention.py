@@ -129,6 +129,17 @@ def test_eq3_contrastive_attention_loss_by_hand():
     assert contrastive_attention_loss(z_dfg, z_fg, z_bg, margin=1.0).item() == pytest.approx(2.5)
 
 
+def test_eq3_leaves_out_images_with_an_empty_mask():
+    z_dfg = torch.zeros(3, 2)
+    z_fg = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.0, 0.0]])  # d = 5, 1, 0
+    z_bg = torch.tensor([[0.0, 1.0], [3.0, 4.0], [0.0, 0.0]])  # d = 1, 5, 0
+    present = torch.tensor([True, True, False])  # image 3 had an empty mask: its hinge (0 - 0 + 1) is not counted
+    assert contrastive_attention_loss(z_dfg, z_fg, z_bg, 1.0, present).item() == pytest.approx((5 + 0) / 2)
+    none = contrastive_attention_loss(z_dfg.requires_grad_(True), z_fg, z_bg, 1.0, torch.zeros(3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and torch.equal(z_dfg.grad, torch.zeros(3, 2))
+
+
 def test_eq3_gradient_is_finite_when_embeddings_coincide():
     z = torch.zeros(1, 3, requires_grad=True)
     loss = contrastive_attention_loss(z, z * 1, z * 1, margin=1.0)
@@ -136,19 +147,20 @@ def test_eq3_gradient_is_finite_when_embeddings_coincide():
     assert loss.item() == 1.0 and torch.isfinite(z.grad).all()
 
 
-def test_eq4_consistency_loss_by_hand_and_its_stop_gradient():
+def test_eq4_is_the_squared_l2_norm_a_sum_over_pixels_and_stops_at_the_reference():
     early = grid([[1, 2], [3, 4]]).requires_grad_(True)
     late = grid([[0, 0], [0, 0]]).requires_grad_(True)
     loss = foreground_consistency_loss([early, late])
-    assert loss.item() == pytest.approx((1 + 4 + 9 + 16) / 4)
+    assert loss.item() == pytest.approx(1 + 4 + 9 + 16)  # ||A_i - A_j||_2^2 of the 2x2 matrix
     loss.backward()
-    assert torch.allclose(early.grad, 2 * early.detach() / 4)
+    assert torch.allclose(early.grad, 2 * early.detach())
     assert late.grad is None  # no gradient into the reference layer
 
 
-def test_eq4_resizes_the_reference_to_each_earlier_map_and_sums_over_layers():
-    early_big = grid([[1, 2], [3, 4]])
-    early_same = grid([[2]])
-    late = grid([[2]])  # upsampled bilinearly to 2x2: all 2
+def test_eq4_averages_images_resizes_the_reference_and_sums_over_layers():
+    early_big = torch.cat([grid([[1, 2], [3, 4]]), grid([[2, 2], [2, 2]])])  # two images
+    early_same = torch.cat([grid([[2]]), grid([[5]])])
+    late = torch.cat([grid([[2]]), grid([[2]])])  # upsampled bilinearly to 2x2: all 2
     loss = foreground_consistency_loss([early_big, early_same, late])
-    assert loss.item() == pytest.approx((1 + 0 + 1 + 4) / 4 + 0)
+    # layer 1: images (1 + 0 + 1 + 4) and 0, mean 3; layer 2: images 0 and 9, mean 4.5
+    assert loss.item() == pytest.approx(3 + 4.5)

@@ -4,12 +4,13 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.train.driver import TRAINING_CODE
+from pipeline.code_deps import REPORTING_ONLY, code_deps, identity_code, is_code
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +23,33 @@ TINY = {
 }
 
 
-def test_the_train_stage_declares_the_code_that_identifies_a_run():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
-    assert sorted(d.removeprefix("pipeline/") for d in stage["deps"] if d.startswith("pipeline/")) == sorted(TRAINING_CODE)
+def declared_code(dvc_file: str) -> dict[str, list[str]]:
+    stages = yaml.safe_load((ROOT / dvc_file).read_text())["stages"]
+    return {name: [d for d in stage["deps"] if is_code(d)] for name, stage in stages.items()}
+
+
+@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "tuning/dvc.yaml"])
+def test_every_stage_declares_the_code_its_entry_point_imports(dvc_file):
+    assert declared_code(dvc_file) == code_deps(ROOT / dvc_file), "run `python -m pipeline.code_deps` to rewrite them"
+
+
+def test_readers_depend_on_the_formats_they_read_not_on_the_writers():
+    declared = declared_code("dvc.yaml")
+    assert "pipeline/export_folder.py" in declared["evaluate"] and "pipeline/run_folder.py" in declared["export"]
+    for reader in ("evaluate", "report"):  # TorchScript: neither the models nor Ray's training code
+        assert not any(d.startswith(("pipeline/models", "pipeline/train")) for d in declared[reader]), reader
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pipeline.evaluate, pipeline.report, pipeline.localize; "
+                             "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'onnx', 'onnxruntime'}))"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_a_run_identity_hashes_what_computes_its_result_only():
+    files = {p.relative_to(ROOT).as_posix() for p in identity_code()}
+    assert {"pipeline/train/worker.py", "pipeline/models/methods/icl.py", "pipeline/models/attention.py",
+            "pipeline/data/loading.py", "pipeline/metrics/box_evaluator.py", "pipeline/registry.py"} <= files
+    reporting = {"pipeline/figures.py", "pipeline/train/outputs.py", "pipeline/train/driver.py", *REPORTING_ONLY}
+    assert not files & reporting  # a colour or a log line changes no result: no retraining
 
 
 def dvc(repo: Path, *args: str) -> str:
@@ -47,8 +72,10 @@ def repo(tmp_path_factory):
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump(params(**TINY)))
     (repo / ".gitignore").write_text("/data/\n/ray_results/\n/mlflow.db\n/mlartifacts/\n")
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"],
-                    ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")  # the project's, over dvc init's template
+    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     return repo
 
@@ -65,6 +92,22 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     assert "results/synth/resnet50-icl/metrics.json" in metrics and "maxboxacc_v2" in metrics
 
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
+    assert "Data and pipelines are up to date" in dvc(repo, "status")  # numba's JIT cache is not a dependency
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    metrics = next(d for d in lock["train@resnet50-cam"]["deps"] if d["path"] == "pipeline/metrics")
+    assert metrics["nfiles"] == len(list((repo / "pipeline" / "metrics").glob("*.py")))
+
+    def stale() -> set[str]:
+        return set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M))
+
+    for module, affected in (("pipeline/export_folder.py", {"export", "evaluate", "report"}),
+                             ("pipeline/models/methods/icl.py", {"train", "export"})):
+        original = (repo / module).read_text()
+        (repo / module).write_text(original + "\n# edited\n")
+        expected = {f"{s}@resnet50-{m}" for s in affected - {"report"} for m in ("cam", "icl")} | (affected & {"report"})
+        assert stale() == expected, module
+        (repo / module).write_text(original)
+    assert "Data and pipelines are up to date" in dvc(repo, "status")
 
     settings = yaml.safe_load((repo / "params.yaml").read_text())
     settings["cluster"] = {"address": "ray://head:10001", "storage_path": "s3://bucket/runs"}  # where, not what

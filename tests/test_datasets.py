@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import SynthConfig
+from pipeline.config import SynthConfig, load_config
 from pipeline.data import prepare
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
 from pipeline.data.download import ChecksumError
@@ -21,7 +21,7 @@ from pipeline.data.images import ImageReadError
 from pipeline.data.loading import SplitImages, split_loader, eval_transform, train_transform
 from pipeline.data.synth import generate, render, sample_scene, tight_box
 from pipeline.paths import Layout
-from tests.helpers import config
+from tests.helpers import config, make_project
 from tests.http_server import FileServer
 
 
@@ -311,10 +311,8 @@ def test_a_class_without_training_images_is_a_problem(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth_info(tmp_path_factory):
-    cfg = config(**SMALL_SYNTH)
-    layout = Layout(tmp_path_factory.mktemp("synth"))
-    prepare.download(cfg, layout)
-    return cfg, prepare.split(cfg, layout)
+    layout = make_project(tmp_path_factory.mktemp("synth"), **SMALL_SYNTH)
+    return load_config(layout.root / "params.yaml"), DatasetInfo.load(layout.split("synth"))
 
 
 def test_training_never_reads_localization(synth_info, monkeypatch):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import BACKBONES, METHODS
 from pipeline.models import PretrainedWeightsError, build_backbone, build_model
 from pipeline.models.methods.base import normalize_maps
 from pipeline.models.methods.spg import IGNORE, guidance_mask
+from pipeline.registry import BACKBONES, METHODS
 from tests.helpers import config
 
 CFG = config()
@@ -39,9 +39,10 @@ def test_every_pair_trains_a_step_and_yields_cams(backbone, method):
 
 
 @pytest.mark.parametrize("large, side", [(True, 28), (False, 14)])
+@pytest.mark.parametrize("architecture", ["cam", "acol", "spg", "adl"])
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_final_feature_map_at_224_px(backbone, large, side):
-    network = build_backbone(backbone, large).eval()
+def test_final_feature_map_at_224_px(backbone, architecture, large, side):
+    network = build_backbone(backbone, large, architecture).eval()
     with torch.no_grad():
         assert network(torch.zeros(1, 3, 224, 224)).shape[-2:] == (side, side)
 
@@ -98,7 +99,7 @@ def test_unknown_names_fail_with_the_valid_ones(backbone, method, message):
 def test_unknown_tap_names_the_setting_and_the_valid_taps():
     cfg = config(**{"method_settings.adl.taps.vgg16": ["pool3", "conv9_9"]})
     with pytest.raises(ValueError, match=r"method_settings\.adl\.taps\.vgg16: vgg16 has no tap 'conv9_9'; "
-                                         r"valid taps: pool1, pool2, pool3, conv4_3, conv5_3, conv6"):
+                                         r"valid taps: pool1, pool2, pool3, conv4_3, pool4, conv5_3, conv6"):
         build_model("vgg16", "adl", 3, cfg)
 
 
@@ -137,16 +138,96 @@ def test_incomplete_or_unreadable_weights_are_errors(tmp_path):
             build_model("resnet50", "cam", 3, config(**{"backbone_settings.resnet50.pretrained": source}))
 
 
-def test_new_layers_are_the_classifier_extra_convs_and_method_modules():
-    model = build_model("vgg16", "icl", 3, CFG)
-    pretrained, new = model.parameter_groups()
+# The parameters clovaai/wsolevaluation trains at lr x lr_classifier_ratio (main.py, _set_optimizer),
+# in our names: VGG16 and InceptionV3 all but their ImageNet `features` / `Mixed*`, `Conv2d_*` layers;
+# ResNet50 only layer4 and fc (so its ACoL and SPG heads at lr). VGG-SPG's conv4 and conv5 are
+# SPG_A_1 and SPG_A_2 there, not `features`. ICL's modules, which the reference lacks, are new layers.
+VGG_SPG_CONVS = tuple(f"backbone.net.features.{i}." for i in (17, 19, 21, 24, 26, 28))
+RATIO_GROUP = {
+    **{("resnet50", m): ("backbone.net.layer4.", "method.classifier.") for m in ("cam", "has", "adl", "cutmix")},
+    ("resnet50", "icl"): ("backbone.net.layer4.", "method.classifier.", "method.attention.", "method.embedding."),
+    ("resnet50", "acol"): ("backbone.net.layer4.",),
+    ("resnet50", "spg"): ("backbone.net.layer4.",),
+    **{("vgg16", m): ("backbone.net.conv6.", "method.") for m in ("cam", "has", "adl", "cutmix", "icl")},
+    ("vgg16", "acol"): ("method.",),
+    ("vgg16", "spg"): (*VGG_SPG_CONVS, "backbone.net.conv6.", "method."),
+    **{("inception_v3", m): ("backbone.net.neck.", "method.") for m in METHODS},
+}
+
+
+@pytest.mark.parametrize("backbone, method", sorted(RATIO_GROUP))
+def test_learning_rate_groups_follow_the_reference_rule(backbone, method):
+    model = build_model(backbone, method, 3, CFG)
+    at_lr, at_ratio = model.parameter_groups()
     names = {id(p): n for n, p in model.named_parameters()}
-    new_names = {names[id(p)] for p in new}
-    assert {"method.classifier.weight", "backbone.net.conv6.0.weight"} <= new_names
-    assert any(n.startswith("method.attention.") for n in new_names)
-    assert any(n.startswith("method.embedding.") for n in new_names)
-    assert all(names[id(p)].startswith("backbone.net.features.") for p in pretrained)
-    assert len(pretrained) + len(new) == len(list(model.parameters()))
+    expected = {n for n in names.values() if n.startswith(RATIO_GROUP[backbone, method])}
+    assert {names[id(p)] for p in at_ratio} == expected
+    assert {names[id(p)] for p in at_lr} == set(names.values()) - expected
+    assert at_lr and at_ratio
+
+
+def test_inception_taps_are_the_same_in_training_and_at_eval_without_attention():
+    """ADL and the paper's method read the neck: in their variant it has no dropout."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+
+    def taps(network, training):
+        network.train(training)
+        for module in network.modules():  # batch statistics aside: only dropout may differ
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+        seen = {}
+        with torch.no_grad():
+            network(images, lambda tap, feature: seen.setdefault(tap, feature))
+        return seen
+
+    for architecture, deterministic in (("adl", True), ("cam", False)):
+        network = build_backbone("inception_v3", True, architecture)
+        trained, evaluated = taps(network, True), taps(network, False)
+        assert list(trained) == list(network.tap_names)
+        assert all(torch.equal(trained[t], evaluated[t]) for t in network.tap_names if t != "neck")
+        assert torch.equal(trained["neck"], evaluated["neck"]) is deterministic  # the cam variant's dropout
+
+
+# Head widths of the reference's VggAcol/ResNetAcol/InceptionAcol and VggSpg/ResNetSpg/InceptionSpg:
+# (ACoL classifiers' input, SPG's B1 input, B2 input, B width, C input); SPG's taps.
+HEADS = {"vgg16": (512, 512, 512, 512, 512), "resnet50": (2048, 1024, 1024, 1024, 2048),
+         "inception_v3": (768, 288, 768, 512, 1024)}
+SPG_TAPS = {"vgg16": ("pool4", "conv5_3"), "resnet50": ("layer3.0", "layer3.5"), "inception_v3": ("pool_5d", "Mixed_6d")}
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_acol_and_spg_heads_are_the_reference_heads_of_each_backbone(backbone):
+    acol_in, b1_in, b2_in, width, c_in = HEADS[backbone]
+    acol = build_model(backbone, "acol", 5, CFG).method
+    for classifier in (acol.classifier_a, acol.classifier_b):
+        convs = [m for m in classifier if isinstance(m, torch.nn.Conv2d)]
+        assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == \
+            [(acol_in, 1024, (3, 3)), (1024, 1024, (3, 3)), (1024, 5, (1, 1))]
+    spg = build_model(backbone, "spg", 5, CFG)
+    head = spg.method
+    assert (head.tap_b1, head.tap_b2) == SPG_TAPS[backbone]
+    assert (head.branch_b1[0].in_channels, head.branch_b2[0].in_channels) == (b1_in, b2_in)
+    assert head.branch_b1[0].out_channels == head.branch_b_shared[0].out_channels == width
+    assert (head.branch_c[0].in_channels, head.branch_c[0].out_channels) == (c_in, 512)
+    assert head.classifier.in_features == c_in
+    with torch.no_grad():
+        outputs = spg.train()(torch.randn(2, 3, 64, 64), torch.tensor([0, 4]))
+    side = 64 // 8  # every variant's final map is 1/8 of the input (28x28 at 224 px)
+    assert outputs["logits_c"].shape == (2, 1, side, side)
+
+
+def test_vgg_variants_are_the_reference_layer_lists():
+    acol = build_backbone("vgg16", False, "acol")
+    pools = [m for m in acol.net.features.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(3, 2, 1)] * 4 + [(3, 1, 1)]  # 'M1' x4, 'M2'
+    assert "conv6" not in acol.tap_names and isinstance(acol.net.features[30][1], torch.nn.AvgPool2d)
+    spg = build_backbone("vgg16", False, "spg")
+    assert [(c.in_channels, c.out_channels) for c in spg.net.conv6 if isinstance(c, torch.nn.Conv2d)] == [(512, 512)] * 2
+    assert spg.net.features[23].kernel_size == 3 and isinstance(build_backbone("vgg16", True, "spg").net.features[23],
+                                                                torch.nn.Identity)
+    cam = build_backbone("vgg16", False, "cam")
+    assert cam.net.conv6[0].out_channels == 1024 and cam.net.features[23].kernel_size == 2
 
 
 def test_cams_are_the_reference_bicubic_upsampling_and_normalisation():

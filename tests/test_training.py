@@ -18,16 +18,17 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import load_config
-from pipeline.data import prepare
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.models import build_model
 from pipeline.paths import Layout
+from pipeline.run_folder import read_meta
 from pipeline.train import state as saved
 from pipeline.train.driver import fit, run_identity
-from pipeline.train.outputs import read_trained, write_outputs
+from pipeline.train.outputs import write_outputs
 from pipeline.train.recipe import optimizer_for, scheduler_for, seed_everything
-from pipeline.train.tune import setting_path, with_values
-from tests.helpers import config, params
+from pipeline.train.tune import resolve, search_space, settings_of, with_values
+from tests import helpers
+from tests.helpers import config
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -41,14 +42,8 @@ TINY = {
 
 
 def make_project(root: Path, **overrides) -> Layout:
-    """A project folder with a tiny synthetic dataset already split."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params(**{**TINY, **overrides})))
-    layout = Layout(root.resolve())
-    cfg = load_config(root / "params.yaml")
-    prepare.download(cfg, layout)
-    prepare.split(cfg, layout)
-    return layout
+    """The tiny project, with these training settings."""
+    return helpers.make_project(root, **{**TINY, **overrides})
 
 
 @pytest.fixture
@@ -119,14 +114,40 @@ def test_seeds_depend_on_seed_rank_and_epoch_only():
     assert len({tuple(v[0].tolist()) for v in draws.values()}) == 4
 
 
-def test_tune_dimensions_map_to_the_method_settings():
-    assert setting_path("drop_rate", "vgg16", "icl") == "method_settings.icl.hyper.vgg16.drop_rate"
-    assert setting_path("gamma_fg", "resnet50", "adl") == "method_settings.adl.threshold"
-    assert setting_path("lr", "resnet50", "cam") == "backbone_settings.resnet50.lr"
-    with pytest.raises(ValueError, match="tune.space.gamma_bg: does not apply to method 'adl'"):
-        setting_path("gamma_bg", "resnet50", "adl")
+def test_every_method_searches_its_own_settings_and_the_learning_rate():
+    cfg = config()
+    for method in ("cam", "has", "acol", "spg", "adl", "cutmix", "icl"):
+        dimensions = search_space(cfg, "vgg16", method)
+        assert dimensions["lr"][0] == "backbone_settings.vgg16.lr"
+        assert set(dimensions) == {"lr", *cfg.tune.space[method]}
+    assert search_space(cfg, "vgg16", "icl")["gamma_fg"][0] == "method_settings.icl.hyper.vgg16.gamma_fg"
+    assert search_space(cfg, "resnet50", "adl")["threshold"][0] == "method_settings.adl.threshold"
+    assert search_space(cfg, "resnet50", "spg")["threshold_2l"][0] == "method_settings.spg.thresholds.1.1"
     with pytest.raises(ValueError, match="method_settings.icl.hyper.vgg16.drop_rate"):
-        with_values(config(), {"method_settings.icl.hyper.vgg16.drop_rate": 1.5})
+        with_values(cfg, {"method_settings.icl.hyper.vgg16.drop_rate": 1.5})
+
+
+def test_a_low_threshold_is_drawn_under_its_high_one_and_lists_are_set_whole():
+    cfg = config()
+    dimensions = search_space(cfg, "resnet50", "spg")
+    draw = {"lr": 0.01, "threshold_1h": 0.4, "threshold_1l": 0.5, "threshold_2h": 0.9, "threshold_2l": 1.0,
+            "threshold_3h": 0.2, "threshold_3l": 0.0}
+    values = resolve(draw, dimensions)  # each low: its [0, 1] draw mapped onto [0, its high]
+    assert values["method_settings.spg.thresholds.0.1"] == pytest.approx(0.2)
+    assert values["method_settings.spg.thresholds.1.1"] == pytest.approx(0.9)
+    assert values["method_settings.spg.thresholds.2.1"] == 0.0
+    tuned = with_values(cfg, values)
+    assert tuned.method_settings.spg.thresholds == [[0.4, 0.2], [0.9, pytest.approx(0.9)], [0.2, 0.0]]
+    assert settings_of(tuned, values) == {"backbone_settings.resnet50.lr": 0.01,
+                                          "method_settings.spg.thresholds": tuned.method_settings.spg.thresholds}
+    grid = resolve({"lr": 0.01, "grid_size": 17.0, "drop_rate": 0.3}, search_space(cfg, "resnet50", "has"))
+    assert grid["method_settings.has.grid_size"] == 17 and isinstance(grid["method_settings.has.grid_size"], int)
+
+
+def test_a_search_space_key_a_method_lacks_is_refused():
+    with pytest.raises(ValueError, match=r"tune: Value error, space.adl.gamma_bg: adl has no searchable "
+                                         r"setting 'gamma_bg' \(it has: drop_rate, threshold\)$"):
+        config(**{"tune.space.adl": {"gamma_bg": {"low": 0.0, "high": 1.0}}})
 
 
 # ------------------------------------------------------------------------------ real Ray (slow)
@@ -142,7 +163,7 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     assert (Path(layout.ray_storage) / trained.ray_name / "checkpoint_manager_snapshot.json").is_file()
     out = write_outputs(trained, cfg, layout)
     assert sorted(p.name for p in out.iterdir()) == ["figures", "history.csv", "metrics.json", "model.json", "model.pt"]
-    assert read_trained(out).meta["selected_epoch"] == EPOCHS
+    assert read_meta(out).selected_epoch == EPOCHS
 
     (run,) = runs_named(layout, "synth-resnet50-icl")
     client = mlflow_client(layout)
@@ -228,8 +249,8 @@ def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     assert not layout.run("synth", "resnet50", "adl").exists()
     again = subprocess.run(command, cwd=layout.root, env=environment, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    meta = read_trained(layout.run("synth", "resnet50", "adl")).meta
-    assert meta["restarts"] >= 1 and meta["epochs"] == EPOCHS
+    meta = read_meta(layout.run("synth", "resnet50", "adl"))
+    assert meta.restarts >= 1 and meta.epochs == EPOCHS
     history = (layout.run("synth", "resnet50", "adl") / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
     (run,) = runs_named(layout, "synth-resnet50-adl")  # the resumed run logged into the same MLflow run
@@ -250,7 +271,7 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     layout = make_project(tmp_path / "p", **{
         "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2,
         "tune.num_samples": 3, "tune.max_concurrent": 1, "tune.grace_period": 1, "tune.method": "icl",
-        "tune.space": {"drop_rate": {"low": 0.3, "high": 0.9, "log": False}, "lr": {"low": 0.001, "high": 0.01, "log": True}}})
+        "tune.lr": {"low": 0.001, "high": 0.01, "log": True}, "tune.space.icl": {"drop_rate": {"low": 0.3, "high": 0.9}}})
     from pipeline.cli import main
 
     assert main(["tune", "--params", str(layout.root / "params.yaml")]) == 0

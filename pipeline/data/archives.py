@@ -7,8 +7,10 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from pipeline.errors import PipelineError
 
-class ArchiveError(RuntimeError):
+
+class ArchiveError(PipelineError, RuntimeError):
     """A corrupt or unsafe archive; the message names it."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.config import SPLITS
 from pipeline.data.images import ImageReadError, measure
+from pipeline.errors import PipelineError
 from pipeline.metadata import Box, MaskFiles, Metadata, load_metadata, write_metadata
 from pipeline.paths import replaced_atomically
 
@@ -25,7 +26,7 @@ INFO = "dataset.json"
 SHOWN_PROBLEMS = 50  # problems listed in full before "and N more"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(PipelineError, RuntimeError):
     """The dataset's files do not match its metadata; the message lists every problem found."""
 
 

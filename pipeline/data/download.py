@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from pipeline.config import Source
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ ATTEMPTS = 5  # connection attempts per mirror, each resuming where the last sto
 TIMEOUT = 60  # seconds without data before a connection counts as cut
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PipelineError, RuntimeError):
     """Every mirror failed; the message names the file and each mirror's failure."""
 
 

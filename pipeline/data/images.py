@@ -8,8 +8,10 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.errors import PipelineError
 
-class ImageReadError(OSError):
+
+class ImageReadError(PipelineError, OSError):
     """A missing, unreadable or corrupt image; the message names the file (and the image id)."""
 
 

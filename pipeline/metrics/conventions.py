@@ -10,10 +10,12 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 RESIZE_LENGTH = 224  # score maps and rescaled GT boxes live on a 224x224 grid
 
 
-class ScoremapError(ValueError):
+class ScoremapError(PipelineError, ValueError):
     """An invalid score map; the message names the image id (and file, when known)."""
 
 

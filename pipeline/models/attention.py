@@ -80,7 +80,7 @@ def select_map(importance: torch.Tensor, dropping: torch.Tensor, drop_rate: floa
 def masked_average(feature: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Masked global average pooling: per image, the mean of F over the pixels where the mask is 1.
 
-    Returns (B, C) features and (B,) bool "the mask is not empty"; an empty mask pools to zeros.
+    Returns (B, C) features and (B,) bool "the mask is not empty" (an empty mask pools to zeros).
     """
     area = mask.sum(dim=(2, 3))  # (B, 1)
     total = (feature * mask).sum(dim=(2, 3))  # (B, C)
@@ -88,18 +88,24 @@ def masked_average(feature: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     return total / area.clamp_min(1), nonempty
 
 
-def contrastive_attention_loss(z_dfg: torch.Tensor, z_fg: torch.Tensor, z_bg: torch.Tensor, margin: float) -> torch.Tensor:
+def contrastive_attention_loss(z_dfg: torch.Tensor, z_fg: torch.Tensor, z_bg: torch.Tensor, margin: float,
+                               present: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3: mean over images of max(0, d(z_dfg, z_fg) - d(z_dfg, z_bg) + m), d the L2 distance.
-    z: (B, D) embeddings."""
+    z: (B, D) embeddings; ``present`` (B,) bool: the images whose three masks are all non-empty, the
+    only ones the mean runs over (0 when there is none)."""
     positive = torch.linalg.vector_norm(z_dfg - z_fg, dim=1)
     negative = torch.linalg.vector_norm(z_dfg - z_bg, dim=1)
-    return F.relu(positive - negative + margin).mean()
+    hinge = F.relu(positive - negative + margin)
+    if present is None:
+        return hinge.mean()
+    return torch.where(present, hinge, torch.zeros_like(hinge)).sum() / present.sum().clamp_min(1)
 
 
 def foreground_consistency_loss(attentions: list[torch.Tensor]) -> torch.Tensor:
     """Eq. 4 for every earlier layer i against the last (reference) layer j, summed over i:
-    ||A_i - A_j||^2 averaged over pixels and images. A_j is resized bilinearly (half-pixel centres)
-    to A_i's size and detached: no gradient reaches the reference layer."""
+    ||A_i - A_j||_2^2, the squared L2 norm of the matrix (a sum over its pixels), averaged over
+    images. A_j is resized bilinearly (half-pixel centres) to A_i's size and detached: no gradient
+    reaches the reference layer."""
     *earlier, last = attentions
     reference = last.detach()
     total = last.new_zeros(())
@@ -107,5 +113,5 @@ def foreground_consistency_loss(attentions: list[torch.Tensor]) -> torch.Tensor:
         target = reference
         if target.shape[-2:] != attention.shape[-2:]:
             target = F.interpolate(reference, size=attention.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + (attention - target).pow(2).mean()
+        total = total + (attention - target).pow(2).flatten(1).sum(dim=1).mean()
     return total

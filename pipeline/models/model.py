@@ -11,8 +11,10 @@ from torch import nn
 
 from pipeline.config import Config
 from pipeline.metrics import RESIZE_LENGTH
-from pipeline.models.backbones import BACKBONES, Backbone, LoadReport, build_backbone
-from pipeline.models.methods import Method, build_method, normalize_maps
+from pipeline.models.backbones import Backbone, LoadReport, build_backbone, initialize
+from pipeline.models.methods import Method, normalize_maps
+from pipeline.models.reference import at_classifier_rate, reference_name
+from pipeline.registry import BACKBONES, METHODS, entry, load_attribute
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +49,34 @@ class WSOLModel(nn.Module):
         return logits, normalize_maps(maps)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(pretrained-backbone parameters, new-layer parameters): the classifier, the backbone's
-        extra layers and every method module are new and train at lr * lr_classifier_ratio."""
-        pretrained, new = [], []
+        """(parameters at lr, parameters at lr * lr_classifier_ratio), by clovaai/wsolevaluation's
+        rule (main.py, _set_optimizer) applied to each parameter's name there: VGG and Inception
+        train ``features`` / ``Mixed*``, ``Conv2d_*`` at lr and the rest at the ratio; ResNet50
+        trains ``layer4`` and ``fc`` at the ratio and the rest at lr (so its ACoL and SPG heads at
+        lr). Parameters the reference lacks (the paper's attention blocks and embeddings) are new
+        layers, at the ratio."""
+        backbone, groups = self.backbone.name, ([], [])
         for name, parameter in self.named_parameters():
-            is_backbone = name.startswith("backbone.") and not self.backbone.is_new(name.removeprefix("backbone."))
-            (pretrained if is_backbone else new).append(parameter)
-        return pretrained, new
+            reference = reference_name(name, backbone, self.backbone.variant)
+            groups[reference is None or at_classifier_rate(backbone, reference)].append(parameter)
+        return groups
 
 
 def build_model(backbone: str, method: str, num_classes: int, config: Config, pretrained: bool = True) -> WSOLModel:
-    """Any (backbone, method) pair, configured by ``backbone_settings`` and ``method_settings``;
-    ImageNet weights are loaded when ``backbone_settings.<backbone>.pretrained`` names them (and
-    ``pretrained`` is true: a trained model's own weights are loaded instead)."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+    """Any registered (backbone, method) pair, configured by ``backbone_settings`` and
+    ``method_settings``: the backbone in the variant the method trains on, the whole network
+    initialised as the reference initialises that variant, then ImageNet weights loaded when
+    ``backbone_settings.<backbone>.pretrained`` names them (and ``pretrained`` is true: a trained
+    model's own weights are loaded instead)."""
+    entry("backbone", BACKBONES, backbone)
+    spec = entry("method", METHODS, method)
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     settings = config.backbone_settings.of(backbone)
-    network = build_backbone(backbone, settings.large_feature_map)
-    model = WSOLModel(network, build_method(method, network, num_classes, config.method_settings))
+    network = build_backbone(backbone, settings.large_feature_map, spec.architecture)
+    plugin = load_attribute(spec.implementation)(network, num_classes, getattr(config.method_settings, method))
+    model = WSOLModel(network, plugin)
+    initialize(model, network.variant.init_mode)
     if pretrained and settings.pretrained:
         model.pretrained = network.load_pretrained(settings.pretrained)
         log.info("%s: loaded %s; unused keys: %s", backbone, settings.pretrained,

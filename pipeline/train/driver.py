@@ -28,8 +28,10 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 import pipeline
+from pipeline.code_deps import identity_code
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.errors import PipelineError
 from pipeline.paths import Layout, run_name
 from pipeline.tracking import client_for, experiment_id, flatten, git_commit, open_run, set_tags, tracking_uri
 from pipeline.train.state import TrainingState, final_weights
@@ -38,13 +40,9 @@ from pipeline.train.worker import train_worker
 log = logging.getLogger("pipeline.train")
 
 STORAGE_ENV = "WSOL_RAY_STORAGE"
-# The code a training run's result depends on (relative to pipeline/): the train stage's code deps
-# in dvc.yaml, and part of a run's identity.
-TRAINING_CODE = ("config.py", "data", "figures.py", "metadata.py", "metrics", "models", "paths.py", "scoring.py",
-                 "tracking.py", "train")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(PipelineError, RuntimeError):
     """Training failed on the workers after every allowed restart; the message carries their errors."""
 
 
@@ -86,11 +84,12 @@ def _add_files(digest, base: Path, paths) -> None:
 
 
 def run_identity(config: Config, backbone: str, method: str, info: DatasetInfo) -> str:
-    """A hash of the run's settings, its training code (TRAINING_CODE) and the dataset folder's metadata."""
+    """A hash of the run's settings, the code that computes its result (what the workers import,
+    pipeline/code_deps.py: not the figures, tracking or outputs, which the train stage may redo
+    without retraining) and the dataset folder's metadata."""
     digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode())
-    code = Path(pipeline.__file__).parent
-    sources = [p for part in TRAINING_CODE for p in ([code / part] if part.endswith(".py") else (code / part).rglob("*.py"))]
-    _add_files(digest, code, sources)
+    root = Path(pipeline.__file__).parent.parent
+    _add_files(digest, root, identity_code(root))
     _add_files(digest, info.folder, [p for p in info.folder.rglob("*") if p.is_file()])
     return digest.hexdigest()[:12]
 

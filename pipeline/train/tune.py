@@ -1,7 +1,8 @@
 """Hyperparameter search on train-fullsup, the full supervision the protocol allows for it.
 
-Ray Tune samples the ``tune.space`` of params.yaml for one (backbone, method); each trial is a
-training run on Ray Train (its own run identity and MLflow child run under one parent run) that
+Ray Tune samples, for one (backbone, method), the learning rate (``tune.lr``) and the method's own
+settings (``tune.space.<method>``, the keys its registry entry declares searchable); each trial is
+a training run on Ray Train (its own run identity and MLflow child run under one parent run) that
 reports val localization (MaxBoxAccV2, or PxAP) each epoch; ASHA stops the weak trials early. The
 best trial's values are written as a params.yaml fragment::
 
@@ -12,6 +13,7 @@ and printed as the ``dvc exp run -S ...`` command that runs the benchmark with t
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +24,9 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from pipeline.config import Config, validate
+from pipeline.config import Config, Range, validate
 from pipeline.paths import Layout, run_name
+from pipeline.registry import METHODS
 from pipeline.tracking import client_for, experiment_id, open_run
 from pipeline.train.driver import ensure_ray, fit, storage_path
 
@@ -32,31 +35,71 @@ log = logging.getLogger("pipeline.tune")
 METRIC = "val_localization"
 
 
-def setting_path(key: str, backbone: str, method: str) -> str:
-    """The dotted params.yaml key a search dimension sets for this (backbone, method)."""
-    if key == "lr":
-        return f"backbone_settings.{backbone}.lr"
-    if method == "icl":
-        return f"method_settings.icl.hyper.{backbone}.{key}"
-    if method == "adl" and key in ("drop_rate", "gamma_fg"):
-        return "method_settings.adl." + ("drop_rate" if key == "drop_rate" else "threshold")
-    raise ValueError(f"tune.space.{key}: does not apply to method {method!r} (icl takes drop_rate, gamma_fg, "
-                     "gamma_bg and lr; adl takes drop_rate, gamma_fg (its threshold) and lr; others lr)")
+def search_space(config: Config, backbone: str, method: str) -> dict[str, tuple[str, Range]]:
+    """Each search dimension of this (backbone, method): its name -> (the dotted params.yaml key it
+    sets, its range)."""
+    dimensions = {"lr": (f"backbone_settings.{backbone}.lr", config.tune.lr)}
+    for key, dimension in config.tune.space.get(method, {}).items():
+        dimensions[key] = (METHODS[method].tunable[key].format(backbone=backbone), dimension)
+    return dimensions
 
 
-def with_values(config: Config, values: dict[str, float]) -> Config:
-    """The config with dotted keys set, validated again."""
+def _domain(dimension: Range):
+    if dimension.integer:
+        sample = tune.lograndint if dimension.log else tune.randint
+        return sample(int(dimension.low), int(dimension.high) + 1)  # upper bound exclusive
+    return (tune.loguniform if dimension.log else tune.uniform)(dimension.low, dimension.high)
+
+
+def resolve(sample: dict, dimensions: dict[str, tuple[str, Range]]) -> dict[str, int | float]:
+    """Tune's draw as params.yaml values (dotted key -> value): a dimension ``below`` another,
+    drawn on its own range [low, high], is mapped linearly onto [low, min(high, the other's value)]."""
+    values: dict[str, int | float] = {}
+    for key, value in sample.items():
+        path, dimension = dimensions[key]
+        if dimension.integer:
+            values[path] = int(value)
+            continue
+        value = float(value)
+        if dimension.below is not None:
+            ceiling = min(dimension.high, float(sample[dimension.below]))
+            value = dimension.low + (value - dimension.low) * max(ceiling - dimension.low, 0) / (dimension.high - dimension.low)
+        values[path] = value
+    return values
+
+
+def _steps(dotted: str) -> list[str | int]:
+    return [int(part) if part.isdigit() else part for part in dotted.split(".")]
+
+
+def with_values(config: Config, values: dict[str, object]) -> Config:
+    """The config with dotted keys set (a number indexes a list), validated again."""
     data = config.model_dump(mode="json")
     for dotted, value in values.items():
+        *parents, last = _steps(dotted)
         node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
+        for step in parents:
+            node = node[step]
         node[last] = value
     return validate(data, "params.yaml with tuned values")
 
 
-def nested(values: dict[str, float]) -> dict:
+def settings_of(config: Config, values: dict[str, object]) -> dict[str, object]:
+    """The params.yaml settings holding these dotted keys, as they are in ``config``: a key into a
+    list (SPG's thresholds) gives the whole list, the unit a params fragment or ``dvc exp run -S`` sets."""
+    data = config.model_dump(mode="json")
+    out = {}
+    for dotted in values:
+        steps = _steps(dotted)
+        cut = next((i for i, step in enumerate(steps) if isinstance(step, int)), len(steps))
+        node = data
+        for step in steps[:cut]:
+            node = node[step]
+        out[".".join(map(str, steps[:cut]))] = node
+    return out
+
+
+def nested(values: dict[str, object]) -> dict:
     out: dict = {}
     for dotted, value in values.items():
         node = out
@@ -69,28 +112,29 @@ def nested(values: dict[str, float]) -> dict:
 
 @dataclass(frozen=True)
 class TuneOutcome:
-    best: dict[str, float]  # dotted params.yaml key -> value
+    best: dict[str, object]  # dotted params.yaml key -> value
     score: float
     trials: int
     path: Path
 
     @property
     def dvc_command(self) -> str:
-        return "dvc exp run " + " ".join(f"-S '{k}={v:.6g}'" for k, v in self.best.items())
+        return "dvc exp run " + " ".join(f"-S '{k}={json.dumps(v)}'" for k, v in self.best.items())
 
 
 def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOutcome:
     settings = config.tune
-    paths = {key: setting_path(key, backbone, method) for key in settings.space}
-    space = {key: (tune.loguniform if r.log else tune.uniform)(r.low, r.high) for key, r in settings.space.items()}
+    dimensions = search_space(config, backbone, method)
+    space = {key: _domain(dimension) for key, (_, dimension) in dimensions.items()}
     name = f"tune-{config.dataset}-{run_name(backbone, method)}"
     client = client_for(layout)
     parent = open_run(client, experiment_id(client, config.dataset, layout), name,
-                      f"{name}-{settings.seed}-{settings.num_samples}", {f"tune.{k}": str(v) for k, v in settings.space.items()},
+                      f"{name}-{settings.seed}-{settings.num_samples}",
+                      {f"tune.{k}": str(dimension) for k, (_, dimension) in dimensions.items()},
                       {"backbone": backbone, "method": method})
 
     def trial(sample: dict) -> None:
-        trial_config = with_values(config, {paths[k]: v for k, v in sample.items()})
+        trial_config = with_values(config, resolve(sample, dimensions))
         trained = fit(trial_config, layout, backbone, method, parent_run_id=parent, callbacks=[TuneReportCallback()])
         client_for(layout).set_terminated(trained.mlflow_run_id, status="FINISHED")
 
@@ -109,7 +153,8 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
         run_config=tune.RunConfig(name=name, storage_path=storage_path(config, layout)))
     results = tuner.fit()
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
-    values = {paths[k]: float(v) for k, v in best.config.items()}
+    tuned = resolve(best.config, dimensions)
+    values = settings_of(with_values(config, tuned), tuned)
     score = float(best.metrics_dataframe[METRIC].max())
     out = layout.root / "tuning" / f"{config.dataset}-{run_name(backbone, method)}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)

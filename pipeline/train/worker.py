@@ -23,7 +23,7 @@ from pipeline.config import validate
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.models import WSOLModel, build_model
-from pipeline.scoring import Scoring, score_split
+from pipeline.scoring import score_split, val_scoring
 from pipeline.tracking import log_metrics
 from pipeline.train import state as saved
 from pipeline.train.recipe import autocast, grad_scaler, optimizer_for, scheduler_for, seed_everything
@@ -73,11 +73,6 @@ def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scal
     stats["train_top1_cls"] = correct * 100.0 / seen
     stats["images_per_s"] = seen * world / (time.perf_counter() - started)
     return stats
-
-
-def val_scoring(config) -> Scoring:
-    """The per-epoch MaxBoxAccV2 on train-fullsup: train.val_cam_curve_interval, IoU 30/50/70."""
-    return Scoring(config.train.val_cam_curve_interval, batch_size=config.evaluate.batch_size)
 
 
 def _restore(model, optimizer, scheduler, scaler, rank: int, epochs: int) -> tuple[saved.TrainingState, dict | None]:

@@ -6,31 +6,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import AcolConfig
-from pipeline.models.backbones import Backbone
+from pipeline.models.backbones import Backbone, conv_relu
 from pipeline.models.methods.base import Method, normalize_maps, select_class
+from pipeline.registry import AcolConfig
 
-HIDDEN = 1024  # width of each classifier's two 3x3 convolutions, as the reference
+HIDDEN = 1024  # width of each classifier's two 3x3 convolutions, on every backbone (wsol/*.py)
 
 
 def _conv_classifier(in_channels: int, num_classes: int) -> nn.Sequential:
-    layers = nn.Sequential(nn.Conv2d(in_channels, HIDDEN, 3, padding=1), nn.ReLU(inplace=False),
-                           nn.Conv2d(HIDDEN, HIDDEN, 3, padding=1), nn.ReLU(inplace=False),
-                           nn.Conv2d(HIDDEN, num_classes, 1))
-    for m in layers:
-        if isinstance(m, nn.Conv2d):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    return layers
+    return nn.Sequential(*conv_relu(in_channels, HIDDEN), *conv_relu(HIDDEN, HIDDEN), nn.Conv2d(HIDDEN, num_classes, 1))
 
 
 class ACoL(Method):
     """Classifier A (3x3, 3x3, 1x1 convs, then GAP) scores the final feature map; where A's
     normalised map of the class (the label in training, the prediction otherwise) reaches
     ``threshold``, the feature is erased and classifier B scores the rest. Loss CE(A) + CE(B); the
-    CAM is the pixel-wise max of both normalised class maps."""
-
-    name = "acol"
+    CAM is the pixel-wise max of both normalised class maps. The final map is the ``acol`` variant's
+    (pipeline/models/backbones.py): VGG16's smoothed pool5 (512 channels), InceptionV3's Mixed_6e
+    (768), ResNet50's layer4 (2048), as the reference's VggAcol, InceptionAcol, ResNetAcol."""
 
     def __init__(self, backbone: Backbone, num_classes: int, settings: AcolConfig):
         super().__init__()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.backbones import Backbone
+from pipeline.registry import Section
 
 State = dict[str, object]
 
@@ -57,9 +58,10 @@ def select_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
 
 
 class Method(nn.Module, ABC):
-    """The plug-in interface; ``augment``, ``at_tap`` and ``losses`` default to plain classification."""
+    """The plug-in interface; ``augment``, ``at_tap`` and ``losses`` default to plain classification.
+    A method is built as ``Method(backbone, num_classes, settings)``, ``settings`` its section of
+    ``method_settings`` (pipeline/registry.py names its class and settings)."""
 
-    name = "method"
     # Whether some parameters may receive no gradient in a step (DDP must then look for them).
     may_skip_parameters = False
 
@@ -88,13 +90,9 @@ class CAM(Method):
     """GAP -> linear classifier; the CAM of class k is sum_c w_kc F_c (bias left out: min-max
     normalisation removes it)."""
 
-    name = "cam"
-
-    def __init__(self, backbone: Backbone, num_classes: int):
+    def __init__(self, backbone: Backbone, num_classes: int, settings: Section):
         super().__init__()
         self.classifier = nn.Linear(backbone.out_channels, num_classes)
-        nn.init.normal_(self.classifier.weight, 0, 0.01)
-        nn.init.zeros_(self.classifier.bias)
 
     def head(self, feature, labels, state):
         return {"logits": self.classifier(feature.mean(dim=(2, 3)))}

@@ -6,19 +6,17 @@ import math
 
 import torch
 
-from pipeline.config import CutmixConfig, HasConfig
 from pipeline.models.backbones import Backbone
 from pipeline.models.methods.base import CAM, Targets
+from pipeline.registry import CutmixConfig, HasConfig
 
 
 class HaS(CAM):
     """Hide-and-Seek (Singh & Lee, ICCV 2017): the input is cut into grid_size x grid_size pixel
     patches and each is hidden (set to 0, the normalised mean colour) with probability drop_rate."""
 
-    name = "has"
-
     def __init__(self, backbone: Backbone, num_classes: int, settings: HasConfig):
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, settings)
         self.grid_size = settings.grid_size
         self.drop_rate = settings.drop_rate
 
@@ -35,10 +33,8 @@ class CutMix(CAM):
     lam ~ Beta(beta, beta), is pasted from another image of the batch; the loss mixes both labels
     by the box's actual area."""
 
-    name = "cutmix"
-
     def __init__(self, backbone: Backbone, num_classes: int, settings: CutmixConfig):
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, settings)
         self.beta = settings.beta
         self.prob = settings.prob
 

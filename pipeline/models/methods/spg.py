@@ -6,17 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import SpgConfig
-from pipeline.models.backbones import Backbone
+from pipeline.models.backbones import Backbone, conv_relu
 from pipeline.models.methods.base import CAM, normalize_maps
+from pipeline.registry import SpgConfig
 
-HIDDEN = 512  # width of the auxiliary branches (the reference uses 1024 on ResNet50)
+C_WIDTH = 512  # branch C's hidden channels on every backbone (SPG_C in wsol/*.py)
 IGNORE = -1.0  # label of pixels that are neither confident foreground nor background
 MIN_FOREGROUND = 30  # pixels; fewer above `high` and the foreground threshold falls to 0.7 * max (reference)
-
-
-def _conv_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=False)]
 
 
 def guidance_mask(attention: torch.Tensor, high: float, low: float) -> torch.Tensor:
@@ -44,24 +40,26 @@ def guided_bce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class SPG(CAM):
     """Branch B1 (at the first tap) and B2 (at the second), each a 3x3 conv and a shared 3x3 + 1x1
-    head, and branch C (on the final map) predict one-channel maps; B2 learns the CAM's confident
-    pixels, B1 learns B2's, C learns the mean of B1's and B2's. ``thresholds`` gives (high, low) for
-    the three. The CAM is CAM's; the branches run only in training."""
-
-    name = "spg"
+    head ``branch_width`` wide, and branch C (on the final map, 3x3 to 512 then 1x1) predict
+    one-channel maps; B2 learns the CAM's confident pixels, B1 learns B2's, C learns the mean of
+    B1's and B2's. ``thresholds`` gives (high, low) for the three. The CAM is CAM's; the branches run
+    only in training. The reference's taps: VGG16 pool4 (after conv4_3 and its pool) and conv5_3,
+    ResNet50 layer3.0 and layer3.5, InceptionV3 pool_5d and Mixed_6d (InceptionSpg feeds SPG_B_2a
+    Mixed_6d's output, not Mixed_6e's)."""
 
     def __init__(self, backbone: Backbone, num_classes: int, settings: SpgConfig):
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, settings)
         key = f"method_settings.spg.taps.{backbone.name}"
         taps = backbone.tap_order(settings.taps.of(backbone.name), key)
         if len(taps) != 2:
             raise ValueError(f"{key}: SPG takes exactly two taps (B1's, B2's), got {settings.taps.of(backbone.name)}")
         self.tap_b1, self.tap_b2 = taps
         self.thresholds = settings.thresholds
-        self.branch_b1 = nn.Sequential(*_conv_relu(backbone.channels[self.tap_b1], HIDDEN))
-        self.branch_b2 = nn.Sequential(*_conv_relu(backbone.channels[self.tap_b2], HIDDEN))
-        self.branch_b_shared = nn.Sequential(*_conv_relu(HIDDEN, HIDDEN), nn.Conv2d(HIDDEN, 1, 1))
-        self.branch_c = nn.Sequential(*_conv_relu(backbone.out_channels, HIDDEN), nn.Conv2d(HIDDEN, 1, 1))
+        width = settings.branch_width.of(backbone.name)
+        self.branch_b1 = nn.Sequential(*conv_relu(backbone.channels[self.tap_b1], width))
+        self.branch_b2 = nn.Sequential(*conv_relu(backbone.channels[self.tap_b2], width))
+        self.branch_b_shared = nn.Sequential(*conv_relu(width, width), nn.Conv2d(width, 1, 1))
+        self.branch_c = nn.Sequential(*conv_relu(backbone.out_channels, C_WIDTH), nn.Conv2d(C_WIDTH, 1, 1))
 
     def at_tap(self, tap, feature, state):
         if tap == self.tap_b1:

@@ -1,12 +1,11 @@
-"""Methods that multiply the feature map at chosen taps by an attention-derived map during
-training: ADL (Choe & Shim, CVPR 2019) and the paper's method (Ki et al., ACCV 2020)."""
+"""The paper's method (Ki et al., ACCV 2020, Sec. 3): in-sample contrastive learning and
+consistent attention, at the taps where ADL attaches."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from pipeline.config import AdlConfig, IclConfig
 from pipeline.models.attention import (
     NonLocalAttention,
     attention_thresholds,
@@ -22,31 +21,12 @@ from pipeline.models.attention import (
 )
 from pipeline.models.backbones import Backbone
 from pipeline.models.methods.base import CAM
+from pipeline.registry import IclConfig
 
 
 def _module_key(tap: str) -> str:
     """Tap names such as 'layer3.0' as ModuleDict keys (no dots allowed)."""
     return tap.replace(".", "_")
-
-
-class ADL(CAM):
-    """Attention-based dropout: at each tap, A = channel mean of F; F is multiplied either by the
-    drop mask 1[A < threshold * max A] (probability drop_rate) or by the importance map sigmoid(A)."""
-
-    name = "adl"
-
-    def __init__(self, backbone: Backbone, num_classes: int, settings: AdlConfig):
-        super().__init__(backbone, num_classes)
-        self.taps = backbone.tap_order(settings.taps.of(backbone.name), f"method_settings.adl.taps.{backbone.name}")
-        self.drop_rate = settings.drop_rate
-        self.threshold = settings.threshold
-
-    def at_tap(self, tap, feature, state):
-        if tap not in self.taps:
-            return feature
-        attention = channel_mean_attention(feature)
-        theta = self.threshold * attention.amax(dim=(1, 2, 3), keepdim=True)
-        return feature * select_map(torch.sigmoid(attention), drop_mask(attention, theta), self.drop_rate)
 
 
 class ICL(CAM):
@@ -58,16 +38,16 @@ class ICL(CAM):
     every earlier tap's A to the last tap's. Total loss Eq. 6: L_cls + ca_weight L_ca + fc_weight L_fc.
 
     The 1x1-conv embedding then masked GAP is computed as masked GAP then a linear layer (equal,
-    the embedding being affine); an empty mask embeds to zeros. The ablation switches of Table 2
+    the embedding being affine). An image where M_dfg, M_fg or M_bg is empty has no anchor, positive
+    or negative: it is left out of Eq. 3's mean. The ablation switches of Table 2
     replace the non-local block by the channel mean, or M_dfg (in the forward only; L_ca keeps its
     definition) by ADL's drop mask, or drop L_ca or L_fc.
     """
 
-    name = "icl"
     may_skip_parameters = True  # when M_dfg is drawn, the last tap's block gets no gradient
 
     def __init__(self, backbone: Backbone, num_classes: int, settings: IclConfig):
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, settings)
         key = f"method_settings.icl.taps.{backbone.name}"
         self.taps = backbone.tap_order(settings.taps.of(backbone.name), key)
         if not self.taps:
@@ -91,15 +71,13 @@ class ICL(CAM):
         dropped_fg = dropped_foreground_mask(attention, theta_fg, theta_bg)
         state.setdefault("attention", []).append(attention)
         if self.embedding is not None:
-            z = [self._embed(key, feature, mask) for mask in
-                 (dropped_fg, foreground_mask(attention, theta_bg), background_mask(attention, theta_bg))]
-            state.setdefault("ca", []).append(contrastive_attention_loss(*z, self.margin))
+            masks = (dropped_fg, foreground_mask(attention, theta_bg), background_mask(attention, theta_bg))
+            pooled = [masked_average(feature, mask) for mask in masks]
+            z = [self.embedding[key](features) for features, _ in pooled]
+            present = pooled[0][1] & pooled[1][1] & pooled[2][1]
+            state.setdefault("ca", []).append(contrastive_attention_loss(*z, self.margin, present))
         dropping = dropped_fg if self.ablation.dfg_mask else drop_mask(attention, theta_fg)
         return feature * select_map(torch.sigmoid(attention), dropping, self.hyper.drop_rate)
-
-    def _embed(self, key: str, feature: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled, nonempty = masked_average(feature, mask)
-        return self.embedding[key](pooled) * nonempty[:, None].to(pooled.dtype)
 
     def head(self, feature, labels, state):
         outputs = super().head(feature, labels, state)

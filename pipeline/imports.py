@@ -1,0 +1,35 @@
+"""``wsol import-checkpoint``: a model the reference trained, as a run folder of ours.
+
+The folder is what the train stage writes (pipeline/run_folder.py), so ``wsol export`` and
+``wsol evaluate`` treat it as any trained run; its CAM threshold is the val-optimal one, found on
+train-fullsup as training finds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import Config
+from pipeline.data.dataset_folder import DatasetError, DatasetInfo
+from pipeline.models.reference_checkpoint import ImportedCheckpoint, import_checkpoint
+from pipeline.paths import Layout, replaced_atomically
+from pipeline.run_folder import RunMeta, save_run
+from pipeline.scoring import score_split, val_scoring
+
+
+def import_run(path: Path, backbone: str, method: str, config: Config, layout: Layout, out: Path) -> ImportedCheckpoint:
+    """Convert the reference checkpoint at ``path`` for params' dataset and write it to ``out``."""
+    info = DatasetInfo.load(layout.split(config.dataset))
+    imported = import_checkpoint(path, backbone, method, config)
+    if imported.num_classes != info.num_classes:
+        raise DatasetError(f"{path}: its classifier has {imported.num_classes} classes, {config.dataset} has "
+                           f"{info.num_classes}")
+    scores = score_split(imported.model.cams, info, "val", config.data, val_scoring(config), torch.device("cpu"))
+    threshold = scores.box.multi_contour.optimal_threshold[50] if scores.box is not None else 0.5
+    meta = RunMeta(config.dataset, backbone, method, info.num_classes, list(info.class_names), threshold,
+                   config.model_dump(mode="json"), imported_from=str(path.resolve()))
+    with replaced_atomically(out) as staging:
+        save_run(staging, imported.model.state_dict(), meta)
+    return imported

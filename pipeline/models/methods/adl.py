@@ -1,0 +1,28 @@
+"""ADL (Choe & Shim, CVPR 2019): attention-based dropout at chosen taps during training."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.models.attention import channel_mean_attention, drop_mask, select_map
+from pipeline.models.backbones import Backbone
+from pipeline.models.methods.base import CAM
+from pipeline.registry import AdlConfig
+
+
+class ADL(CAM):
+    """At each tap, A = channel mean of F; F is multiplied either by the drop mask
+    1[A < threshold * max A] (probability drop_rate) or by the importance map sigmoid(A)."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, settings: AdlConfig):
+        super().__init__(backbone, num_classes, settings)
+        self.taps = backbone.tap_order(settings.taps.of(backbone.name), f"method_settings.adl.taps.{backbone.name}")
+        self.drop_rate = settings.drop_rate
+        self.threshold = settings.threshold
+
+    def at_tap(self, tap, feature, state):
+        if tap not in self.taps:
+            return feature
+        attention = channel_mean_attention(feature)
+        theta = self.threshold * attention.amax(dim=(1, 2, 3), keepdim=True)
+        return feature * select_map(torch.sigmoid(attention), drop_mask(attention, theta), self.drop_rate)

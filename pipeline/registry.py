@@ -1,0 +1,174 @@
+"""The backbones and methods the pipeline knows: one entry each, and each method's settings.
+
+Everything else reads these entries: ``config`` (the names params.yaml accepts and each method's
+settings section), the model factory (the implementation and the backbone variant it needs), the
+tuner (the settings a method searches) and the report (display names). Adding a method is a settings
+class and an entry here, its implementation, and its values in params.yaml.
+
+This module imports no PyTorch: implementations are named as ``"module:attribute"`` and imported
+only by the factory.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+T = TypeVar("T")
+# clovaai/wsolevaluation's architecture types (config.py, get_architecture_type): the backbone
+# variant a method trains on. HaS and CutMix use CAM's.
+Architecture = Literal["cam", "acol", "spg", "adl"]
+
+
+class Section(BaseModel):
+    """A params.yaml section: frozen, unknown keys refused, types checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def entry(kind: str, table: Mapping[str, T], name: str) -> T:
+    """``table[name]``, or a ValueError listing the valid names of this ``kind`` (backbone, method)."""
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(table)}")
+    return table[name]
+
+
+def load_attribute(path: str):
+    """``"package.module:name"`` -> the object."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# --------------------------------------------------------------------------------------- backbones
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str  # params.yaml key
+    display: str  # name in the report
+    builder: str  # "module:function" of (large_feature_map, architecture) -> Backbone
+
+
+BACKBONES: dict[str, BackboneEntry] = {entry.name: entry for entry in (
+    BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones:vgg16"),
+    BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones:resnet50"),
+    BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones:inception_v3"),
+)}
+BackboneName = Literal[tuple(BACKBONES)]
+
+class PerBackbone(RootModel[dict[BackboneName, T]], Generic[T]):
+    """One value per backbone: a mapping with exactly the registered backbones as keys."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    @model_validator(mode="after")
+    def _every_backbone(self):
+        missing = [name for name in BACKBONES if name not in self.root]
+        if missing:
+            raise ValueError(f"no value for backbone(s) {', '.join(missing)}")
+        return self
+
+    def of(self, backbone: str) -> T:
+        return self.root[backbone]
+
+
+# ----------------------------------------------------------------------------- method settings
+
+class CamConfig(Section):
+    """CAM has no hyperparameters."""
+
+
+class HasConfig(Section):
+    grid_size: PositiveInt  # side of a hidden patch, pixels of the network input
+    drop_rate: Fraction
+
+
+class AcolConfig(Section):
+    threshold: Fraction  # erase where the normalized CAM of classifier A is >= this
+
+
+class SpgConfig(Section):
+    # (high, low) per step: B2 from the CAM, B1 from B2, C from the fused B1/B2 map
+    thresholds: list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]] = Field(min_length=3, max_length=3)
+    taps: PerBackbone[list[str]]  # (B1's tap, B2's tap)
+    branch_width: PerBackbone[PositiveInt]  # channels of the B1/B2 branches (wsol/*.py: 512, 1024 on ResNet50)
+
+
+class AdlConfig(Section):
+    drop_rate: Fraction
+    threshold: Fraction  # drop where attention > threshold * max
+    taps: PerBackbone[list[str]]
+
+
+class CutmixConfig(Section):
+    beta: Positive
+    prob: Fraction
+
+
+class IclHyper(Section):
+    """Table 1 of the paper."""
+
+    drop_rate: Fraction
+    gamma_fg: Positive
+    gamma_bg: Positive
+
+
+class IclAblation(Section):
+    """Table 2's switches: each ``false`` removes one component."""
+
+    contrastive: bool  # L_ca
+    consistency: bool  # L_fc
+    non_local: bool  # false: channel-mean attention, as ADL
+    dfg_mask: bool  # false: ADL's drop mask instead of M_dfg
+
+
+class IclConfig(Section):
+    margin: Positive
+    embedding_dim: PositiveInt
+    ca_weight: Annotated[float, Field(ge=0)]
+    fc_weight: Annotated[float, Field(ge=0)]
+    ablation: IclAblation
+    hyper: PerBackbone[IclHyper]
+    taps: PerBackbone[list[str]]  # the last one is L_fc's reference layer
+
+
+# ----------------------------------------------------------------------------------------- methods
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str  # params.yaml key
+    display: str  # name in the report
+    settings: type[Section]  # its section under method_settings
+    architecture: Architecture  # the backbone variant it trains on
+    implementation: str  # "module:class" of the Method plug-in
+    # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
+    tunable: Mapping[str, str]
+
+
+def _own(method: str, *keys: str) -> dict[str, str]:
+    return {key: f"method_settings.{method}.{key}" for key in keys}
+
+
+_SPG_THRESHOLDS = {f"threshold_{step + 1}{side}": f"method_settings.spg.thresholds.{step}.{index}"
+                   for step in range(3) for index, side in enumerate("hl")}
+
+METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
+    MethodEntry("cam", "CAM", CamConfig, "cam", "pipeline.models.methods.base:CAM", {}),
+    MethodEntry("has", "HaS", HasConfig, "cam", "pipeline.models.methods.input_erasing:HaS",
+                _own("has", "grid_size", "drop_rate")),
+    MethodEntry("acol", "ACoL", AcolConfig, "acol", "pipeline.models.methods.acol:ACoL", _own("acol", "threshold")),
+    MethodEntry("spg", "SPG", SpgConfig, "spg", "pipeline.models.methods.spg:SPG", _SPG_THRESHOLDS),
+    MethodEntry("adl", "ADL", AdlConfig, "adl", "pipeline.models.methods.adl:ADL", _own("adl", "drop_rate", "threshold")),
+    MethodEntry("cutmix", "CutMix", CutmixConfig, "cam", "pipeline.models.methods.input_erasing:CutMix",
+                _own("cutmix", "beta", "prob")),
+    # The paper's method attaches where ADL does (Sec. 4.1: "the same with the baseline method [9]").
+    MethodEntry("icl", "Ours (ICL)", IclConfig, "adl", "pipeline.models.methods.icl:ICL",
+                {key: f"method_settings.icl.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")}),
+)}
+MethodName = Literal[tuple(METHODS)]

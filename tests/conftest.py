@@ -1,0 +1,37 @@
+"""Fixtures shared across test files: one tiny project whose train stage has 'run'."""
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.export import export
+from pipeline.models import build_model
+from pipeline.run_folder import RunMeta, save_run
+from pipeline.tracking import client_for, experiment_id, open_run
+from tests.helpers import make_project
+
+SAVED_METHODS = ("cam", "icl")
+SAVED = {"backbones": ["resnet50"], "methods": list(SAVED_METHODS), "datasets.synth.classes": 3,
+         "datasets.synth.images_per_class": {"train": 2, "val": 2, "test": 4}, "data.crop": 48, "data.resize": 56,
+         "report.gallery_images": 3}
+
+
+@pytest.fixture(scope="session")
+def saved_project(tmp_path_factory):
+    """(layout, config, dataset info) of a project whose cam and icl runs are untrained models saved
+    and exported as the train and export stages save and export them, each with an MLflow run."""
+    layout = make_project(tmp_path_factory.mktemp("project"), **SAVED)
+    cfg = load_config(layout.root / "params.yaml")
+    info = DatasetInfo.load(layout.split("synth"))
+    client = client_for(layout)
+    experiment = experiment_id(client, "synth", layout)
+    for k, method in enumerate(SAVED_METHODS):
+        torch.manual_seed(k)
+        model = build_model("resnet50", method, info.num_classes, cfg)
+        run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {})
+        save_run(layout.run("synth", "resnet50", method), model.state_dict(),
+                 RunMeta("synth", "resnet50", method, info.num_classes, list(info.class_names), 0.4,
+                         cfg.model_dump(mode="json"), run_id))
+        export(layout.run("synth", "resnet50", method), layout.export("synth", "resnet50", method), cfg.export.tolerance)
+    return layout, cfg, info

@@ -1,0 +1,65 @@
+"""The configuration files a user edits or applies: params.yaml, the shipped fragments, the cluster
+configuration; bad ones are refused with the file, line and key named."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_config
+from pipeline.params_file import apply_fragment
+from tests.helpers import params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_cluster_config_is_one_the_ray_launcher_accepts():
+    import ray
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cluster = yaml.safe_load((ROOT / "infra" / "cluster.yaml").read_text())
+    validate_config(prepare_config(cluster))  # what `ray up` does: defaults filled in, then Ray's schema and checks
+    assert cluster["provider"]["type"] == "aws" and cluster["head_node_type"] in cluster["available_node_types"]
+    assert cluster["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert cluster["file_mounts"] == {"/home/ray/wsol": "."}
+    assert any("pip install" in c and "/home/ray/wsol" in c for c in cluster["setup_commands"])
+    assert all(t["resources"] == {} and "InstanceType" in t["node_config"] for t in cluster["available_node_types"].values())
+
+
+def test_every_shipped_params_file_validates(tmp_path):
+    load_config(ROOT / "params.yaml")
+    for fragment in sorted((ROOT / "infra" / "params").glob("*.yaml")):
+        target = tmp_path / f"{fragment.stem}.yaml"
+        shutil.copy(ROOT / "params.yaml", target)
+        apply_fragment(fragment, target)
+        config = load_config(target)
+        assert len(config.backbones) == 3 and len(config.methods) == 7
+        assert "# The benchmark's one configuration" in target.read_text()  # comments kept
+
+
+def test_a_bad_fragment_names_the_key_and_leaves_params_untouched(tmp_path):
+    target = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", target)
+    before = target.read_text()
+    (tmp_path / "bad.yaml").write_text("train:\n  lr_classifier_ratio: -1\n  warmup: 3\n")
+    with pytest.raises(ConfigError) as error:
+        apply_fragment(tmp_path / "bad.yaml", target)
+    assert "train.lr_classifier_ratio: Input should be greater than 0" in str(error.value)
+    assert "train.warmup: Extra inputs are not permitted" in str(error.value)
+    assert target.read_text() == before
+
+
+def test_malformed_params_files_name_the_file_line_and_key(tmp_path):
+    target = tmp_path / "params.yaml"
+    target.write_text("dataset: synth\nbackbones: [resnet50\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml:3:1: not valid YAML"):
+        load_config(target)
+    data = params(**{"dataset": "mnist", "backbones": ["resnet18"], "evaluate.iou_thresholds": [30, 70]})
+    target.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as error:
+        load_config(target)
+    message = str(error.value)
+    assert "dataset: Input should be 'synth', 'cub', 'ilsvrc', 'openimages' or 'custom' (got 'mnist')" in message
+    assert "backbones.0: Input should be 'vgg16', 'resnet50' or 'inception_v3'" in message
+    assert "evaluate: Value error, iou_thresholds must contain 50" in message
