@@ -75,10 +75,11 @@ def _export(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pipeline.evaluate import evaluate_exported
+    from pipeline.export_folder import TORCHSCRIPT
 
     config = load_config(args.params)
     out = args.out or args.export_folder.with_name(f"{args.export_folder.name}-results")
-    metrics = evaluate_exported(args.export_folder / "model.ts", config, Layout(args.params.resolve().parent), out)
+    metrics = evaluate_exported(args.export_folder / TORCHSCRIPT, config, Layout(args.params.resolve().parent), out)
     print(json.dumps(metrics, indent=2))
 
 
