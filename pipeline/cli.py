@@ -14,6 +14,13 @@ from pipeline.metrics import evaluate_scoremap_folder
 from pipeline.paths import Layout
 
 
+def _resamples(text: str) -> int:
+    """--bootstrap's value: a whole number >= 0."""
+    if not text.isdecimal():
+        raise argparse.ArgumentTypeError(f"expected a whole number of resamples >= 0, got {text!r}")
+    return int(text)
+
+
 def _evaluate_scoremaps(args: argparse.Namespace) -> None:
     result = evaluate_scoremap_folder(
         metadata_root=args.metadata_root,
@@ -24,6 +31,8 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
         predictions=args.predictions,
         single_contour=args.single_contour,
         batch_size=args.batch_size,
+        bootstrap=args.bootstrap,
+        records=args.records,
     )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also score the old single-contour MaxBoxAcc (largest contour; slower)")
     evaluate.add_argument("--batch-size", type=int, default=64, help="score maps per batch")
     evaluate.add_argument("--out", type=Path, help="write the full result (with curves) to this JSON file")
+    evaluate.add_argument("--bootstrap", type=_resamples, default=0, metavar="N",
+                          help="add ci95: 95%% percentile bootstrap intervals of every accuracy from N resamples "
+                               "of the images (seed 0; default 0: none)")
+    evaluate.add_argument("--records", type=Path,
+                          help="save the per-image records the intervals come from to this .npz file")
     evaluate.set_defaults(run=_evaluate_scoremaps)
 
     tune = commands.add_parser(
@@ -149,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--from", dest="source", choices=["wsolevaluation"], required=True,
                          help="the code that saved the checkpoint")
     convert.add_argument("--backbone", choices=BACKBONES, required=True)
-    convert.add_argument("--method", choices=[m for m in METHODS if m != "icl"], required=True)
+    convert.add_argument("--method", choices=[m for m, spec in METHODS.items() if spec.implementation != METHODS["icl"].implementation], required=True)
     convert.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
     convert.add_argument("--out", type=Path, help="run folder to write (default: imported/<dataset>/<backbone>-<method>)")
     convert.set_defaults(run=_import_checkpoint)

@@ -103,6 +103,13 @@ class DatasetsConfig(Section):
     custom: CustomConfig
 
 
+def _crop_within(section: Section, side: str) -> Section:
+    """A section whose random crops (``crop``) must fit in its images' side (the field ``side``)."""
+    if section.crop > getattr(section, side):
+        raise ValueError(f"crop ({section.crop}) must not exceed {side} ({getattr(section, side)})")
+    return section
+
+
 class DataConfig(Section):
     """Loading. Train: resize to resize x resize, random crop, flip; test: resize to crop x crop."""
 
@@ -113,18 +120,20 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _crop_fits(self):
-        if self.crop > self.resize:
-            raise ValueError(f"crop ({self.crop}) must not exceed resize ({self.resize})")
-        return self
+        return _crop_within(self, "resize")
 
 
 # ------------------------------------------------------------------------------------------ models
+
+PRETRAIN_STAGE = "pretrain"  # backbone_settings.<b>.pretrained: the pretrain stage's weights
+
 
 class ModelConfig(Section):
     """Per-backbone settings (the protocol's defaults differ by backbone)."""
 
     large_feature_map: bool  # 28x28 final map at 224 px instead of 14x14
-    pretrained: str | None  # None: random init; a torchvision weights name; or a .pth file path
+    # None: random init; "pretrain": the pretrain stage's weights; a torchvision weights name; or a .pth file path
+    pretrained: str | None
     lr: Positive
     epochs: PositiveInt
     lr_decay_epochs: PositiveInt  # step decay every this many epochs
@@ -138,6 +147,25 @@ MethodsConfig = create_model("MethodsConfig", __base__=Section,
 
 # ---------------------------------------------------------------------------------------- training
 
+class PretrainConfig(Section):
+    """The pretrain stage (pipeline/train/pretrain.py): a plain classifier on generated images of
+    the classes the synthetic benchmark does not use, for backbones whose ``pretrained`` is ``pretrain``."""
+
+    images_per_class: PositiveInt
+    image_size: Annotated[int, Field(ge=32, le=512)]  # px, square
+    crop: Annotated[int, Field(ge=32)]  # px, random crops of this side
+    context_bias: Fraction
+    distractors: Annotated[int, Field(ge=0, le=8)]
+    epochs: PositiveInt
+    lr: Positive  # peak of a one-cycle schedule
+    batch_size: PositiveInt
+    seed: int
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        return _crop_within(self, "image_size")
+
+
 class TrainConfig(Section):
     """The recipe shared by every run (Sec. 4.1 of the paper; per-backbone values in ``models``)."""
 
@@ -149,7 +177,6 @@ class TrainConfig(Section):
     grad_clip: Annotated[float, Field(ge=0)]  # max gradient L2 norm; 0: off
     amp: Literal["none", "bf16", "fp16"]  # mixed precision, GPU only
     channels_last: bool  # GPU only
-    seed: int
     select: Literal["last", "best"]  # final model: last epoch, or best val MaxBoxAccV2
     val_cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]  # thresholds of the per-epoch val MaxBoxAccV2
     log_every: PositiveInt  # steps between progress lines
@@ -176,6 +203,8 @@ class EvaluateConfig(Section):
     cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]
     iou_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
     batch_size: PositiveInt
+    bootstrap_samples: PositiveInt  # resamples of the test images behind every 95 % interval
+    bootstrap_seed: int
 
     @model_validator(mode="after")
     def _has_fifty(self):
@@ -242,10 +271,12 @@ class Config(Section):
     dataset: Literal[DATASETS]
     backbones: list[BackboneName] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)  # every backbone x method is trained once per seed
     datasets: DatasetsConfig
     data: DataConfig
     backbone_settings: PerBackbone[ModelConfig]
     method_settings: MethodsConfig
+    pretrain: PretrainConfig
     train: TrainConfig
     ray: RayConfig
     cluster: ClusterConfig
@@ -256,9 +287,13 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _unique(self):
+        for name, spec in METHODS.items():
+            if spec.ablates is not None and getattr(getattr(self.method_settings, name).ablation, spec.ablates):
+                raise ValueError(f"method_settings.{name}.ablation.{spec.ablates} must be false: {name} is the "
+                                 f"paper's method without it (Table 2)")
         if self.train.nesterov and self.train.momentum == 0:
             raise ValueError("train.nesterov needs train.momentum > 0")
-        for key in ("backbones", "methods"):
+        for key in ("backbones", "methods", "seeds"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} lists a name twice: {values}")

@@ -1,12 +1,18 @@
 """The final evaluation on test, of the exported network (what users get), under the protocol.
 
-    results/<dataset>/<backbone>-<method>/
+    results/<dataset>/<backbone>-<method>-seed<seed>/
         metrics.json    top-1 cls, top-1 loc, GT-known loc, MaxBoxAcc at each IoU, MaxBoxAccV2, their
-                        optimal thresholds, PxAP where masks exist (dvc metrics show)
+                        optimal thresholds, PxAP where masks exist, each with its 95 % bootstrap
+                        interval over test images (``ci95``), and where the CAMs go (``regions``)
+                        (dvc metrics show)
         boxacc.csv      BoxAcc against the CAM threshold at each IoU (dvc plots show)
         pr_curve.csv    pixel precision against recall, for mask datasets
+        records/        the evaluator's per-image records (box.npz, mask.npz): what paired
+                        comparisons between runs resample
 
-The test scores are also logged into the training run's MLflow run (``test_*``).
+The test scores are also logged into the training run's MLflow run (``test_*``, their intervals
+``test_*_ci_low`` / ``_ci_high``). The protocol's floor, a centred Gaussian score map scored by the
+same evaluator, goes to results/<dataset>/center-gaussian/ (:func:`evaluate_baseline`).
 """
 
 from __future__ import annotations
@@ -16,13 +22,17 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import Config
+from pipeline.config import Config, EvaluateConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
 from pipeline.export_folder import TORCHSCRIPT, load_exported
-from pipeline.paths import Layout, replaced_atomically
+from pipeline.paths import RECORDS, Layout, replaced_atomically
+from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
+from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
+from pipeline.metrics.regions import RegionResult, bootstrap_ci
 from pipeline.scoring import Scoring, SplitScores, score_split
 from pipeline.tracking import client_for, log_metrics, tracking_uri
 
@@ -36,19 +46,49 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
         writer.writerows(rows)
 
 
-def _metrics(scores: SplitScores, config: Config) -> dict:
-    out = {"images": scores.images, "cam_curve_interval": config.evaluate.cam_curve_interval, **scores.summary()}
-    if scores.box is not None:
-        out["optimal_threshold"] = {str(d): t for d, t in scores.box.multi_contour.optimal_threshold.items()}
+def _regions(result: RegionResult, optimal_threshold: float | None, settings: EvaluateConfig) -> dict:
+    """Where the CAMs go, as shares in [0, 1] per region: the prior (pixel shares), the CAM mass
+    with its 95 % interval, and the box at the IoU-50 optimal threshold."""
+    def shares(values: np.ndarray) -> list | None:  # None where no image counts (every map constant)
+        return None if np.isnan(values).any() else values.tolist()
+
+    out = {"names": list(result.region_names), "images": result.images, "prior": shares(result.prior),
+           "cam_mass": shares(result.mass), "cam_mass_images": result.mass_images, "cam_mass_ci95": None}
+    if result.mass_images:
+        out["cam_mass_ci95"] = bootstrap_ci(result.mass_per_image, settings.bootstrap_samples,
+                                            settings.bootstrap_seed).tolist()
+    if optimal_threshold is not None:
+        out["box_threshold"] = optimal_threshold
+        out["box"] = shares(result.box_at(optimal_threshold))
     return out
 
 
-def _log_to_training_run(layout: Layout, run_id: str, scores: SplitScores, folder: Path) -> None:
-    """test_* metrics and the result files into the training run; a store that no longer has the
-    run (deleted, or another tracking URI) only costs a warning: the files are the record."""
+def _metrics(scores: SplitScores, config: Config) -> dict:
+    settings = config.evaluate
+    out = {"images": scores.images, "cam_curve_interval": settings.cam_curve_interval, **scores.summary()}
+    out["ci95"] = {}
+    for result in (scores.box, scores.mask):
+        if result is not None:
+            out["ci95"].update(confidence_intervals(result, settings.bootstrap_samples, settings.bootstrap_seed))
+    out["bootstrap"] = {"samples": settings.bootstrap_samples, "seed": settings.bootstrap_seed, "level": 0.95}
+    optimal = None
+    if scores.box is not None:
+        out["optimal_threshold"] = {str(d): t for d, t in scores.box.multi_contour.optimal_threshold.items()}
+        optimal = scores.box.multi_contour.optimal_threshold[GT_KNOWN_IOU]
+    if scores.regions is not None:
+        out["regions"] = _regions(scores.regions, optimal, settings)
+    return out
+
+
+def _log_to_training_run(layout: Layout, run_id: str, scores: SplitScores, metrics: dict, folder: Path) -> None:
+    """test_* metrics (and their intervals) and the result files into the training run; a store that
+    no longer has the run (deleted, or another tracking URI) only costs a warning: the files are the record."""
     client = client_for(layout)
+    values = {f"test_{k}": v for k, v in scores.summary().items() if v is not None}
+    for name, (low, high) in metrics["ci95"].items():
+        values.update({f"test_{name}_ci_low": low, f"test_{name}_ci_high": high})
     try:
-        log_metrics(client, run_id, {f"test_{k}": v for k, v in scores.summary().items() if v is not None})
+        log_metrics(client, run_id, values)
         for name in ("metrics.json", "boxacc.csv", "pr_curve.csv"):
             client.log_artifact(run_id, str(folder / name), "test")
     except MlflowException as error:
@@ -58,6 +98,10 @@ def _log_to_training_run(layout: Layout, run_id: str, scores: SplitScores, folde
 
 def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Config) -> None:
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (staging / RECORDS).mkdir()
+    for name, result in (("box", scores.box), ("mask", scores.mask)):
+        if result is not None:
+            result.records.save(staging / RECORDS / f"{name}.npz")
     # Both curve files always exist (header only where they do not apply): dvc.yaml declares them.
     deltas = tuple(config.evaluate.iou_thresholds)
     box_rows = []
@@ -78,16 +122,38 @@ def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path) -> 
         raise DatasetError(f"{path} was trained on {meta.dataset!r}, params.yaml selects {config.dataset!r}")
     info = DatasetInfo.load(layout.split(config.dataset))
     settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
-    scores = score_split(exported, info, "test", meta.input_settings(config.data), settings, torch.device("cpu"))
+    scores = score_split(exported, info, "test", meta.input_settings(config.data), settings, torch.device("cpu"),
+                         regions=True)
     metrics = _metrics(scores, config)
     with replaced_atomically(out) as staging:
         _write_results(staging, scores, metrics, config)
         if meta.mlflow_run_id is not None:
-            _log_to_training_run(layout, meta.mlflow_run_id, scores, staging)
+            _log_to_training_run(layout, meta.mlflow_run_id, scores, metrics, staging)
     return metrics
 
 
-def evaluate(config: Config, layout: Layout, backbone: str, method: str) -> dict:
+def center_gaussian(images: torch.Tensor, classes: torch.Tensor, size: int = RESIZE_LENGTH) -> tuple[None, torch.Tensor]:
+    """The protocol's trivial baseline (Choe et al.): for every image the same isotropic Gaussian
+    centred on it, (B, size, size) in [0, 1], and no class prediction. Its sigma, a quarter of the
+    side, matters little: every threshold of an isotropic Gaussian cuts a centred disc, so the sweep
+    over tau tries centred discs (and their boxes) of radius 0.14 to 3 sigma whatever sigma is."""
+    centre = (torch.arange(size, dtype=torch.float32) + 0.5 - size / 2) / (size / 4)
+    gaussian = torch.exp(-(centre[:, None] ** 2 + centre[None, :] ** 2) / 2)
+    return None, gaussian.expand(len(images), size, size)
+
+
+def evaluate_baseline(config: Config, layout: Layout) -> dict:
+    """The baseline stage: the center Gaussian scored on test into results/<dataset>/center-gaussian/."""
+    info = DatasetInfo.load(layout.split(config.dataset))
+    settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
+    scores = score_split(center_gaussian, info, "test", config.data, settings, torch.device("cpu"), regions=True)
+    metrics = _metrics(scores, config)
+    with replaced_atomically(layout.baseline(config.dataset)) as staging:
+        _write_results(staging, scores, metrics, config)
+    return metrics
+
+
+def evaluate(config: Config, layout: Layout, backbone: str, method: str, seed: int) -> dict:
     """The evaluate stage: exports/<dataset>/<run>/ scored into results/<dataset>/<run>/."""
-    return evaluate_exported(layout.export(config.dataset, backbone, method) / TORCHSCRIPT, config, layout,
-                             layout.results(config.dataset, backbone, method))
+    return evaluate_exported(layout.export(config.dataset, backbone, method, seed) / TORCHSCRIPT, config, layout,
+                             layout.results(config.dataset, backbone, method, seed))

@@ -5,12 +5,15 @@
     data/splits/<dataset>/       the split stage's output: metadata/{train,val,test}/ and dataset.json
     runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
     exports/<dataset>/<run>/     TorchScript (and ONNX) inference network, export.json
-    results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv
+    results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv, records/
+    results/<dataset>/center-gaussian/   the same for the protocol's trivial baseline
     report/<dataset>/            report.md and its figures
     ray_results/                 Ray Train's storage (checkpoints; what a resumed run restarts from)
     mlflow.db, mlartifacts/      the default MLflow store
 
-A run is named ``<backbone>-<method>``.
+    pretrained/<backbone>/       the pretrain stage's output: the synthetic stand-in for ImageNet weights
+
+A run is named ``<backbone>-<method>-seed<seed>``.
 """
 
 from __future__ import annotations
@@ -43,8 +46,12 @@ def replaced_atomically(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def run_name(backbone: str, method: str) -> str:
-    return f"{backbone}-{method}"
+RECORDS = "records"  # in each results folder: the evaluator's per-image records (box.npz, mask.npz)
+PRETRAINED_WEIGHTS = "weights.pth"  # in pretrained/<backbone>/, when the pretrain stage trained it
+
+
+def run_name(backbone: str, method: str, seed: int) -> str:
+    return f"{backbone}-{method}-seed{seed}"
 
 
 @dataclass(frozen=True)
@@ -65,14 +72,21 @@ class Layout:
     def split(self, dataset: str) -> Path:
         return self.root / "data" / "splits" / dataset
 
-    def run(self, dataset: str, backbone: str, method: str) -> Path:
-        return self.root / "runs" / dataset / run_name(backbone, method)
+    def pretrained(self, backbone: str) -> Path:
+        return self.root / "pretrained" / backbone
 
-    def export(self, dataset: str, backbone: str, method: str) -> Path:
-        return self.root / "exports" / dataset / run_name(backbone, method)
+    def run(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
+        return self.root / "runs" / dataset / run_name(backbone, method, seed)
 
-    def results(self, dataset: str, backbone: str, method: str) -> Path:
-        return self.root / "results" / dataset / run_name(backbone, method)
+    def export(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
+        return self.root / "exports" / dataset / run_name(backbone, method, seed)
+
+    def results(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
+        return self.root / "results" / dataset / run_name(backbone, method, seed)
+
+    def baseline(self, dataset: str) -> Path:
+        """The center-Gaussian baseline's results, beside the runs'."""
+        return self.root / "results" / dataset / "center-gaussian"
 
     def report(self, dataset: str) -> Path:
         return self.root / "report" / dataset

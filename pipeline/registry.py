@@ -58,6 +58,8 @@ class BackboneEntry:
 BACKBONES: dict[str, BackboneEntry] = {entry.name: entry for entry in (
     BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones:vgg16"),
     BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones:resnet50"),
+    # Not in the paper: ResNet18 in ResNet50's WSOL variant, the CPU default (README, "The default benchmark")
+    BackboneEntry("resnet18", "ResNet18", "pipeline.models.backbones:resnet18"),
     BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones:inception_v3"),
 )}
 BackboneName = Literal[tuple(BACKBONES)]
@@ -149,6 +151,7 @@ class MethodEntry:
     implementation: str  # "module:class" of the Method plug-in
     # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
     tunable: Mapping[str, str]
+    ablates: str | None = None  # a Table 2 variant of the paper's method: the IclAblation switch it turns off
 
 
 def _own(method: str, *keys: str) -> dict[str, str]:
@@ -170,5 +173,13 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
     # The paper's method attaches where ADL does (Sec. 4.1: "the same with the baseline method [9]").
     MethodEntry("icl", "Ours (ICL)", IclConfig, "adl", "pipeline.models.methods.icl:ICL",
                 {key: f"method_settings.icl.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")}),
+    # Table 2: the paper's method without one component, each its own run. Its method_settings
+    # section is icl's (params.yaml merges it in) with that switch off, so a run of each can sit in
+    # one DAG beside icl and a change to icl's settings reruns them too.
+    *(MethodEntry(f"icl_no_{short}", f"Ours w/o {label}", IclConfig, "adl", "pipeline.models.methods.icl:ICL",
+                  {key: f"method_settings.icl_no_{short}.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")},
+                  ablates=switch)
+      for short, switch, label in (("ca", "contrastive", "contrastive"), ("fc", "consistency", "L_fc"),
+                                   ("nl", "non_local", "non-local"), ("dfg", "dfg_mask", "M_dfg"))),
 )}
 MethodName = Literal[tuple(METHODS)]

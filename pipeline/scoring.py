@@ -19,10 +19,12 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
+from pipeline.metrics.regions import RegionEvaluator, RegionResult
 # (images (B, 3, H, W) normalised, CAMs (B, 224, 224), labels, predictions, image ids) of each batch
 BatchObserver = Callable[[torch.Tensor, np.ndarray, list[int], list[int], list[str]], None]
-# images (B, 3, H, W), classes (B,) -> logits (B, K), CAMs (B, 224, 224) in [0, 1]: WSOLModel.cams or an export
-CamFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# images (B, 3, H, W), classes (B,) -> logits (B, K), CAMs (B, 224, 224) in [0, 1]: WSOLModel.cams or an
+# export; logits None for a map that predicts no class (the center-Gaussian baseline)
+CamFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]]
 MAXBOXACC_V2_IOUS = (30, 50, 70)
 
 
@@ -42,12 +44,14 @@ def val_scoring(config: Config) -> Scoring:
 
 @dataclass(frozen=True)
 class SplitScores:
-    """Accuracies in %; ``box`` for box datasets, ``mask`` where masks exist (both for synth)."""
+    """Accuracies in %; ``box`` for box datasets, ``mask`` where masks exist (both for synth);
+    ``regions`` where the CAMs go, when asked for (region maps, or masks' object/background)."""
 
     images: int
-    top1_cls: float
+    top1_cls: float | None  # None without class predictions
     box: BoxResult | None
     mask: MaskResult | None
+    regions: RegionResult | None = None
 
     @property
     def localization(self) -> float:
@@ -68,29 +72,47 @@ class SplitScores:
         return out
 
 
+def region_evaluator(info: DatasetInfo, split: str, cam_curve_interval: float) -> RegionEvaluator | None:
+    """The split's region shares: from the dataset's region maps, else its masks' object and
+    background, else none."""
+    if info.region_root is not None:
+        return RegionEvaluator.from_region_maps(info.metadata(split, "none"), info.region_root,
+                                                cam_curve_interval=cam_curve_interval)
+    mask_folder = info.mask_metadata_dir(split)
+    if mask_folder is not None:
+        return RegionEvaluator.from_masks(load_metadata(mask_folder, "masks"), info.mask_root, cam_curve_interval)
+    return None
+
+
 @torch.no_grad()
 def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConfig, settings: Scoring,
-                device: torch.device, observe: BatchObserver | None = None) -> SplitScores:
+                device: torch.device, observe: BatchObserver | None = None, regions: bool = False) -> SplitScores:
     """Score the CAMs of every image of a split (the caller puts a model in eval mode); images are
-    loaded with the test transform of ``data``. ``observe`` sees each batch."""
+    loaded with the test transform of ``data``. ``observe`` sees each batch; ``regions`` adds the
+    region shares."""
     metadata = info.metadata(split)
     boxes = BoxEvaluator(metadata, settings.cam_curve_interval, settings.iou_thresholds) \
         if metadata.boxes is not None else None
     mask_folder = info.mask_metadata_dir(split)
     masks = MaskEvaluator(load_metadata(mask_folder, "masks"), info.mask_root, settings.cam_curve_interval) \
         if mask_folder is not None else None
+    shares = region_evaluator(info, split, settings.cam_curve_interval) if regions else None
     correct = total = 0
     for images, labels, image_ids in split_loader(info, split, data, settings.batch_size, train=False):
         logits, maps = cams(images.to(device), labels.to(device))
-        predicted = logits.argmax(dim=1).cpu()
+        predicted = logits.argmax(dim=1).cpu() if logits is not None else None
         maps = maps.float().cpu().numpy()
-        correct += int((predicted == labels).sum())
+        correct += int((predicted == labels).sum()) if predicted is not None else 0
         total += len(labels)
+        classes = predicted.tolist() if predicted is not None else None
         if boxes is not None:
-            boxes.accumulate(maps, list(image_ids), predicted.tolist())
+            boxes.accumulate(maps, list(image_ids), classes)
         if masks is not None:
             masks.accumulate(maps, list(image_ids))
+        if shares is not None:
+            shares.accumulate(maps, list(image_ids))
         if observe is not None:
-            observe(images, maps, labels.tolist(), predicted.tolist(), list(image_ids))
-    return SplitScores(total, correct * 100.0 / total, boxes.compute() if boxes else None,
-                       masks.compute() if masks else None)
+            observe(images, maps, labels.tolist(), classes, list(image_ids))
+    return SplitScores(total, correct * 100.0 / total if logits is not None else None,
+                       boxes.compute() if boxes else None, masks.compute() if masks else None,
+                       shares.compute() if shares else None)

@@ -19,13 +19,15 @@ from pipeline.registry import BACKBONES, METHODS
 Stage = Callable[[Config, Layout, argparse.Namespace], object]
 
 
-def run(name: str, stage: Stage, per_run: bool = False) -> None:
+def run(name: str, stage: Stage, per_run: bool = False, per_backbone: bool = False) -> None:
     """Run ``stage(config, layout, args)`` from the project root; ``per_run`` stages take
-    ``--backbone`` and ``--method``."""
+    ``--backbone``, ``--method`` and ``--seed``, ``per_backbone`` ones ``--backbone``."""
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage '{name}'.")
-    if per_run:
+    if per_run or per_backbone:
         parser.add_argument("--backbone", required=True, choices=BACKBONES)
+    if per_run:
         parser.add_argument("--method", required=True, choices=METHODS)
+        parser.add_argument("--seed", required=True, type=int)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     layout = Layout.here()

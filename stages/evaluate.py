@@ -4,4 +4,4 @@ from pipeline.evaluate import evaluate
 from pipeline.stage_runner import run
 
 if __name__ == "__main__":
-    run("evaluate", lambda config, layout, args: evaluate(config, layout, args.backbone, args.method), per_run=True)
+    run("evaluate", lambda config, layout, args: evaluate(config, layout, args.backbone, args.method, args.seed), per_run=True)

@@ -5,7 +5,7 @@ from pipeline.stage_runner import run
 
 
 def export_stage(config, layout, args):
-    export(layout.run(config.dataset, args.backbone, args.method), layout.export(config.dataset, args.backbone, args.method),
+    export(layout.run(config.dataset, args.backbone, args.method, args.seed), layout.export(config.dataset, args.backbone, args.method, args.seed),
            config.export.tolerance)
 
 

@@ -6,7 +6,7 @@ from pipeline.train.outputs import write_outputs
 
 
 def train(config, layout, args):
-    write_outputs(fit(config, layout, args.backbone, args.method), config, layout)
+    write_outputs(fit(config, layout, args.backbone, args.method, args.seed), config, layout)
 
 
 if __name__ == "__main__":

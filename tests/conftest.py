@@ -30,8 +30,8 @@ def saved_project(tmp_path_factory):
         torch.manual_seed(k)
         model = build_model("resnet50", method, info.num_classes, cfg)
         run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {})
-        save_run(layout.run("synth", "resnet50", method), model.state_dict(),
+        save_run(layout.run("synth", "resnet50", method, 0), model.state_dict(),
                  RunMeta("synth", "resnet50", method, info.num_classes, list(info.class_names), 0.4,
                          cfg.model_dump(mode="json"), run_id))
-        export(layout.run("synth", "resnet50", method), layout.export("synth", "resnet50", method), cfg.export.tolerance)
+        export(layout.run("synth", "resnet50", method, 0), layout.export("synth", "resnet50", method, 0), cfg.export.tolerance)
     return layout, cfg, info

@@ -25,7 +25,7 @@ def write_box_metadata(root: Path, images: dict[str, tuple[int, tuple[int, int],
 
 
 def params(**overrides) -> dict:
-    """params.yaml as a dict, with dotted-key overrides: params(**{"train.seed": 3})."""
+    """params.yaml as a dict, with dotted-key overrides: params(**{"seeds": [3]})."""
     data = yaml.safe_load(PARAMS.read_text())
     for dotted, value in overrides.items():
         node = data

@@ -147,13 +147,13 @@ def test_eq3_gradient_is_finite_when_embeddings_coincide():
     assert loss.item() == 1.0 and torch.isfinite(z.grad).all()
 
 
-def test_eq4_is_the_squared_l2_norm_a_sum_over_pixels_and_stops_at_the_reference():
+def test_eq4_is_the_squared_l2_norm_per_pixel_and_stops_at_the_reference():
     early = grid([[1, 2], [3, 4]]).requires_grad_(True)
     late = grid([[0, 0], [0, 0]]).requires_grad_(True)
     loss = foreground_consistency_loss([early, late])
-    assert loss.item() == pytest.approx(1 + 4 + 9 + 16)  # ||A_i - A_j||_2^2 of the 2x2 matrix
+    assert loss.item() == pytest.approx((1 + 4 + 9 + 16) / 4)  # ||A_i - A_j||_2^2 of the 2x2 matrix, per pixel
     loss.backward()
-    assert torch.allclose(early.grad, 2 * early.detach())
+    assert torch.allclose(early.grad, 2 * early.detach() / 4)
     assert late.grad is None  # no gradient into the reference layer
 
 
@@ -162,5 +162,5 @@ def test_eq4_averages_images_resizes_the_reference_and_sums_over_layers():
     early_same = torch.cat([grid([[2]]), grid([[5]])])
     late = torch.cat([grid([[2]]), grid([[2]])])  # upsampled bilinearly to 2x2: all 2
     loss = foreground_consistency_loss([early_big, early_same, late])
-    # layer 1: images (1 + 0 + 1 + 4) and 0, mean 3; layer 2: images 0 and 9, mean 4.5
-    assert loss.item() == pytest.approx(3 + 4.5)
+    # layer 1: images (1 + 0 + 1 + 4) / 4 and 0, mean 0.75; layer 2: images 0 and 9, mean 4.5
+    assert loss.item() == pytest.approx(0.75 + 4.5)

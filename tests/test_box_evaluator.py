@@ -179,3 +179,20 @@ def test_bad_scoremaps_name_the_image(tmp_path):
         evaluator.accumulate(good[None], ["z.jpg"])
     with pytest.raises(ScoremapError, match="1 image\\(s\\) .* have no score map: 'b.jpg'"):
         evaluator.compute()
+
+
+def test_records_keep_each_image_hits_and_class_flag(tmp_path):
+    # As in test_gt_known_top1_loc_and_cls, accumulated out of order: records follow the metadata.
+    images = {"a.jpg": (1, SIZE, [(10, 10, 99, 99)]), "b.jpg": (2, SIZE, [(10, 10, 99, 99)]),
+              "c.jpg": (3, SIZE, [(150, 150, 200, 200)])}
+    blob = rectangle(10, 10, 98, 98)
+    evaluator = BoxEvaluator(load_metadata(write_box_metadata(tmp_path / "meta", images)))
+    evaluator.accumulate(blob[None], ["c.jpg"], [3])
+    evaluator.accumulate(np.stack([blob, blob]), ["a.jpg", "b.jpg"], [1, 0])
+    records = evaluator.compute().records
+    assert records.image_ids.tolist() == ["a.jpg", "b.jpg", "c.jpg"] and records.deltas == (30, 50, 70)
+    assert records.packed_hits.shape == (3, 3, 13)  # 100 thresholds in 13 bytes
+    hits = records.hits()
+    assert hits.shape == (3, 3, 100) and hits[:2].all() and not hits[2].any()
+    assert records.classified.tolist() == [True, False, True]
+    assert evaluate(tmp_path / "no-classes", images, [blob] * 3).records.classified is None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.metrics import BoxRecords
 from tests.helpers import write_box_metadata
 
 WSOL = shutil.which("wsol", path=str(Path(sys.executable).parent)) or "wsol"
@@ -62,3 +63,36 @@ def test_bad_scoremap_names_file_and_image(split, breakage, message):
     assert done.returncode == 2
     assert "'y/b.jpg'" in done.stderr and re.search(message, done.stderr)
     assert str(path) in done.stderr
+
+
+def test_bootstrap_intervals_and_records(split):
+    # One of the two images is localised at every tau and delta: a resample holds it 0, 1 or 2 times
+    # (probabilities 1/4, 1/2, 1/4), so every localisation accuracy's 95 % interval is [0, 100]. Both
+    # are classified right: top-1 cls is 100 in every resample.
+    (split / "pred.txt").write_text("x/a.jpg,1\ny/b.jpg,2\n")
+    out, records = split / "r.json", split / "records" / "r.npz"
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps",
+                    "--predictions", split / "pred.txt", "--bootstrap", "400", "--records", records, "--out", out)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["ci95"] == {**{name: [0.0, 100.0] for name in (
+        "maxboxacc_30", "maxboxacc_50", "maxboxacc_70", "maxboxacc_v2", "gt_known_loc", "top1_loc")},
+        "top1_cls": [100.0, 100.0]}
+    assert json.loads(out.read_text())["ci95"] == printed["ci95"]
+    saved = BoxRecords.load(records)
+    assert saved.image_ids.tolist() == ["x/a.jpg", "y/b.jpg"] and saved.classified.tolist() == [True, True]
+    assert saved.hits()[0].all() and not saved.hits()[1].any()
+
+
+def test_no_bootstrap_by_default(split):
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
+    assert done.returncode == 0, done.stderr
+    assert "ci95" not in json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("value", ["-1", "2.5", "many"])
+def test_bad_bootstrap_count_is_named(split, value):
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps",
+                    "--bootstrap", value)
+    assert done.returncode == 2
+    assert f"argument --bootstrap: expected a whole number of resamples >= 0, got '{value}'" in done.stderr

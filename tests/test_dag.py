@@ -83,18 +83,19 @@ def repo(tmp_path_factory):
 @pytest.mark.slow
 def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     first = dvc(repo, "repro")
-    runs = [f"{stage}@resnet50-{method}" for stage in ("train", "export", "evaluate") for method in ("cam", "icl")]
-    assert stages_run(first) == {"download", "split", "report", *runs}
+    runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in ("cam", "icl")]
+    assert stages_run(first) == {"download", "split", "pretrain@resnet50", "baseline", "report", *runs}
     report = repo / "report" / "synth" / "report.md"
     assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.jpg").is_file()
-    assert (repo / "exports/synth/resnet50-icl/model.ts").is_file()
+    assert "| Center Gaussian (floor) |" in report.read_text()
+    assert (repo / "exports/synth/resnet50-icl-seed0/model.ts").is_file()
     metrics = dvc(repo, "metrics", "show")
-    assert "results/synth/resnet50-icl/metrics.json" in metrics and "maxboxacc_v2" in metrics
+    assert "results/synth/resnet50-icl-seed0/metrics.json" in metrics and "maxboxacc_v2" in metrics
 
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # numba's JIT cache is not a dependency
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    metrics = next(d for d in lock["train@resnet50-cam"]["deps"] if d["path"] == "pipeline/metrics")
+    metrics = next(d for d in lock["train@resnet50-cam-0"]["deps"] if d["path"] == "pipeline/metrics")
     assert metrics["nfiles"] == len(list((repo / "pipeline" / "metrics").glob("*.py")))
 
     def stale() -> set[str]:
@@ -104,7 +105,7 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
                              ("pipeline/models/methods/icl.py", {"train", "export"})):
         original = (repo / module).read_text()
         (repo / module).write_text(original + "\n# edited\n")
-        expected = {f"{s}@resnet50-{m}" for s in affected - {"report"} for m in ("cam", "icl")} | (affected & {"report"})
+        expected = {f"{s}@resnet50-{m}-0" for s in affected - {"report"} for m in ("cam", "icl")} | (affected & {"report"})
         assert stale() == expected, module
         (repo / module).write_text(original)
     assert "Data and pipelines are up to date" in dvc(repo, "status")
@@ -117,9 +118,14 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     settings["cluster"] = {"address": None, "storage_path": None}
     settings["evaluate"]["cam_curve_interval"] = 0.02
     (repo / "params.yaml").write_text(yaml.safe_dump(settings))
-    assert stages_run(dvc(repo, "repro")) == {"evaluate@resnet50-cam", "evaluate@resnet50-icl", "report"}
-    assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-cam/metrics.json").read_text()
+    assert stages_run(dvc(repo, "repro")) == {"evaluate@resnet50-cam-0", "evaluate@resnet50-icl-0", "baseline", "report"}
+    assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-cam-seed0/metrics.json").read_text()
 
     settings["method_settings"]["icl"]["margin"] = 0.5  # one method's setting retrains that method only
     (repo / "params.yaml").write_text(yaml.safe_dump(settings))
-    assert set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M)) == {"train@resnet50-icl"}
+    assert set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M)) == {"train@resnet50-icl-0"}
+
+    settings["seeds"] = [0, 1]  # a second seed: its own runs; nothing of seed 0's reruns for it
+    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    assert stale() == {"train@resnet50-icl-0", "report",
+                       *(f"{s}@resnet50-{m}-1" for s in ("train", "export", "evaluate") for m in ("cam", "icl"))}

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import SynthConfig, load_config
 from pipeline.data import prepare
-from pipeline.data.dataset_folder import DatasetError, DatasetInfo
+from pipeline.data.dataset_folder import DatasetError, DatasetInfo, region_map_path
 from pipeline.data.download import ChecksumError
 from pipeline.data.images import ImageReadError
 from pipeline.data.loading import SplitImages, split_loader, eval_transform, train_transform
@@ -127,6 +127,27 @@ def test_synth_download_and_split_stages(tmp_path):
     assert masks is not None and lines(masks / "localization.txt")[0] == "images/test/red-ellipse/0000.png,masks/test/red-ellipse/0000.png,"
     image = cv2.imread(str(info.image_path("test", test.image_ids[0])))
     assert image.shape == (96, 96, 3)
+    assert json.loads((info.folder / "dataset.json").read_text())["region_root"] == "../../raw/synth/regions"
+    assert info.region_root == layout.raw("synth") / "regions"
+    assert region_map_path(info.region_root, test.image_ids[0]) == info.region_root / "images/test/red-ellipse/0000.png"
+    assert cv2.imread(str(region_map_path(info.region_root, test.image_ids[0])), cv2.IMREAD_UNCHANGED).shape == (96, 96)
+
+
+def test_split_lists_every_missing_or_misshapen_region_map(tmp_path):
+    cfg = config(**SMALL_SYNTH)
+    layout = Layout(tmp_path)
+    prepare.download(cfg, layout)
+    regions = layout.raw("synth") / "regions"
+    (regions / "images/val/red-ellipse/0001.png").unlink()
+    (regions / "images/test/blue-rectangle/0000.png").write_bytes(png(90, 96))
+    with pytest.raises(DatasetError) as error:
+        prepare.split(cfg, layout)
+    message = str(error.value)
+    assert "2 problem(s)" in message
+    assert "val: region map of image 'images/val/red-ellipse/0001.png'" in message and "file is missing" in message
+    assert "test: region map of image 'images/test/blue-rectangle/0000.png'" in message
+    assert "is (90, 96), the image is (96, 96)" in message
+    assert not layout.split("synth").exists()
 
 
 # --------------------------------------------------------------------------------------------- CUB
@@ -177,7 +198,9 @@ def test_cub_download_and_split_build_the_protocol_metadata(tmp_path):
                                                          "002.Bb/222.jpg,5,5,9,9"]
     assert info.class_names == ("001.Aa", "002.Bb") and info.num_classes == 2
     assert info.image_path("val", "001.Aa/111.jpg").is_file() and info.image_path("test", "002.Bb/B_2.jpg").is_file()
-    assert json.loads((info.folder / "dataset.json").read_text())["images"] == {"train": 2, "val": 2, "test": 2}
+    written = json.loads((info.folder / "dataset.json").read_text())
+    assert written["images"] == {"train": 2, "val": 2, "test": 2}
+    assert written["region_root"] is None and info.region_root is None
 
 
 def test_cub_wrong_checksum_fails_and_unpacks_nothing(tmp_path):
@@ -260,7 +283,7 @@ def test_openimages_masks_with_ignore_regions_and_measured_sizes(tmp_path):
     meta = info.folder / "metadata"
     assert lines(meta / "val" / "image_sizes.txt") == ["val/c1/v.jpg,16,12"]
     assert not (meta / "train" / "localization.txt").exists()
-    assert info.mask_metadata_dir("val") == meta / "val"
+    assert info.mask_metadata_dir("val") == meta / "val" and info.region_root is None
     assert (info.mask_root / "val/c1/v_ignore.png").is_file() and info.image_path("train", "train/c2/u.jpg").is_file()
 
 
@@ -275,6 +298,7 @@ def test_a_custom_dataset_folder_loads(tmp_path):
     info = prepare.split(cfg, layout)
     image, label, image_id = SplitImages(info, "val", eval_transform(cfg.data))[3]
     assert image.shape == (3, cfg.data.crop, cfg.data.crop) and label == 1 and image_id == "images/val/blue-rectangle/0001.png"
+    assert info.region_root is None  # region maps are the synth source's, not the custom layout's
 
 
 def test_split_lists_every_problem_and_writes_nothing(tmp_path):

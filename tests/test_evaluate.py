@@ -10,20 +10,21 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.cli import main
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.evaluate import evaluate
+from pipeline.evaluate import evaluate, evaluate_baseline
+from pipeline.metrics import BoxEvaluator
 from pipeline.export_folder import load_exported
 
 
 def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_project, tmp_path):
     layout, cfg, info = saved_project
-    metrics = evaluate(cfg, layout, "resnet50", "cam")
-    results = layout.results("synth", "resnet50", "cam")
+    metrics = evaluate(cfg, layout, "resnet50", "cam", 0)
+    results = layout.results("synth", "resnet50", "cam", 0)
     assert json.loads((results / "metrics.json").read_text()) == metrics
     assert len((results / "boxacc.csv").read_text().splitlines()) == 1 + 100  # header + one row per threshold
     assert (results / "pr_curve.csv").read_text().startswith("threshold,precision,recall\n")
 
     # independent path: the exported model's CAMs as .npy files, scored by `wsol evaluate-scoremaps`
-    network, _ = load_exported(layout.export("synth", "resnet50", "cam") / "model.ts")
+    network, _ = load_exported(layout.export("synth", "resnet50", "cam", 0) / "model.ts")
     images = SplitImages(info, "test", eval_transform(cfg.data))
     predictions = []
     for image, label, image_id in images:
@@ -34,12 +35,33 @@ def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_pro
     (tmp_path / "predictions.txt").write_text("".join(predictions))
     assert main(["evaluate-scoremaps", "--metadata-root", str(info.metadata_dir("test")), "--scoremap-root",
                  str(tmp_path / "maps"), "--predictions", str(tmp_path / "predictions.txt"),
-                 "--out", str(tmp_path / "standalone.json")]) == 0
+                 "--bootstrap", str(cfg.evaluate.bootstrap_samples), "--out", str(tmp_path / "standalone.json")]) == 0
     standalone = json.loads((tmp_path / "standalone.json").read_text())
     assert standalone["maxboxacc_v2"] == pytest.approx(metrics["maxboxacc_v2"], abs=1e-9)
     assert standalone["top1_loc"] == pytest.approx(metrics["top1_loc"], abs=1e-9)
     assert standalone["top1_cls"] == pytest.approx(metrics["top1_cls"], abs=1e-9)
+    for name, (low, high) in standalone["ci95"].items():  # the same per-image records, the same resamples
+        assert metrics["ci95"][name] == pytest.approx([low, high], abs=1e-9) and low <= metrics[name] <= high
+    assert "pxap" in metrics["ci95"] and (results / "records" / "box.npz").is_file()
+    regions = metrics["regions"]
+    assert regions["names"] == ["background", "context", "body", "part"]
+    for shares in (regions["prior"], regions["cam_mass"], regions["box"]):
+        assert sum(shares) == pytest.approx(1.0)
 
-    run_id = json.loads((layout.run("synth", "resnet50", "cam") / "model.json").read_text())["mlflow_run_id"]
+    run_id = json.loads((layout.run("synth", "resnet50", "cam", 0) / "model.json").read_text())["mlflow_run_id"]
     run = MlflowClient(f"sqlite:///{layout.mlflow_db}").get_run(run_id)
     assert run.data.metrics["test_maxboxacc_v2"] == pytest.approx(metrics["maxboxacc_v2"])
+    assert run.data.metrics["test_maxboxacc_v2_ci_low"] == pytest.approx(metrics["ci95"]["maxboxacc_v2"][0])
+
+
+def test_the_floor_is_one_centred_gaussian_scored_by_the_same_evaluator(saved_project):
+    layout, cfg, info = saved_project
+    metrics = evaluate_baseline(cfg, layout)
+    assert metrics["top1_cls"] is None and metrics["top1_loc"] is None and "top1_loc" not in metrics["ci95"]
+    y, x = np.mgrid[:224, :224] + 0.5 - 112
+    gaussian = np.exp(-(x ** 2 + y ** 2) / (2 * 56.0 ** 2))  # sigma: a quarter of the side, by hand
+    evaluator = BoxEvaluator(info.metadata("test"))
+    ids = list(info.metadata("test").image_ids)
+    evaluator.accumulate(np.repeat(gaussian[None], len(ids), axis=0), ids)
+    assert metrics["maxboxacc_v2"] == pytest.approx(evaluator.compute().maxboxacc_v2, abs=1e-9)
+    assert json.loads((layout.baseline("synth") / "metrics.json").read_text()) == metrics

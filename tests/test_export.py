@@ -12,7 +12,7 @@ from pipeline.export_folder import load_exported
 
 def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project):
     layout, cfg, info = saved_project
-    folder = layout.export("synth", "resnet50", "icl")
+    folder = layout.export("synth", "resnet50", "icl", 0)
     report = json.loads((folder / "export.json").read_text())
     for kind in ("torchscript", "onnx"):
         assert max(report[kind]["max_abs_difference"].values()) <= cfg.export.tolerance
@@ -21,11 +21,11 @@ def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project)
     logits, cams = network(torch.randn(5, 3, 48, 48), torch.tensor([-1, 0, 1, 2, -1]))  # another batch size
     assert logits.shape == (5, 3) and cams.shape == (5, 224, 224)
     # ICL's attention branch acts only in training: the export leaves its weights out
-    assert (folder / "model.ts").stat().st_size < 0.8 * (layout.run("synth", "resnet50", "icl") / "model.pt").stat().st_size
+    assert (folder / "model.ts").stat().st_size < 0.8 * (layout.run("synth", "resnet50", "icl", 0) / "model.pt").stat().st_size
 
 
 def test_an_export_beyond_the_tolerance_is_refused(saved_project, tmp_path):
     layout, _, _ = saved_project
     with pytest.raises(ExportError, match=r"model\.(ts|onnx): exported outputs differ from the eager model by"):
-        export(layout.run("synth", "resnet50", "cam"), tmp_path / "out", tolerance=1e-12)
+        export(layout.run("synth", "resnet50", "cam", 0), tmp_path / "out", tolerance=1e-12)
     assert not (tmp_path / "out").exists()

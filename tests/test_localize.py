@@ -16,7 +16,7 @@ def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_
     cv2.imwrite(str(big), cv2.resize(cv2.imread(str(good)), (300, 200)))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    model = layout.export("synth", "resnet50", "cam") / "model.ts"
+    model = layout.export("synth", "resnet50", "cam", 0) / "model.ts"
     status = main(["localize", str(good), str(broken), str(big), "--model", str(model), "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert status == 1

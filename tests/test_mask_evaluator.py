@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.metadata import load_metadata
-from pipeline.metrics import MaskEvaluator, ScoremapError
+from pipeline.metrics import MaskEvaluator, ScoremapError, confidence_intervals
 from tests.helpers import write_box_metadata
 
 
@@ -57,6 +57,7 @@ def test_partial_separation(tmp_path):
     evaluator.accumulate(scoremap[None], ["a"])
     result = evaluator.compute()
     assert result.pxap == pytest.approx(100 * (0.5 + 0.5 * 2 / 3), abs=1e-9)
+    assert confidence_intervals(result, samples=50) == {"pxap": [result.pxap, result.pxap]}  # one image: itself
     # The PR curve passes through (recall 0.5, precision 1) and ends at (recall 1, precision 22400/50176).
     points = set(zip(np.round(result.recall, 12), np.round(result.precision, 12)))
     assert (0.5, 1.0) in points
@@ -78,3 +79,20 @@ def test_missing_mask_file_is_named(tmp_path):
     (tmp_path / "a_0.png").unlink()
     with pytest.raises(ScoremapError, match=r"mask of image 'a': .*a_0.png is missing"):
         MaskEvaluator(metadata, tmp_path).accumulate(np.zeros((1, 224, 224)), ["a"])
+
+
+def test_records_keep_each_image_histograms(tmp_path):
+    # a: foreground rows 0..99 (22400 px), background the other 27776. b: foreground rows 0..9 (2240
+    # px), ignore rows 10..19, background the other 45696. Accumulated b first: records follow the metadata.
+    metadata = mask_split(tmp_path, {"a": ([rows(0, 99)], None), "b": ([rows(0, 9)], rows(10, 19))})
+    evaluator = MaskEvaluator(metadata, tmp_path)
+    scoremap = np.zeros((224, 224))
+    scoremap[:50], scoremap[50:100], scoremap[100:150] = 0.9, 0.2, 0.5
+    evaluator.accumulate(scoremap[None], ["b"])
+    evaluator.accumulate(scoremap[None], ["a"])
+    result = evaluator.compute()
+    assert result.records.image_ids.tolist() == ["a", "b"]
+    assert result.records.foreground.sum(axis=1).tolist() == [22400, 2240]
+    assert result.records.background.sum(axis=1).tolist() == [27776, 45696]
+    low, high = confidence_intervals(result, samples=200)["pxap"]
+    assert low < result.pxap < high

@@ -6,13 +6,14 @@ import pytest
 import torch
 import torchvision
 
+from pipeline.config import ConfigError
 from pipeline.models import PretrainedWeightsError, build_backbone, build_model
 from pipeline.models.methods.base import normalize_maps
 from pipeline.models.methods.spg import IGNORE, guidance_mask
 from pipeline.registry import BACKBONES, METHODS
 from tests.helpers import config
 
-CFG = config()
+CFG = config(**{"backbone_settings.resnet18.pretrained": None})  # random init: no pretrain stage here
 
 
 def _step(model, images, labels):
@@ -23,7 +24,7 @@ def _step(model, images, labels):
     return terms
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.ablates is None])
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_pair_trains_a_step_and_yields_cams(backbone, method):
     torch.manual_seed(0)
@@ -88,8 +89,8 @@ def test_icl_without_non_local_uses_no_attention_module():
 
 
 @pytest.mark.parametrize("backbone, method, message", [
-    ("resnet18", "cam", "valid backbones: vgg16, resnet50, inception_v3"),
-    ("resnet50", "gradcam", "valid methods: cam, has, acol, spg, adl, cutmix, icl"),
+    ("resnet101", "cam", "valid backbones: vgg16, resnet50, resnet18, inception_v3"),
+    ("resnet50", "gradcam", "valid methods: cam, has, acol, spg, adl, cutmix, icl, icl_no_ca"),
 ])
 def test_unknown_names_fail_with_the_valid_ones(backbone, method, message):
     with pytest.raises(ValueError, match=message):
@@ -151,7 +152,7 @@ RATIO_GROUP = {
     **{("vgg16", m): ("backbone.net.conv6.", "method.") for m in ("cam", "has", "adl", "cutmix", "icl")},
     ("vgg16", "acol"): ("method.",),
     ("vgg16", "spg"): (*VGG_SPG_CONVS, "backbone.net.conv6.", "method."),
-    **{("inception_v3", m): ("backbone.net.neck.", "method.") for m in METHODS},
+    **{("inception_v3", m): ("backbone.net.neck.", "method.") for m in METHODS if METHODS[m].ablates is None},
 }
 
 
@@ -192,8 +193,9 @@ def test_inception_taps_are_the_same_in_training_and_at_eval_without_attention()
 # Head widths of the reference's VggAcol/ResNetAcol/InceptionAcol and VggSpg/ResNetSpg/InceptionSpg:
 # (ACoL classifiers' input, SPG's B1 input, B2 input, B width, C input); SPG's taps.
 HEADS = {"vgg16": (512, 512, 512, 512, 512), "resnet50": (2048, 1024, 1024, 1024, 2048),
-         "inception_v3": (768, 288, 768, 512, 1024)}
-SPG_TAPS = {"vgg16": ("pool4", "conv5_3"), "resnet50": ("layer3.0", "layer3.5"), "inception_v3": ("pool_5d", "Mixed_6d")}
+         "inception_v3": (768, 288, 768, 512, 1024), "resnet18": (512, 256, 256, 256, 512)}  # ResNet18: ResNet50's, scaled
+SPG_TAPS = {"vgg16": ("pool4", "conv5_3"), "resnet50": ("layer3.0", "layer3.5"), "inception_v3": ("pool_5d", "Mixed_6d"),
+            "resnet18": ("layer3.0", "layer3.1")}
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
@@ -307,3 +309,12 @@ def test_spg_guidance_labels_confident_pixels_and_ignores_the_rest():
     assert ((mask == IGNORE) == ((attention >= 0.05) & (attention <= 0.7))).all()
     few = guidance_mask(attention, high=0.95, low=0.05)  # 4 pixels above 0.95 < 30: falls back to 0.7 * max
     assert torch.equal(few == 1, attention > 0.7)
+
+
+@pytest.mark.parametrize("method, missing", [("icl_no_ca", "ca"), ("icl_no_fc", "fc")])
+def test_table2_variants_are_the_paper_method_without_one_component(method, missing):
+    torch.manual_seed(0)
+    terms = _step(build_model("resnet50", method, 3, CFG), torch.randn(2, 3, 48, 48), torch.tensor([0, 2]))
+    assert missing not in terms and {"cls", "ca", "fc"} - {missing} <= set(terms)
+    with pytest.raises(ConfigError, match="method_settings.icl_no_ca.ablation.contrastive must be false"):
+        config(**{"method_settings.icl_no_ca.ablation.contrastive": True})

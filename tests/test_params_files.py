@@ -34,7 +34,10 @@ def test_every_shipped_params_file_validates(tmp_path):
         shutil.copy(ROOT / "params.yaml", target)
         apply_fragment(fragment, target)
         config = load_config(target)
-        assert len(config.backbones) == 3 and len(config.methods) == 7
+        if fragment.stem == "ablation":  # Table 2: every variant beside the full method and ADL
+            assert {"adl", "icl", "icl_no_ca", "icl_no_fc", "icl_no_nl", "icl_no_dfg"} == set(config.methods)
+        else:
+            assert len(config.backbones) == 3 and len(config.methods) == 7
         assert "# The benchmark's one configuration" in target.read_text()  # comments kept
 
 
@@ -55,11 +58,11 @@ def test_malformed_params_files_name_the_file_line_and_key(tmp_path):
     target.write_text("dataset: synth\nbackbones: [resnet50\n")
     with pytest.raises(ConfigError, match=r"params\.yaml:3:1: not valid YAML"):
         load_config(target)
-    data = params(**{"dataset": "mnist", "backbones": ["resnet18"], "evaluate.iou_thresholds": [30, 70]})
+    data = params(**{"dataset": "mnist", "backbones": ["resnet101"], "evaluate.iou_thresholds": [30, 70]})
     target.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError) as error:
         load_config(target)
     message = str(error.value)
     assert "dataset: Input should be 'synth', 'cub', 'ilsvrc', 'openimages' or 'custom' (got 'mnist')" in message
-    assert "backbones.0: Input should be 'vgg16', 'resnet50' or 'inception_v3'" in message
+    assert "backbones.0: Input should be 'vgg16', 'resnet50', 'resnet18' or 'inception_v3'" in message
     assert "evaluate: Value error, iou_thresholds must contain 50" in message

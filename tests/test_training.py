@@ -14,6 +14,7 @@ import psutil
 import pytest
 import ray
 import torch
+import torchvision
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -73,16 +74,16 @@ def test_the_run_identity_follows_settings_code_and_data(tmp_path):
     layout = make_project(tmp_path / "p", **{"datasets.synth.images_per_class": {"train": 2, "val": 1, "test": 1}})
     cfg = load_config(layout.root / "params.yaml")
     info = DatasetInfo.load(layout.split("synth"))
-    base = run_identity(cfg, "resnet50", "cam", info)
-    assert base == run_identity(cfg, "resnet50", "cam", info)
-    assert base != run_identity(with_values(cfg, {"train.seed": 1}), "resnet50", "cam", info)
-    assert base != run_identity(cfg, "resnet50", "adl", info)
+    base = run_identity(cfg, "resnet50", "cam", 0, info, layout)
+    assert base == run_identity(cfg, "resnet50", "cam", 0, info, layout)
+    assert base != run_identity(cfg, "resnet50", "cam", 1, info, layout)
+    assert base != run_identity(cfg, "resnet50", "adl", 0, info, layout)
     assert base == run_identity(with_values(cfg, {"ray.max_failures": 5, "method_settings.adl.drop_rate": 0.1,
-                                                  "cluster.storage_path": "s3://elsewhere"}),
-                                "resnet50", "cam", info)  # none changes what a CAM run computes
+                                                  "cluster.storage_path": "s3://elsewhere", "seeds": [0, 1]}),
+                                "resnet50", "cam", 0, info, layout)  # none changes what a CAM run computes
     (info.folder / "metadata/val/localization.txt").write_text(
         (info.folder / "metadata/val/localization.txt").read_text().replace(",", ",1", 1))
-    assert base != run_identity(cfg, "resnet50", "cam", info)
+    assert base != run_identity(cfg, "resnet50", "cam", 0, info, layout)
 
 
 def test_training_state_round_trip(tmp_path):
@@ -99,10 +100,14 @@ def test_training_state_round_trip(tmp_path):
     assert torch.equal(saved.final_weights(tmp_path, "best")[0]["w"], torch.ones(1))
 
 
-def test_new_layers_train_at_the_classifier_ratio():
-    cfg = config(**{"backbone_settings.resnet50.lr": 0.003, "train.lr_classifier_ratio": 10.0})
-    groups = optimizer_for(build_model("resnet50", "icl", 2, cfg), cfg, "resnet50").param_groups
-    assert [g["lr"] for g in groups] == [0.003, pytest.approx(0.03)]
+def test_new_layers_train_at_the_classifier_ratio_only_on_a_pretrained_backbone(tmp_path):
+    weights = tmp_path / "w.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), weights)
+    for pretrained, expected in ((str(weights), [0.003, pytest.approx(0.03)]), (None, [0.003, 0.003])):
+        cfg = config(**{"backbone_settings.resnet50.lr": 0.003, "train.lr_classifier_ratio": 10.0,
+                        "backbone_settings.resnet50.pretrained": pretrained})
+        groups = optimizer_for(build_model("resnet50", "icl", 2, cfg), cfg, "resnet50").param_groups
+        assert [g["lr"] for g in groups] == expected
 
 
 def test_seeds_depend_on_seed_rank_and_epoch_only():
@@ -156,7 +161,7 @@ def test_a_search_space_key_a_method_lacks_is_refused():
 def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_ray):
     layout = make_project(tmp_path / "p")
     cfg = load_config(layout.root / "params.yaml")
-    trained = fit(cfg, layout, "resnet50", "icl")
+    trained = fit(cfg, layout, "resnet50", "icl", 0)
     assert_whole_history(trained.progress.history)
     losses = [row["loss"] for row in trained.progress.history]
     assert losses[-1] < losses[0], losses
@@ -190,7 +195,7 @@ def test_two_nodes_on_one_machine_run_the_same_trainer(tmp_path, fresh_ray):
         ray.init(address=cluster.address)
         assert [node["Resources"]["CPU"] for node in ray.nodes() if node["Alive"]] == [1.0, 1.0]
         # two workers of one CPU each cannot share a node here: the run spans both
-        trained = fit(load_config(layout.root / "params.yaml"), layout, "resnet50", "cam")
+        trained = fit(load_config(layout.root / "params.yaml"), layout, "resnet50", "cam", 0)
         assert [row["epoch"] for row in trained.progress.history] == [1, 2]
     finally:
         ray.shutdown()
@@ -221,7 +226,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path, fresh_r
     layout = make_project(tmp_path / "p")
     cfg = load_config(layout.root / "params.yaml")
     result = {}
-    thread = threading.Thread(target=lambda: result.update(trained=fit(cfg, layout, "resnet50", "cam")))
+    thread = threading.Thread(target=lambda: result.update(trained=fit(cfg, layout, "resnet50", "cam", 0)))
     thread.start()
     _wait_for_checkpoint(layout.ray_storage)
     workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
@@ -246,12 +251,12 @@ def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
         first.wait()
-    assert not layout.run("synth", "resnet50", "adl").exists()
+    assert not layout.run("synth", "resnet50", "adl", 0).exists()
     again = subprocess.run(command, cwd=layout.root, env=environment, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    meta = read_meta(layout.run("synth", "resnet50", "adl"))
+    meta = read_meta(layout.run("synth", "resnet50", "adl", 0))
     assert meta.restarts >= 1 and meta.epochs == EPOCHS
-    history = (layout.run("synth", "resnet50", "adl") / "history.csv").read_text().splitlines()
+    history = (layout.run("synth", "resnet50", "adl", 0) / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
     (run,) = runs_named(layout, "synth-resnet50-adl")  # the resumed run logged into the same MLflow run
     assert run.info.status == "FINISHED"

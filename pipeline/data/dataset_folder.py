@@ -1,12 +1,15 @@
 """The one on-disk form of every dataset, written by the split stage and read by all later ones.
 
     data/splits/<dataset>/
-        dataset.json                 name, classes, and where each split's images (and masks) are
+        dataset.json                 name, classes, and where each split's images (masks, region
+                                     maps) are
         metadata/<split>/            image_ids, class_labels, image_sizes, localization (.txt), in the
                                      clovaai/wsolevaluation format; train may lack localization
         metadata_masks/<split>/      masks as well, for datasets that have both (synth)
 
 Image ids are paths relative to their split's image root; mask paths relative to the mask root.
+A dataset may have region maps (synth): one uint8 PNG per image, the size of the image, at
+:func:`region_map_path` under the region root; every other dataset's region root is null.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class DatasetTables:
     class_names: list[str] | None = None
     mask_root: Path | None = None
     extra_masks: dict[str, dict[str, MaskFiles]] = field(default_factory=dict)  # split -> masks, beside boxes
+    region_root: Path | None = None  # region maps of every image, at region_map_path
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     image_roots: dict[str, Path]
     mask_root: Path | None
+    region_root: Path | None = None  # region maps, at region_map_path; None when the dataset has none
 
     @classmethod
     def load(cls, folder: str | Path) -> DatasetInfo:
@@ -74,10 +79,11 @@ class DatasetInfo:
             raise DatasetError(f"{path} is missing: run the split stage (dvc repro split)") from None
         except json.JSONDecodeError as error:
             raise DatasetError(f"{path}: not valid JSON: {error}") from None
-        mask_root = info.get("mask_root")
+        mask_root, region_root = info.get("mask_root"), info.get("region_root")
         return cls(folder, info["name"], info["num_classes"], tuple(info["class_names"]),
                    {s: (folder / r).resolve() for s, r in info["image_roots"].items()},
-                   (folder / mask_root).resolve() if mask_root else None)
+                   (folder / mask_root).resolve() if mask_root else None,
+                   (folder / region_root).resolve() if region_root else None)
 
     def metadata_dir(self, split: str) -> Path:
         return self.folder / "metadata" / split
@@ -97,6 +103,11 @@ class DatasetInfo:
         return self.image_roots[split] / image_id
 
 
+def region_map_path(region_root: Path, image_id: str) -> Path:
+    """The region map of an image: the image id under the region root, as a .png."""
+    return (region_root / image_id).with_suffix(".png")
+
+
 def _relative(target: Path, start: Path) -> str:
     """target relative to start when both lie on one tree; absolute otherwise (an external copy)."""
     try:
@@ -106,7 +117,7 @@ def _relative(target: Path, start: Path) -> str:
 
 
 def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: dict[str, MaskFiles] | None,
-                 problems: list[str]) -> dict[str, tuple[int, int]]:
+                 region_root: Path | None, problems: list[str]) -> dict[str, tuple[int, int]]:
     """Measured (width, height) of every image of the split; problems appended."""
     sizes = {}
     paths = [table.image_root / i for i in table.image_ids]
@@ -125,11 +136,19 @@ def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: d
         for name, result in zip(named, measure(mask_root / m for m in named)):
             if isinstance(result, ImageReadError):
                 problems.append(f"{split}: mask {name!r}: {result}")
+    if region_root is not None:
+        regions = [region_map_path(region_root, i) for i in table.image_ids]
+        for image_id, path, result in zip(table.image_ids, regions, measure(regions)):
+            if isinstance(result, ImageReadError):
+                problems.append(f"{split}: region map of image {image_id!r}: {result}")
+            elif image_id in sizes and result != sizes[image_id]:
+                problems.append(f"{split}: region map of image {image_id!r}: {path} is {result}, "
+                                f"the image is {sizes[image_id]}")
     return sizes
 
 
 def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
-    """Check every image (and mask) file once, then write the dataset folder atomically. Every
+    """Check every image (mask, region map) file once, then write the dataset folder atomically. Every
     problem found (missing or unreadable file, size contradicting the metadata, a class without
     training images) is listed in one :class:`DatasetError`."""
     problems: list[str] = []
@@ -139,7 +158,8 @@ def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
     problems += [f"train: class {c} has no image" for c in range(num_classes) if c not in trained]
     if tables.class_names is not None and len(tables.class_names) != num_classes:
         problems.append(f"{len(tables.class_names)} class names for {num_classes} classes")
-    measured = {split: _check_split(split, table, tables.mask_root, tables.extra_masks.get(split), problems)
+    measured = {split: _check_split(split, table, tables.mask_root, tables.extra_masks.get(split),
+                                    tables.region_root, problems)
                 for split, table in tables.splits.items()}
     if problems:
         shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
@@ -155,6 +175,7 @@ def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
         # relative to this folder once it is in place, i.e. from out
         "image_roots": {split: _relative(tables.splits[split].image_root, out) for split in SPLITS},
         "mask_root": _relative(tables.mask_root, out) if tables.mask_root is not None else None,
+        "region_root": _relative(tables.region_root, out) if tables.region_root is not None else None,
     }
     with replaced_atomically(out) as staging:
         for split in SPLITS:

@@ -13,11 +13,14 @@ two ways WSOL methods fight:
 
 Objects take 15-70 % of the image side, at a random position and rotation, over low-frequency
 noise, with up to ``distractors`` neutral shapes behind them. The ground truth is the object's
-pixel mask and its tight box. Output, in the custom-dataset layout the split stage reads (image ids
-and mask paths relative to the root)::
+pixel mask and its tight box. Beside it, each image has a region map: the index into
+:data:`REGIONS` of every pixel, to measure where a CAM goes (see ``pipeline.metrics.regions``).
+Output, in the custom-dataset layout the split stage reads (image ids and mask paths relative to
+the root; region maps at :func:`~pipeline.data.dataset_folder.region_map_path` of ``regions/``)::
 
     images/<split>/<class>/<nnnn>.png     masks/<split>/<class>/<nnnn>.png (255 = object)
     metadata/<split>/*.txt (boxes)        metadata_masks/<split>/*.txt (masks)
+    regions/images/<split>/<class>/<nnnn>.png (uint8 region index)
     classes.txt
 """
 
@@ -31,6 +34,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import SPLITS, SynthConfig
+from pipeline.data.dataset_folder import region_map_path
 from pipeline.metadata import MaskFiles, Metadata, write_metadata
 
 HEAD_COLOURS = {  # RGB, saturated: the discriminative part
@@ -42,10 +46,33 @@ BODY_SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "pentagon", "cross
 HEAD_RADIUS = 0.45  # object units
 OBJECT_LENGTH = 2 + HEAD_RADIUS  # object units along the long axis
 SIZE_RANGE = (0.15, 0.70)  # object length as a fraction of the image side
+# Region map values, by index: background that is not the class's own (other classes' stripes,
+# distractor shapes), background showing the image's own class stripes, the object's body, its head.
+REGIONS = ("background", "context", "body", "part")
+REGION_FOLDER = "regions"  # under the dataset root
 
 
 def class_names(classes: int) -> list[str]:
     return [f"{colour}-{shape}" for colour, shape in zip(list(HEAD_COLOURS)[:classes], BODY_SHAPES[:classes])]
+
+
+def pretrain_looks(benchmark_classes: int) -> list[tuple[int, int]]:
+    """(head colour, body shape) indices of the pretrain stage's classes: every pairing of the
+    colours and shapes that none of the benchmark's ``benchmark_classes`` classes uses (class c of
+    the benchmark is colour c on shape c), so pretraining never sees a benchmark class's head
+    colour (its discriminative part) or body shape."""
+    free = range(benchmark_classes, min(len(HEAD_COLOURS), len(BODY_SHAPES)))
+    return [(colour, shape) for colour in free for shape in free]
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """What :func:`sample_scene` reads (a :class:`SynthConfig` has the same fields)."""
+
+    image_size: int
+    classes: int
+    context_bias: float
+    distractors: int
 
 
 def _body_outline(shape: str) -> np.ndarray:
@@ -89,7 +116,12 @@ def _stripes(index: int, classes: int) -> tuple[float, float]:
     return math.pi * index / classes, 0.08 + 0.04 * (index % 3)
 
 
-def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig) -> Scene:
+def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | SceneSettings,
+                 look: tuple[int, int] | None = None) -> Scene:
+    """One image of class ``label`` (of ``settings.classes``, whose background stripes it may
+    carry): head colour and body shape ``look`` (indices into HEAD_COLOURS, BODY_SHAPES), by
+    default the benchmark's (label, label)."""
+    head_index, body_index = (label, label) if look is None else look
     side = settings.image_size
     k = settings.classes
     own = rng.random() < settings.context_bias
@@ -102,7 +134,7 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig) ->
     scale = length / OBJECT_LENGTH  # px per object unit
     rotation = rng.uniform(0, 2 * np.pi)
     rot = np.array([[math.cos(rotation), -math.sin(rotation)], [math.sin(rotation), math.cos(rotation)]])
-    body = _body_outline(BODY_SHAPES[label]) @ rot.T * scale
+    body = _body_outline(BODY_SHAPES[body_index]) @ rot.T * scale
     head = np.array([1.0, 0.0]) @ rot.T * scale
     radius = HEAD_RADIUS * scale
     low = np.minimum(body.min(0), head - radius)
@@ -116,13 +148,35 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig) ->
         distractors.append((str(rng.choice(["disc", "square"])), *rng.uniform(0, side, 2),
                             rng.uniform(0.05, 0.12) * side, colour))
     grey = int(rng.integers(90, 170))
-    head_rgb = np.array(HEAD_COLOURS[list(HEAD_COLOURS)[label]]) + rng.integers(-15, 16, 3)
+    head_rgb = np.array(HEAD_COLOURS[list(HEAD_COLOURS)[head_index]]) + rng.integers(-15, 16, 3)
     return Scene(
         label=label, context=context, tint=tint, stripe_angle=angle, stripe_period=period * side,
         noise=rng.uniform(-25, 25, (6, 6, 3)), distractors=tuple(distractors), body=body + centre,
         head=(*(head + centre), radius), body_colour=(grey, grey, int(grey * 0.85)),
         head_colour=tuple(int(v) for v in np.clip(head_rgb, 0, 255)),
     )
+
+
+def _draw_distractors(canvas: np.ndarray, scene: Scene, value: int | None = None) -> None:
+    """Draw the distractor shapes into canvas in place, each in its colour or in ``value``."""
+    for shape, cx, cy, radius, colour in scene.distractors:
+        fill = colour if value is None else value
+        centre = (int(round(cx)), int(round(cy)))
+        if shape == "disc":
+            cv2.circle(canvas, centre, int(round(radius)), fill, -1)
+        else:
+            r = int(round(radius))
+            cv2.rectangle(canvas, (centre[0] - r, centre[1] - r), (centre[0] + r, centre[1] + r), fill, -1)
+
+
+def _object_masks(scene: Scene, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(side, side) uint8 body polygon and head disc, 255 on each (they overlap; the head is drawn last)."""
+    body = np.zeros((side, side), np.uint8)
+    cv2.fillPoly(body, [np.round(scene.body).astype(np.int32)], 255)
+    head = np.zeros_like(body)
+    cx, cy, radius = scene.head
+    cv2.circle(head, (int(round(cx)), int(round(cy))), int(round(radius)), 255, -1)
+    return body, head
 
 
 def render(scene: Scene, side: int, with_object: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -133,23 +187,27 @@ def render(scene: Scene, side: int, with_object: bool = True) -> tuple[np.ndarra
     image = np.array(scene.tint) * (0.9 + 0.1 * stripes[..., None])
     image += cv2.resize(scene.noise, (side, side), interpolation=cv2.INTER_CUBIC)
     image = np.clip(image, 0, 255).astype(np.uint8)
-    for shape, cx, cy, radius, colour in scene.distractors:
-        centre = (int(round(cx)), int(round(cy)))
-        if shape == "disc":
-            cv2.circle(image, centre, int(round(radius)), colour, -1)
-        else:
-            r = int(round(radius))
-            cv2.rectangle(image, (centre[0] - r, centre[1] - r), (centre[0] + r, centre[1] + r), colour, -1)
+    _draw_distractors(image, scene)
     mask = np.zeros((side, side), np.uint8)
     if with_object:
-        cv2.fillPoly(mask, [np.round(scene.body).astype(np.int32)], 255)
-        image[mask > 0] = scene.body_colour
-        head = np.zeros_like(mask)
-        cx, cy, radius = scene.head
-        cv2.circle(head, (int(round(cx)), int(round(cy))), int(round(radius)), 255, -1)
+        body, head = _object_masks(scene, side)
+        image[body > 0] = scene.body_colour
         image[head > 0] = scene.head_colour
-        mask |= head
+        mask = body | head
     return image, mask
+
+
+def region_map(scene: Scene, side: int) -> np.ndarray:
+    """(side, side) uint8 index into :data:`REGIONS` of each pixel of ``render(scene, side)``: the
+    object's head, else its body, else a distractor (background), else the stripes (context when
+    they are the image's own class's, background otherwise)."""
+    regions = np.full((side, side), REGIONS.index("context" if scene.context == scene.label else "background"),
+                      np.uint8)
+    _draw_distractors(regions, scene, REGIONS.index("background"))
+    body, head = _object_masks(scene, side)
+    regions[body > 0] = REGIONS.index("body")
+    regions[head > 0] = REGIONS.index("part")
+    return regions
 
 
 def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -175,10 +233,12 @@ def generate(settings: SynthConfig, root: Path) -> None:
         for label, name in enumerate(names):
             for n in range(getattr(settings.images_per_class, split)):
                 rng = np.random.default_rng([settings.seed, split_index, label, n])
-                image, mask = render(sample_scene(rng, label, settings), side)
+                scene = sample_scene(rng, label, settings)
+                image, mask = render(scene, side)
                 image_id, mask_path = (f"{kind}/{split}/{name}/{n:04d}.png" for kind in ("images", "masks"))
                 _png(root / image_id, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
                 _png(root / mask_path, mask)
+                _png(region_map_path(root / REGION_FOLDER, image_id), region_map(scene, side))
                 ids.append(image_id)
                 labels[image_id] = label
                 boxes[image_id] = (tight_box(mask),)

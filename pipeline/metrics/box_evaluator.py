@@ -11,13 +11,16 @@ Definitions (Choe et al., *Evaluating WSOL Methods Right*, CVPR 2020):
   top-1 loc = % of images with the correct predicted class *and* IoU >= 0.5 at that tau*;
   top-1 cls = % of images with the correct predicted class.
 
-All accuracies are percentages. Memory holds per-threshold counters and one flag per image.
+All accuracies are percentages. Memory holds, per image, its hits at every (delta, tau) packed to
+bits, O(N * D * K / 8) bytes (the multi-contour ones are :class:`BoxRecords`, for the bootstrap),
+and whether its class was predicted right.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +37,86 @@ from pipeline.metrics.conventions import (
 )
 
 GT_KNOWN_IOU = 50  # the IoU criterion (%) of GT-known and top-1 localization
+
+
+def accuracies(correct: np.ndarray, top1_correct: np.ndarray | None, images: int,
+               deltas: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """BoxAcc of R sets of counts, its first maximising tau per delta, and top-1 loc at GT-known's tau*.
+
+    correct: (R, D, K) images hit at (deltas[d], tau_k); top1_correct: (R, K) images hit at delta 50
+    and correctly classified, or None; images: the number each set is a share of. Returns BoxAcc
+    (R, D, K) in %, the index of its first maximum over tau (R, D), and top-1 loc (R,) in % or None.
+    """
+    boxacc = correct * 100.0 / float(images)
+    best = boxacc.argmax(axis=2)
+    if top1_correct is None:
+        return boxacc, best, None
+    tau_star = best[:, deltas.index(GT_KNOWN_IOU)]
+    return boxacc, best, top1_correct[np.arange(len(best)), tau_star] * 100.0 / float(images)
+
+
+def mean_maxboxacc(maxboxacc: np.ndarray) -> np.ndarray:
+    """MaxBoxAccV2: the mean of MaxBoxAcc (..., deltas), in the requested deltas' order, over its last
+    axis (the reference's np.average)."""
+    return np.average(maxboxacc, axis=-1)
+
+
+def _pack(hits: np.ndarray) -> np.ndarray:
+    """Hits (B, K, D) bool, as multi_contour_hits returns them -> (B, D, ceil(K / 8)) uint8 bits."""
+    return np.packbits(hits.transpose(0, 2, 1), axis=-1)
+
+
+def _unpack(packed: np.ndarray, taus: int) -> np.ndarray:
+    """(N, D, ceil(K / 8)) uint8 bits -> hits (N, D, K) bool, K = taus."""
+    return np.unpackbits(packed, axis=-1, count=taus).view(np.bool_)
+
+
+@dataclass(frozen=True)
+class BoxRecords:
+    """Per-image multi-contour outcomes of a split, in metadata order: what the bootstrap resamples.
+
+    image_ids: (N,) str; thresholds: tau (K,); deltas: the IoU criteria (D,) in %, the requested ones
+    and GT-known's 50; packed_hits: (N, D, ceil(K / 8)) uint8, whether some box has IoU >= delta at
+    tau, packed along tau (np.packbits); classified: (N,) bool, whether the predicted class is right,
+    or None without class predictions.
+    """
+
+    image_ids: np.ndarray
+    thresholds: np.ndarray
+    deltas: tuple[int, ...]
+    packed_hits: np.ndarray
+    classified: np.ndarray | None
+
+    def __post_init__(self):
+        n, d, k = len(self.image_ids), len(self.deltas), len(self.thresholds)
+        if self.packed_hits.shape != (n, d, -(-k // 8)) or (self.classified is not None
+                                                             and self.classified.shape != (n,)):
+            raise ValueError(f"box records of {n} images, {d} deltas, {k} thresholds: packed hits have shape "
+                             f"{self.packed_hits.shape}, classified flags "
+                             f"{None if self.classified is None else self.classified.shape}")
+        if GT_KNOWN_IOU not in self.deltas:
+            raise ValueError(f"box records must score delta {GT_KNOWN_IOU} (GT-known), got {list(self.deltas)}")
+
+    def hits(self) -> np.ndarray:
+        """(N, D, K) bool."""
+        return _unpack(self.packed_hits, len(self.thresholds))
+
+    def save(self, path: str | Path) -> None:
+        """One .npz at exactly ``path``: image_ids, thresholds, deltas, packed_hits and, with class
+        predictions, classified."""
+        arrays = {"image_ids": self.image_ids, "thresholds": self.thresholds, "deltas": np.array(self.deltas),
+                  "packed_hits": self.packed_hits}
+        if self.classified is not None:
+            arrays["classified"] = self.classified
+        with open(path, "wb") as file:
+            np.savez_compressed(file, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BoxRecords:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(image_ids=data["image_ids"], thresholds=data["thresholds"],
+                       deltas=tuple(int(d) for d in data["deltas"]), packed_hits=data["packed_hits"],
+                       classified=data["classified"] if "classified" in data.files else None)
 
 
 @dataclass(frozen=True)
@@ -68,12 +151,12 @@ class BoxResult:
     multi_contour: ContourResult
     single_contour: ContourResult | None
     top1_cls: float | None
+    records: BoxRecords
     maxboxacc_v2: float = field(init=False)
 
     def __post_init__(self):
-        # Mean of MaxBoxAcc over the requested deltas, in their order (the reference's np.average).
         values = [self.multi_contour.maxboxacc[d] for d in self.iou_thresholds]
-        object.__setattr__(self, "maxboxacc_v2", float(np.average(values)))
+        object.__setattr__(self, "maxboxacc_v2", float(mean_maxboxacc(np.array(values))))
 
     def to_dict(self, curves: bool = True) -> dict:
         """JSON-ready summary; ``maxboxacc`` is the multi-contour MaxBoxAcc per delta."""
@@ -93,41 +176,29 @@ class BoxResult:
         return out
 
 
-class _Counters:
-    """Per (delta, tau) counts of correct images, and of correct images with the right class."""
-
-    def __init__(self, n_crit: int, n_taus: int):
-        self.correct = np.zeros((n_crit, n_taus), np.int64)
-        self.correct_and_classified = np.zeros((n_crit, n_taus), np.int64)
-
-    def add(self, hits: np.ndarray, classified: np.ndarray | None) -> None:
-        """hits: (B, K, D) bool; classified: (B,) bool or None."""
-        self.correct += hits.sum(axis=0).T
-        if classified is not None:
-            self.correct_and_classified += hits[classified].sum(axis=0).T
-
-    def result(self, deltas: tuple[int, ...], reported: tuple[int, ...], taus: np.ndarray, images: int,
-               with_classes: bool) -> ContourResult:
-        boxacc = {d: self.correct[i] * 100.0 / float(images) for i, d in enumerate(deltas)}
-        best = {d: int(np.argmax(boxacc[d])) for d in deltas}
-        k = best[GT_KNOWN_IOU]
-        top1_loc = None
-        if with_classes:
-            top1_loc = float(self.correct_and_classified[deltas.index(GT_KNOWN_IOU), k] * 100.0 / float(images))
-        return ContourResult(
-            boxacc={d: boxacc[d] for d in reported},
-            maxboxacc={d: float(boxacc[d][best[d]]) for d in reported},
-            optimal_threshold={d: float(taus[best[d]]) for d in reported},
-            gt_known_loc=float(boxacc[GT_KNOWN_IOU][k]),
-            top1_loc=top1_loc,
-        )
+def _contour_result(hits: np.ndarray, classified: np.ndarray | None, deltas: tuple[int, ...],
+                    reported: tuple[int, ...], taus: np.ndarray) -> ContourResult:
+    """Scores of per-image hits (N, D, K) bool at (deltas[d], taus[k]); classified: (N,) bool or None."""
+    g = deltas.index(GT_KNOWN_IOU)
+    top1_correct = None if classified is None else hits[classified, g].sum(axis=0)[None]
+    boxacc, best, top1_loc = accuracies(hits.sum(axis=0)[None], top1_correct, len(hits), deltas)
+    boxacc, best = boxacc[0], best[0]
+    rows = {d: deltas.index(d) for d in reported}
+    return ContourResult(
+        boxacc={d: boxacc[i] for d, i in rows.items()},
+        maxboxacc={d: float(boxacc[i, best[i]]) for d, i in rows.items()},
+        optimal_threshold={d: float(taus[best[i]]) for d, i in rows.items()},
+        gt_known_loc=float(boxacc[g, best[g]]),
+        top1_loc=None if top1_loc is None else float(top1_loc[0]),
+    )
 
 
 class BoxEvaluator:
     """Streaming box evaluation of one split: ``accumulate`` per batch, ``compute`` at the end.
 
     Score maps are (224, 224) arrays in [0, 1], one per image of ``metadata`` and each exactly once.
-    Numbers equal the reference ``BoxEvaluator`` (clovaai/wsolevaluation) on the same maps.
+    Numbers equal the reference ``BoxEvaluator`` (clovaai/wsolevaluation) on the same maps. The
+    result's ``records`` keep each image's multi-contour hits for bootstrap confidence intervals.
     """
 
     def __init__(self, metadata: Metadata, cam_curve_interval: float = 0.01,
@@ -154,10 +225,12 @@ class BoxEvaluator:
         self._labels = np.array([metadata.class_labels[i] for i in metadata.image_ids], np.int64)
 
         self._coverage = Coverage(metadata)
-        self._multi = _Counters(len(self._deltas), len(self.taus))
-        self._single = _Counters(len(self._deltas), len(self.taus)) if single_contour else None
+        # Per image (metadata row): hits packed to bits, (N, D, ceil(K / 8)), and the classified flag.
+        packed_shape = (len(metadata), len(self._deltas), -(-len(self.taus) // 8))
+        self._multi = np.zeros(packed_shape, np.uint8)
+        self._single = np.zeros(packed_shape, np.uint8) if single_contour else None
         self._with_classes: bool | None = None  # whether batches carry class predictions
-        self._classified = 0
+        self._classified = np.zeros(len(metadata), np.bool_)
 
     def accumulate(self, scoremaps: np.ndarray, image_ids: Sequence[str],
                    predicted_labels: Sequence[int] | None = None, sources: Sequence[str] | None = None) -> None:
@@ -170,36 +243,38 @@ class BoxEvaluator:
             self._with_classes = with_classes
         elif self._with_classes != with_classes:
             raise ValueError("either every batch or none must carry predicted labels")
-        classified = None
         if with_classes:
             predicted = np.asarray(predicted_labels, np.int64)
             if predicted.shape != (len(rows),):
                 raise ValueError(f"{len(predicted)} predicted labels for {len(rows)} score maps")
-            classified = predicted == self._labels[rows]
-            self._classified += int(classified.sum())
+            self._classified[rows] = predicted == self._labels[rows]
 
         quantised = quantise(scoremaps)
         cuts = integer_thresholds(self.taus, quantised)
-        self._multi.add(multi_contour_hits(quantised, cuts, self._gt, self._gt_start[rows], self._gt_stop[rows],
-                                           self._fractions), classified)
+        self._multi[rows] = _pack(multi_contour_hits(quantised, cuts, self._gt, self._gt_start[rows],
+                                                     self._gt_stop[rows], self._fractions))
         if self._single is not None:
-            hits = np.stack([single_contour_hits(quantised[b], cuts[b], self._gt_of(row), self._fractions)
-                             for b, row in enumerate(rows)])
-            self._single.add(hits, classified)
+            self._single[rows] = _pack(np.stack([
+                single_contour_hits(quantised[b], cuts[b], self._gt_of(row), self._fractions)
+                for b, row in enumerate(rows)]))
         self._coverage.mark(rows)
 
     def compute(self) -> BoxResult:
         """Scores over every image of the split; raises if some image was never accumulated."""
         images = self._coverage.check_complete()
-        with_classes = bool(self._with_classes)
-        args = (self._deltas, self.iou_thresholds, self.taus, images, with_classes)
+        classified = self._classified if self._with_classes else None
+        records = BoxRecords(image_ids=np.array(self.metadata.image_ids, np.str_), thresholds=self.taus,
+                             deltas=self._deltas, packed_hits=self._multi, classified=classified)
+        args = (classified, self._deltas, self.iou_thresholds, self.taus)
         return BoxResult(
             images=images,
             thresholds=self.taus,
             iou_thresholds=self.iou_thresholds,
-            multi_contour=self._multi.result(*args),
-            single_contour=self._single.result(*args) if self._single is not None else None,
-            top1_cls=self._classified * 100.0 / float(images) if with_classes else None,
+            multi_contour=_contour_result(records.hits(), *args),
+            single_contour=_contour_result(_unpack(self._single, len(self.taus)), *args)
+            if self._single is not None else None,
+            top1_cls=float(classified.sum() * 100.0 / float(images)) if classified is not None else None,
+            records=records,
         )
 
     def _gt_of(self, row: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.metadata import load_metadata, read_labels
+from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
 from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap_shape
 from pipeline.metrics.mask_evaluator import MaskEvaluator
@@ -44,13 +45,17 @@ def _batches(scoremap_root: Path, image_ids: Sequence[str], batch_size: int) -> 
 def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Path, mask_root: str | Path | None = None,
                              cam_curve_interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70),
                              predictions: str | Path | None = None, single_contour: bool = False,
-                             batch_size: int = 64) -> dict:
+                             batch_size: int = 64, bootstrap: int = 0, records: str | Path | None = None) -> dict:
     """Box metrics (or PxAP, when ``mask_root`` is given) of a folder of score maps, as a JSON-ready dict.
 
     ``predictions``: an optional ``<image_id>,<predicted label>`` file for top-1 loc and top-1 cls.
+    ``bootstrap``: resamples for 95% confidence intervals under "ci95" ({metric: [low, high]}, seed 0);
+    0 for none. ``records``: where to save the per-image records (.npz) the intervals come from.
     """
     if mask_root is not None and predictions is not None:
         raise ValueError("class predictions apply to box metrics; PxAP (mask_root) takes none")
+    if not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap resamples must be a whole number >= 0, got {bootstrap!r}")
     scoremap_root = Path(scoremap_root)
     metadata = load_metadata(metadata_root, "masks" if mask_root is not None else "boxes")
     if mask_root is not None:
@@ -65,4 +70,11 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
         else:
             labels = [predicted[i] for i in image_ids] if predicted is not None else None
             evaluator.accumulate(scoremaps, image_ids, labels, sources=sources)
-    return {"cam_curve_interval": cam_curve_interval, **evaluator.compute().to_dict()}
+    result = evaluator.compute()
+    if records is not None:
+        Path(records).parent.mkdir(parents=True, exist_ok=True)
+        result.records.save(records)
+    out = {"cam_curve_interval": cam_curve_interval, **result.to_dict()}
+    if bootstrap:
+        out["ci95"] = confidence_intervals(result, bootstrap)
+    return out

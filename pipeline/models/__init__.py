@@ -2,6 +2,6 @@
 
 from pipeline.models.backbones import Backbone, PretrainedWeightsError, build_backbone
 from pipeline.models.methods import Method, Targets
-from pipeline.models.model import WSOLModel, build_model
+from pipeline.models.model import WSOLModel, build_model, pretrained_source
 
-__all__ = ["Backbone", "Method", "PretrainedWeightsError", "Targets", "WSOLModel", "build_backbone", "build_model"]
+__all__ = ["Backbone", "Method", "PretrainedWeightsError", "Targets", "WSOLModel", "build_backbone", "build_model", "pretrained_source"]

@@ -222,22 +222,35 @@ def vgg16(large_feature_map: bool, architecture: Architecture) -> Backbone:
                     Variant(architecture, large_feature_map, init))
 
 
-def resnet50(large_feature_map: bool, architecture: Architecture) -> Backbone:
-    net = torchvision.models.resnet50(weights=None)
+def _resnet(name: str, large_feature_map: bool, architecture: Architecture) -> Backbone:
+    """torchvision's ResNet ``name`` with the WSOL strides (wsolevaluation's ResNet50 variant)."""
+    net = getattr(torchvision.models, name)(weights=None)
     del net.avgpool, net.fc
     strided = [net.layer4] + ([net.layer3] if large_feature_map else [])
-    for layer in strided:  # torchvision (v1.5) strides in conv2 and in the shortcut
-        layer[0].conv2.stride = (1, 1)
-        layer[0].downsample[0].stride = (1, 1)
+    for layer in strided:  # torchvision (v1.5) strides in conv2 (bottleneck) or conv1 (basic block) and in the shortcut
+        first = layer[0]
+        (first.conv2 if hasattr(first, "conv3") else first.conv1).stride = (1, 1)
+        first.downsample[0].stride = (1, 1)
     stages: list[tuple[str, Sequence[nn.Module]]] = [("stem", [net.conv1, net.bn1, net.relu, net.maxpool])]
     channels = {"stem": 64}
-    for i, width in zip(range(1, 5), (256, 512, 1024, 2048)):
+    for i in range(1, 5):
         for j, block in enumerate(getattr(net, f"layer{i}")):
             stages.append((f"layer{i}.{j}", [block]))
-            channels[f"layer{i}.{j}"] = width
+            channels[f"layer{i}.{j}"] = block.bn2.num_features * block.expansion
     init = "he" if architecture == "acol" else "xavier"
-    return Backbone("resnet50", net, stages, channels, (), ("fc.",), "ResNet50_Weights",
+    return Backbone(name, net, stages, channels, (), ("fc.",), f"ResNet{name.removeprefix('resnet')}_Weights",
                     Variant(architecture, large_feature_map, init))
+
+
+def resnet50(large_feature_map: bool, architecture: Architecture) -> Backbone:
+    return _resnet("resnet50", large_feature_map, architecture)
+
+
+def resnet18(large_feature_map: bool, architecture: Architecture) -> Backbone:
+    """ResNet18 in ResNet50's WSOL variant (the same strides and taps per layer): the CPU default."""
+    return _resnet("resnet18", large_feature_map, architecture)
+
+
 class _StrideOneInceptionB(InceptionB):
     """Mixed_6a of the WSOL variant: both convolutions and the pool at stride 1, padding 1."""
 

@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import Config
+from pathlib import Path
+
+from pipeline.config import PRETRAIN_STAGE, Config
 from pipeline.metrics import RESIZE_LENGTH
-from pipeline.models.backbones import Backbone, LoadReport, build_backbone, initialize
+from pipeline.models.backbones import Backbone, LoadReport, PretrainedWeightsError, build_backbone, initialize
 from pipeline.models.methods import Method, normalize_maps
 from pipeline.models.reference import at_classifier_rate, reference_name
+from pipeline.paths import PRETRAINED_WEIGHTS
 from pipeline.registry import BACKBONES, METHODS, entry, load_attribute
 
 log = logging.getLogger(__name__)
@@ -62,12 +65,28 @@ class WSOLModel(nn.Module):
         return groups
 
 
-def build_model(backbone: str, method: str, num_classes: int, config: Config, pretrained: bool = True) -> WSOLModel:
+def pretrained_source(config: Config, backbone: str, pretrained_folder: Path | None) -> str | None:
+    """What ``backbone_settings.<backbone>.pretrained`` loads: None, a torchvision weights name, a
+    .pth path, or for ``pretrain`` the pretrain stage's weights in ``pretrained_folder``."""
+    source = config.backbone_settings.of(backbone).pretrained
+    if source != PRETRAIN_STAGE:
+        return source
+    path = pretrained_folder / PRETRAINED_WEIGHTS if pretrained_folder is not None else None
+    if path is None or not path.is_file():
+        raise PretrainedWeightsError(f"backbone_settings.{backbone}.pretrained is {PRETRAIN_STAGE!r} but "
+                                     f"{path or 'no pretrain folder'} does not exist: run the pretrain stage "
+                                     f"(dvc repro pretrain@{backbone})")
+    return str(path)
+
+
+def build_model(backbone: str, method: str, num_classes: int, config: Config,
+                pretrained_folder: Path | None = None, pretrained: bool = True) -> WSOLModel:
     """Any registered (backbone, method) pair, configured by ``backbone_settings`` and
     ``method_settings``: the backbone in the variant the method trains on, the whole network
-    initialised as the reference initialises that variant, then ImageNet weights loaded when
-    ``backbone_settings.<backbone>.pretrained`` names them (and ``pretrained`` is true: a trained
-    model's own weights are loaded instead)."""
+    initialised as the reference initialises that variant, then pretrained weights loaded when
+    ``backbone_settings.<backbone>.pretrained`` names them (:func:`pretrained_source`; the pretrain
+    stage's from ``pretrained_folder``), unless ``pretrained`` is false (a trained model's own
+    weights are loaded instead)."""
     entry("backbone", BACKBONES, backbone)
     spec = entry("method", METHODS, method)
     if num_classes < 2:
@@ -77,8 +96,8 @@ def build_model(backbone: str, method: str, num_classes: int, config: Config, pr
     plugin = load_attribute(spec.implementation)(network, num_classes, getattr(config.method_settings, method))
     model = WSOLModel(network, plugin)
     initialize(model, network.variant.init_mode)
-    if pretrained and settings.pretrained:
-        model.pretrained = network.load_pretrained(settings.pretrained)
-        log.info("%s: loaded %s; unused keys: %s", backbone, settings.pretrained,
-                 ", ".join(model.pretrained.unexpected) or "none")
+    source = pretrained_source(config, backbone, pretrained_folder) if pretrained else None
+    if source:
+        model.pretrained = network.load_pretrained(source)
+        log.info("%s: loaded %s; unused keys: %s", backbone, source, ", ".join(model.pretrained.unexpected) or "none")
     return model

@@ -32,9 +32,10 @@ ADL_RESNET_BLOCKS = {"layer3": {0: 0, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6}, "layer4": {
 # one of these is a "feature" parameter of VGG and Inception (trained at lr, the others at
 # lr x lr_classifier_ratio) but a "classifier" parameter of ResNet (layer4 and fc at the ratio,
 # the rest at lr).
+# The reference has no ResNet18: ours takes ResNet50's names and rule.
 FEATURE_PATTERNS = {"vgg16": ("features.",), "inception_v3": ("Mixed", "Conv2d_1", "Conv2d_2", "Conv2d_3", "Conv2d_4"),
-                    "resnet50": ("layer4.", "fc.")}
-PATTERNS_AT_RATIO = {"vgg16": False, "inception_v3": False, "resnet50": True}
+                    "resnet50": ("layer4.", "fc."), "resnet18": ("layer4.", "fc.")}
+PATTERNS_AT_RATIO = {"vgg16": False, "inception_v3": False, "resnet50": True, "resnet18": True}
 
 
 def at_classifier_rate(backbone: str, name: str) -> bool:
@@ -87,7 +88,7 @@ def _inception(key: str, variant: Variant) -> str:
     return key
 
 
-BACKBONE_NAMES = {"vgg16": _vgg, "resnet50": _resnet, "inception_v3": _inception}
+BACKBONE_NAMES = {"vgg16": _vgg, "resnet50": _resnet, "resnet18": _resnet, "inception_v3": _inception}
 
 
 def reference_name(key: str, backbone: str, variant: Variant) -> str | None:

@@ -29,9 +29,10 @@ from ray.train.torch import TorchTrainer
 
 import pipeline
 from pipeline.code_deps import identity_code
-from pipeline.config import Config
+from pipeline.config import PRETRAIN_STAGE, Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
+from pipeline.models import pretrained_source
 from pipeline.paths import Layout, run_name
 from pipeline.tracking import client_for, experiment_id, flatten, git_commit, open_run, set_tags, tracking_uri
 from pipeline.train.state import TrainingState, final_weights
@@ -50,6 +51,7 @@ class TrainingError(PipelineError, RuntimeError):
 class TrainedRun:
     backbone: str
     method: str
+    seed: int
     state_dict: dict
     progress: TrainingState
     info: DatasetInfo
@@ -67,10 +69,10 @@ class TrainedRun:
         return self.progress.history[self.selected_epoch - 1]
 
 
-def run_settings(config: Config, backbone: str, method: str) -> dict:
+def run_settings(config: Config, backbone: str, method: str, seed: int) -> dict:
     """The settings a training run reads: its MLflow params, and part of its identity."""
     return {
-        "dataset": config.dataset, "backbone": backbone, "method": method,
+        "dataset": config.dataset, "backbone": backbone, "method": method, "seed": seed,
         "data": config.data.model_dump(), "train": config.train.model_dump(),
         "backbone_settings": config.backbone_settings.of(backbone).model_dump(),
         "method_settings": getattr(config.method_settings, method).model_dump(),
@@ -83,14 +85,16 @@ def _add_files(digest, base: Path, paths) -> None:
         digest.update(path.relative_to(base).as_posix().encode() + path.read_bytes())
 
 
-def run_identity(config: Config, backbone: str, method: str, info: DatasetInfo) -> str:
+def run_identity(config: Config, backbone: str, method: str, seed: int, info: DatasetInfo, layout: Layout) -> str:
     """A hash of the run's settings, the code that computes its result (what the workers import,
     pipeline/code_deps.py: not the figures, tracking or outputs, which the train stage may redo
-    without retraining) and the dataset folder's metadata."""
-    digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode())
+    without retraining), the dataset folder's metadata and the pretrain stage's weights it starts from."""
+    digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method, seed), sort_keys=True).encode())
     root = Path(pipeline.__file__).parent.parent
     _add_files(digest, root, identity_code(root))
     _add_files(digest, info.folder, [p for p in info.folder.rglob("*") if p.is_file()])
+    if config.backbone_settings.of(backbone).pretrained == PRETRAIN_STAGE:
+        _add_files(digest, layout.root, [Path(pretrained_source(config, backbone, layout.pretrained(backbone)))])
     return digest.hexdigest()[:12]
 
 
@@ -115,22 +119,24 @@ def storage_path(config: Config, layout: Layout) -> str:
     return os.environ.get(STORAGE_ENV) or config.cluster.storage_path or str(layout.ray_storage)
 
 
-def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_run_id: str | None = None,
+def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *, parent_run_id: str | None = None,
         callbacks: list | None = None) -> TrainedRun:
     """Train (or resume, or reuse a finished run of the same identity) and return the selected weights."""
     info = DatasetInfo.load(layout.split(config.dataset))
-    identity = run_identity(config, backbone, method, info)
-    ray_name = f"{config.dataset}-{run_name(backbone, method)}-{identity}"
+    identity = run_identity(config, backbone, method, seed, info, layout)
+    name = run_name(backbone, method, seed)
+    ray_name = f"{config.dataset}-{name}-{identity}"
     client = client_for(layout)
     tags = {"mlflow.source.git.commit": git_commit(layout.root), "wsol.ray_run": ray_name,
-            "dvc.params_hash": hashlib.md5(json.dumps(run_settings(config, backbone, method), sort_keys=True).encode()).hexdigest(),
-            "dataset": config.dataset, "backbone": backbone, "method": method}
+            "dvc.params_hash": hashlib.md5(json.dumps(run_settings(config, backbone, method, seed), sort_keys=True).encode()).hexdigest(),
+            "dataset": config.dataset, "backbone": backbone, "method": method, "seed": str(seed)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
-    run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{run_name(backbone, method)}",
-                      identity, flatten(run_settings(config, backbone, method)), tags, parent_run_id)
-    payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method,
-               "dataset_folder": str(info.folder), "mlflow_tracking_uri": tracking_uri(layout), "mlflow_run_id": run_id}
+    run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{name}",
+                      identity, flatten(run_settings(config, backbone, method, seed)), tags, parent_run_id)
+    payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
+               "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
+               "mlflow_tracking_uri": tracking_uri(layout), "mlflow_run_id": run_id}
     ensure_ray(config)
     trainer = TorchTrainer(
         train_worker, train_loop_config=payload,
@@ -149,4 +155,4 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, *, parent_ru
     with result.checkpoint.as_directory() as folder:
         weights, progress = final_weights(Path(folder), config.train.select)
     set_tags(client, run_id, {"wsol.restarts": progress.restarts})
-    return TrainedRun(backbone, method, weights, progress, info, run_id, ray_name, config.train.select)
+    return TrainedRun(backbone, method, seed, weights, progress, info, run_id, ray_name, config.train.select)

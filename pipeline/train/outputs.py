@@ -49,7 +49,7 @@ def _val_figures(model: WSOLModel, trained: TrainedRun, config: Config, threshol
 
 def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
     """Write runs/<dataset>/<run>/ (atomically) and log it, with the val gallery, to MLflow."""
-    out = layout.run(config.dataset, trained.backbone, trained.method)
+    out = layout.run(config.dataset, trained.backbone, trained.method, trained.seed)
     selected = trained.selected
     threshold = selected.get("val_cam_threshold", 0.5)
     meta = RunMeta(config.dataset, trained.backbone, trained.method, trained.info.num_classes,

@@ -14,10 +14,15 @@ from pipeline.models import WSOLModel
 
 
 def optimizer_for(model: WSOLModel, config: Config, backbone: str) -> torch.optim.SGD:
-    lr = config.backbone_settings.of(backbone).lr
+    """SGD over the model's two groups: the new layers at lr x train.lr_classifier_ratio when the
+    backbone starts from pretrained weights; every layer at lr when it starts from random init
+    (all of it is new then: a ratio would train part of a random network 10x faster by accident)."""
+    settings = config.backbone_settings.of(backbone)
+    lr = settings.lr
     pretrained, new = model.parameter_groups()
     train = config.train
-    return torch.optim.SGD([{"params": pretrained, "lr": lr}, {"params": new, "lr": lr * train.lr_classifier_ratio}],
+    ratio = train.lr_classifier_ratio if settings.pretrained else 1.0
+    return torch.optim.SGD([{"params": pretrained, "lr": lr}, {"params": new, "lr": lr * ratio}],
                            lr=lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.nesterov)
 
 

@@ -126,7 +126,8 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     settings = config.tune
     dimensions = search_space(config, backbone, method)
     space = {key: _domain(dimension) for key, (_, dimension) in dimensions.items()}
-    name = f"tune-{config.dataset}-{run_name(backbone, method)}"
+    seed = config.seeds[0]  # trials differ by their settings only: each trains with the first seed
+    name = f"tune-{config.dataset}-{run_name(backbone, method, seed)}"
     client = client_for(layout)
     parent = open_run(client, experiment_id(client, config.dataset, layout), name,
                       f"{name}-{settings.seed}-{settings.num_samples}",
@@ -135,7 +136,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
 
     def trial(sample: dict) -> None:
         trial_config = with_values(config, resolve(sample, dimensions))
-        trained = fit(trial_config, layout, backbone, method, parent_run_id=parent, callbacks=[TuneReportCallback()])
+        trained = fit(trial_config, layout, backbone, method, seed, parent_run_id=parent, callbacks=[TuneReportCallback()])
         client_for(layout).set_terminated(trained.mlflow_run_id, status="FINISHED")
 
     # A local Ray gets room for each concurrent trial's driver and workers, and one trial more:
@@ -156,7 +157,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     tuned = resolve(best.config, dimensions)
     values = settings_of(with_values(config, tuned), tuned)
     score = float(best.metrics_dataframe[METRIC].max())
-    out = layout.root / "tuning" / f"{config.dataset}-{run_name(backbone, method)}.yaml"
+    out = layout.root / "tuning" / f"{config.dataset}-{backbone}-{method}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# wsol tune: best of {len(results)} trials on {config.dataset} train-fullsup, "
               f"{backbone}-{method}: val localization {score:.2f}\n")

@@ -93,7 +93,8 @@ def _restore(model, optimizer, scheduler, scaler, rank: int, epochs: int) -> tup
 
 def train_worker(payload: dict) -> None:
     """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
-    backbone and method, the dataset folder, and the MLflow tracking URI and run id."""
+    backbone, method and seed, the dataset folder, the pretrain stage's folder, and the MLflow
+    tracking URI and run id."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     config = validate(payload["config"], "params.yaml (as sent to the worker)")
     backbone, method = payload["backbone"], payload["method"]
@@ -105,8 +106,8 @@ def train_worker(payload: dict) -> None:
     info = DatasetInfo.load(payload["dataset_folder"])
     settings = config.backbone_settings.of(backbone)
 
-    seed_everything(config.train.seed, 0, -1)  # the same initial weights on every rank
-    model = build_model(backbone, method, info.num_classes, config).to(device)
+    seed_everything(payload["seed"], 0, -1)  # the same initial weights on every rank
+    model = build_model(backbone, method, info.num_classes, config, Path(payload["pretrained_folder"])).to(device)
     if config.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = optimizer_for(model, config, backbone)
@@ -120,7 +121,7 @@ def train_worker(payload: dict) -> None:
     client = MlflowClient(payload["mlflow_tracking_uri"]) if rank == 0 else None
 
     for epoch in range(progress.epoch, settings.epochs):
-        seed_everything(config.train.seed, rank, epoch)
+        seed_everything(payload["seed"], rank, epoch)
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]

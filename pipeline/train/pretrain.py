@@ -1,0 +1,168 @@
+"""The pretrain stage: the synthetic stand-in for ImageNet weights.
+
+The paper fine-tunes backbones that already know how to see (ImageNet weights). Offline, a
+backbone whose ``backbone_settings.<b>.pretrained`` is ``pretrain`` gets the same regime from this
+stage: the plain torchvision classifier (its usual strides, global pooling and ``fc``, as ImageNet
+weights are trained) learns a larger generated set of *other* classes, head colours and body shapes
+that no benchmark class uses (:func:`pipeline.data.synth.pretrain_looks`), and its weights are
+saved in torchvision's names so :meth:`Backbone.load_pretrained` loads them as it loads ImageNet's.
+A backbone with ImageNet weights (a torchvision name or a ``.pth``) or none skips the training.
+
+    pretrained/<backbone>/
+        pretrain.json    what the weights are: the source, and for trained ones the classes, images,
+                         held-out top-1 and the per-epoch loss
+        weights.pth      the state dict (trained backbones only)
+
+Training runs in-process on the stage's CPUs (or the first GPU) and is logged to MLflow
+(experiment ``wsol-pretrain``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from pipeline.config import PRETRAIN_STAGE, Config, PretrainConfig
+from pipeline.data import synth
+from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.paths import PRETRAINED_WEIGHTS, Layout, replaced_atomically
+from pipeline.tracking import client_for, experiment_id, flatten, git_commit, log_metrics, open_run
+
+log = logging.getLogger("pipeline.pretrain")
+
+SUMMARY = "pretrain.json"
+HELD_OUT = 0.1  # fraction of the generated images kept out of training to measure top-1
+
+
+@dataclass(frozen=True)
+class Images:
+    """Generated images (N, S, S, 3) uint8 RGB and their labels (N,)."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+
+
+def generate(settings: PretrainConfig, benchmark_classes: int) -> Images:
+    """The pretraining set: ``images_per_class`` scenes of each class the benchmark leaves free."""
+    looks = synth.pretrain_looks(benchmark_classes)
+    scene_settings = synth.SceneSettings(settings.image_size, len(looks), settings.context_bias, settings.distractors)
+    pixels, labels = [], []
+    for label, look in enumerate(looks):
+        for n in range(settings.images_per_class):
+            rng = np.random.default_rng([settings.seed, label, n])
+            image, _ = synth.render(synth.sample_scene(rng, label, scene_settings, look), settings.image_size)
+            pixels.append(image)
+            labels.append(label)
+    return Images(np.stack(pixels), np.array(labels, np.int64))
+
+
+def classifier(backbone: str, num_classes: int) -> torch.nn.Module:
+    """The plain torchvision network of a registered backbone, with a ``num_classes`` head."""
+    extra = {"aux_logits": False, "init_weights": True} if backbone == "inception_v3" else {}
+    return getattr(torchvision.models, backbone)(weights=None, num_classes=num_classes, **extra)
+
+
+def _batch(images: Images, index: np.ndarray, crop: int, rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, crop, crop) normalised tensors: random crop and flip with ``rng``, else the centre resized."""
+    x = torch.from_numpy(images.pixels[index]).permute(0, 3, 1, 2).float() / 255
+    if rng is None:
+        x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+    else:
+        top, left = rng.integers(0, x.shape[-1] - crop + 1, 2)
+        x = x[..., top:top + crop, left:left + crop]
+        if rng.random() < 0.5:
+            x = x.flip(-1)
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+    return (x - mean) / std, torch.from_numpy(images.labels[index])
+
+
+def train_classifier(model: torch.nn.Module, images: Images, settings: PretrainConfig,
+                     device: torch.device, on_epoch=None) -> tuple[list[dict], float]:
+    """SGD (momentum 0.9, weight decay 1e-4, cosine decay) on all but a held-out ``HELD_OUT`` of
+    the images; returns the per-epoch history and the held-out top-1 (%)."""
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(len(images.labels))
+    held = order[:max(1, int(len(order) * HELD_OUT))]
+    train = order[len(held):]
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    steps = settings.epochs * (len(train) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=steps, pct_start=0.15)
+    model.to(device).train()
+    history = []
+    for epoch in range(settings.epochs):
+        started, total, correct, seen = time.perf_counter(), 0.0, 0, 0
+        shuffled = rng.permutation(train)
+        for start in range(0, len(shuffled) - settings.batch_size + 1, settings.batch_size):
+            x, y = _batch(images, shuffled[start:start + settings.batch_size], settings.crop, rng)
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        row = {"epoch": epoch + 1, "loss": total / seen, "train_top1_cls": correct * 100.0 / seen,
+               "images_per_s": seen / (time.perf_counter() - started)}
+        history.append(row)
+        log.info("epoch %d/%d: loss %.3f, train top-1 %.1f, %.1f img/s", epoch + 1, settings.epochs, row["loss"],
+                 row["train_top1_cls"], row["images_per_s"])
+        if on_epoch is not None:
+            on_epoch(row)
+    return history, held_out_top1(model, images, held, settings.crop, device)
+
+
+@torch.no_grad()
+def held_out_top1(model: torch.nn.Module, images: Images, index: np.ndarray, crop: int, device: torch.device) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(index), 64):
+        x, y = _batch(images, index[start:start + 64], crop, None)
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    return correct * 100.0 / len(index)
+
+
+def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
+    """The stage ``pretrain@<backbone>``: writes pretrained/<backbone>/ and returns its summary."""
+    source = config.backbone_settings.of(backbone).pretrained
+    out = layout.pretrained(backbone)
+    if source != PRETRAIN_STAGE:
+        summary = {"backbone": backbone, "source": source, "trained": False}
+        log.info("%s: pretrained %s, nothing to pretrain", backbone, source or "null (random init)")
+        with replaced_atomically(out) as staging:
+            (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+    settings = config.pretrain
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(settings.seed)
+    images = generate(settings, config.datasets.synth.classes)
+    classes = int(images.labels.max()) + 1
+    log.info("%s: pretraining on %d generated images of %d other classes", backbone, len(images.labels), classes)
+    client = client_for(layout)
+    run_id = open_run(client, experiment_id(client, "pretrain", layout), f"pretrain-{backbone}",
+                      f"pretrain-{backbone}-{time.time_ns()}", flatten({"backbone": backbone, **settings.model_dump()}),
+                      {"mlflow.source.git.commit": git_commit(layout.root), "backbone": backbone})
+    model = classifier(backbone, classes)
+    history, top1 = train_classifier(model, images, settings, device,
+                                     lambda row: log_metrics(client, run_id, row, step=row["epoch"]))
+    log_metrics(client, run_id, {"held_out_top1_cls": top1})
+    client.set_terminated(run_id)
+    log.info("%s: held-out top-1 %.1f %%", backbone, top1)
+    summary = {"backbone": backbone, "source": PRETRAIN_STAGE, "trained": True, "classes": classes,
+               "looks": [list(look) for look in synth.pretrain_looks(config.datasets.synth.classes)],
+               "images": len(images.labels), "held_out_top1_cls": top1, "mlflow_run_id": run_id, "history": history}
+    with replaced_atomically(out) as staging:
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        torch.save(state, staging / PRETRAINED_WEIGHTS)
+        (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
