@@ -170,7 +170,7 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     assert sorted(p.name for p in out.iterdir()) == ["figures", "history.csv", "metrics.json", "model.json", "model.pt"]
     assert read_meta(out).selected_epoch == EPOCHS
 
-    (run,) = runs_named(layout, "synth-resnet50-icl")
+    (run,) = runs_named(layout, "synth-resnet50-icl-seed0")
     client = mlflow_client(layout)
     assert run.info.status == "FINISHED"
     assert run.data.params["method"] == "icl" and run.data.params["method_settings.hyper.resnet50.drop_rate"] == "0.85"
@@ -241,7 +241,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path, fresh_r
 @pytest.mark.slow
 def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     layout = make_project(tmp_path / "p")
-    command = [sys.executable, str(ROOT / "stages" / "train.py"), "--backbone", "resnet50", "--method", "adl"]
+    command = [sys.executable, str(ROOT / "stages" / "train.py"), "--backbone", "resnet50", "--method", "adl", "--seed", "0"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(command, cwd=layout.root, env=environment, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -258,7 +258,7 @@ def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     assert meta.restarts >= 1 and meta.epochs == EPOCHS
     history = (layout.run("synth", "resnet50", "adl", 0) / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
-    (run,) = runs_named(layout, "synth-resnet50-adl")  # the resumed run logged into the same MLflow run
+    (run,) = runs_named(layout, "synth-resnet50-adl-seed0")  # the resumed run logged into the same MLflow run
     assert run.info.status == "FINISHED"
 
 
@@ -274,7 +274,7 @@ def _trial_intervals(experiment: Path) -> list[tuple[float, float]]:
 @pytest.mark.slow
 def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(tmp_path, fresh_ray):
     layout = make_project(tmp_path / "p", **{
-        "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2,
+        "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2, "tune.backbone": "resnet50",
         "tune.num_samples": 3, "tune.max_concurrent": 1, "tune.grace_period": 1, "tune.method": "icl",
         "tune.lr": {"low": 0.001, "high": 0.01, "log": True}, "tune.space.icl": {"drop_rate": {"low": 0.3, "high": 0.9}}})
     from pipeline.cli import main
@@ -284,10 +284,10 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     assert set(best) == {"method_settings", "backbone_settings"}
     assert 0.3 <= best["method_settings"]["icl"]["hyper"]["resnet50"]["drop_rate"] <= 0.9
     assert 0.001 <= best["backbone_settings"]["resnet50"]["lr"] <= 0.01
-    (parent,) = runs_named(layout, "tune-synth-resnet50-icl")
-    children = [r for r in runs_named(layout, "synth-resnet50-icl")
+    (parent,) = runs_named(layout, "tune-synth-resnet50-icl-seed0")
+    children = [r for r in runs_named(layout, "synth-resnet50-icl-seed0")
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 3 and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
-    intervals = _trial_intervals(layout.ray_storage / "tune-synth-resnet50-icl")
+    intervals = _trial_intervals(layout.ray_storage / "tune-synth-resnet50-icl-seed0")
     assert len(intervals) == 3
     assert all(end <= next_start + 1 for (_, end), (next_start, _) in zip(intervals, intervals[1:])), intervals
