@@ -1,7 +1,7 @@
 """Run a command of this project on the Ray cluster's head node, joined to the cluster.
 
     ray submit infra/cluster.yaml infra/run_on_cluster.py -- dvc repro
-    ray submit infra/cluster.yaml infra/run_on_cluster.py -- python stages/train.py --backbone vgg16 --method icl
+    ray submit infra/cluster.yaml infra/run_on_cluster.py -- python stages/train.py --backbone vgg16 --method icl --seed 0
 
 `ray submit` copies this script to the head and runs it there; the project itself was synced to
 /home/ray/wsol by `ray up` (infra/cluster.yaml). Exits with the command's status.

@@ -11,7 +11,7 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.registry import BACKBONES, METHODS
 from pipeline.metrics import evaluate_scoremap_folder
-from pipeline.paths import Layout
+from pipeline.paths import Layout, write_text_atomically
 
 
 def _resamples(text: str) -> int:
@@ -19,6 +19,39 @@ def _resamples(text: str) -> int:
     if not text.isdecimal():
         raise argparse.ArgumentTypeError(f"expected a whole number of resamples >= 0, got {text!r}")
     return int(text)
+
+
+def _batch_size(text: str) -> int:
+    """--batch-size's value: a whole number >= 1."""
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _threshold(text: str) -> float:
+    """A CAM threshold: a number in [0, 1] (not NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _output_file(text: str) -> Path:
+    """An --out that names a file to write: not an existing folder."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; expected the name of a file to write")
+    return Path(text)
+
+
+def _output_folder(text: str) -> Path:
+    """An --out that names a folder to write: not an existing file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; expected the name of a folder to write")
+    return path
 
 
 def _evaluate_scoremaps(args: argparse.Namespace) -> None:
@@ -35,8 +68,7 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
         records=args.records,
     )
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(args.out, json.dumps(result, indent=2) + "\n")
     curves = ("boxacc", "thresholds", "pr_curve")
     summary = {k: v for k, v in result.items() if k not in curves}
     if "single_contour" in summary:
@@ -84,11 +116,10 @@ def _export(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from pipeline.evaluate import evaluate_exported
-    from pipeline.export_folder import TORCHSCRIPT
 
     config = load_config(args.params)
     out = args.out or args.export_folder.with_name(f"{args.export_folder.name}-results")
-    metrics = evaluate_exported(args.export_folder / TORCHSCRIPT, config, Layout(args.params.resolve().parent), out)
+    metrics = evaluate_exported(args.export_folder, config, Layout(args.params.resolve().parent), out)
     print(json.dumps(metrics, indent=2))
 
 
@@ -121,12 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="<image_id>,<predicted label> file: adds top-1 loc and top-1 cls")
     evaluate.add_argument("--single-contour", action="store_true",
                           help="also score the old single-contour MaxBoxAcc (largest contour; slower)")
-    evaluate.add_argument("--batch-size", type=int, default=64, help="score maps per batch")
-    evaluate.add_argument("--out", type=Path, help="write the full result (with curves) to this JSON file")
+    evaluate.add_argument("--batch-size", type=_batch_size, default=64, help="score maps per batch")
+    evaluate.add_argument("--out", type=_output_file, help="write the full result (with curves) to this JSON file")
     evaluate.add_argument("--bootstrap", type=_resamples, default=0, metavar="N",
                           help="add ci95: 95%% percentile bootstrap intervals of every accuracy from N resamples "
                                "of the images (seed 0; default 0: none)")
-    evaluate.add_argument("--records", type=Path,
+    evaluate.add_argument("--records", type=_output_file,
                           help="save the per-image records the intervals come from to this .npz file")
     evaluate.set_defaults(run=_evaluate_scoremaps)
 
@@ -146,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "predicted class, its probability and the box of its CAM (image pixels); writes heat-map overlays "
                     "with the box. Unreadable images are reported one by one and the exit status is 1.")
     where.add_argument("images", type=Path, nargs="+")
-    where.add_argument("--model", type=Path, required=True, help="an exported model.ts")
-    where.add_argument("--out", type=Path, default=Path("localized"), help="folder for <image>_cam.png overlays")
-    where.add_argument("--threshold", type=float, help="CAM threshold (default: the model's val-optimal one)")
+    where.add_argument("--model", type=Path, required=True, help="an exported model.ts, or its export folder")
+    where.add_argument("--out", type=_output_folder, default="localized", help="folder for <image>_cam.png overlays")
+    where.add_argument("--threshold", type=_threshold, help="CAM threshold (default: the model's val-optimal one)")
     where.set_defaults(run=_localize)
 
     convert = commands.add_parser(
@@ -165,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--backbone", choices=BACKBONES, required=True)
     convert.add_argument("--method", choices=[m for m, spec in METHODS.items() if spec.implementation != METHODS["icl"].implementation], required=True)
     convert.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
-    convert.add_argument("--out", type=Path, help="run folder to write (default: imported/<dataset>/<backbone>-<method>)")
+    convert.add_argument("--out", type=_output_folder,
+                         help="run folder to write (default: imported/<dataset>/<backbone>-<method>)")
     convert.set_defaults(run=_import_checkpoint)
 
     for name, run, folder, help_text, suffix in (
@@ -177,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     f"{folder.replace('_', ' ')} (trained, or from import-checkpoint).")
         stage.add_argument(folder, type=Path)
         stage.add_argument("--params", type=Path, default=Path("params.yaml"), help="the settings to use")
-        stage.add_argument("--out", type=Path, help=f"folder to write (default: <{folder}>-{suffix})")
+        stage.add_argument("--out", type=_output_folder, help=f"folder to write (default: <{folder}>-{suffix})")
         stage.set_defaults(run=run)
 
     params = commands.add_parser("params", help="edit params.yaml")

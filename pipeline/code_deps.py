@@ -19,7 +19,7 @@ import ast
 import re
 from pathlib import Path
 
-import yaml
+from pipeline import yaml_io
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "pipeline"
@@ -97,7 +97,7 @@ def identity_code(root: Path = ROOT) -> list[Path]:
 def stage_entries(dvc_file: Path) -> dict[str, Path]:
     """stage name -> the script its ``cmd`` runs (``python stages/<name>.py ...``)."""
     entries = {}
-    for name, stage in yaml.safe_load(dvc_file.read_text())["stages"].items():
+    for name, stage in yaml_io.read(dvc_file)["stages"].items():
         script = next(word for word in stage["cmd"].split() if word.endswith(".py"))
         entries[name] = (dvc_file.parent / stage.get("wdir", ".") / script).resolve()
     return entries

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
+from pipeline import yaml_io
 from pipeline.errors import PipelineError
 from pipeline.registry import (
     BACKBONES,
@@ -36,6 +36,15 @@ class ConfigError(PipelineError, ValueError):
 
 # ---------------------------------------------------------------------------------------- datasets
 
+URL_SCHEMES = ("https", "http")  # downloads: no file://, ftp://, data: (issue 13)
+
+
+def plain_filename(name: str) -> bool:
+    """A name that stays in the folder it is joined to: no separator, no '..', not hidden, printable."""
+    return (name not in ("", ".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name
+            and name.isprintable())
+
+
 class Source(Section):
     """One downloadable file: mirrors tried in order, and its checksum ``"sha256:<hex>"`` or
     ``"md5:<hex>"``; ``null`` when none is published (the sum of the first download is recorded
@@ -44,6 +53,18 @@ class Source(Section):
     urls: list[str] = Field(min_length=1)
     checksum: Annotated[str, Field(pattern=r"^(sha256:[0-9a-f]{64}|md5:[0-9a-f]{32})$")] | None
     filename: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _safe(self):
+        for index, url in enumerate(self.urls):
+            scheme, _, rest = url.partition("://")
+            if scheme.lower() not in URL_SCHEMES or not rest or rest.startswith("/"):
+                raise ValueError(f"urls.{index}: {url!r} is not an http(s) URL with a host "
+                                 f"(only {' and '.join(URL_SCHEMES)} are fetched)")
+        if not plain_filename(self.filename):
+            raise ValueError(f"filename: {self.filename!r} must be a plain file name (no folder, no '..', "
+                             f"no leading dot)")
+        return self
 
 
 class MetadataSources(Section):
@@ -286,17 +307,31 @@ class Config(Section):
     tune: TuneConfig
 
     @model_validator(mode="after")
-    def _unique(self):
-        for name, spec in METHODS.items():
-            if spec.ablates is not None and getattr(getattr(self.method_settings, name).ablation, spec.ablates):
-                raise ValueError(f"method_settings.{name}.ablation.{spec.ablates} must be false: {name} is the "
-                                 f"paper's method without it (Table 2)")
+    def _consistent(self):
+        """Faults across sections, all in one error: Table 2 switches, taps, momentum, repeated names."""
+        faults = []
+        for method, spec in METHODS.items():
+            settings = getattr(self.method_settings, method)
+            if spec.ablates is not None and getattr(settings.ablation, spec.ablates):
+                faults.append(f"method_settings.{method}.ablation.{spec.ablates} must be false: {method} is the "
+                              f"paper's method without it (Table 2)")
+            taps = getattr(settings, "taps", None)
+            for backbone, listed in (taps.root.items() if taps is not None else ()):
+                valid = BACKBONES[backbone].taps[spec.architecture]
+                unknown = [tap for tap in listed if tap not in valid]
+                if unknown:
+                    faults.append(f"method_settings.{method}.taps.{backbone}: {backbone} has no tap "
+                                  f"{', '.join(map(repr, unknown))}; valid taps: {', '.join(valid)}")
+                elif len(set(listed)) != len(listed):
+                    faults.append(f"method_settings.{method}.taps.{backbone}: a tap is listed twice: {listed}")
         if self.train.nesterov and self.train.momentum == 0:
-            raise ValueError("train.nesterov needs train.momentum > 0")
+            faults.append("train.nesterov needs train.momentum > 0")
         for key in ("backbones", "methods", "seeds"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
-                raise ValueError(f"{key} lists a name twice: {values}")
+                faults.append(f"{key} lists a name twice: {values}")
+        if faults:
+            raise ValueError("\n  ".join(faults))
         return self
 
 
@@ -318,16 +353,9 @@ def validate(data: object, source: str = "params.yaml") -> Config:
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read and validate a params file."""
-    path = Path(path)
+    """Read (YAML 1.2, as DVC reads it) and validate a params file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the configuration: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
+        data = yaml_io.read(Path(path))
+    except yaml_io.YamlError as error:
+        raise ConfigError(str(error)) from None
     return validate(data, str(path))

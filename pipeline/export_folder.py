@@ -18,10 +18,15 @@ from pathlib import Path
 import torch
 
 from pipeline.config import DataConfig
+from pipeline.errors import PipelineError
 from pipeline.records import ModelIdentity, record
 
 TORCHSCRIPT, ONNX, REPORT = "model.ts", "model.onnx", "export.json"
 META = "meta.json"  # the extra file inside model.ts
+
+
+class ExportFolderError(PipelineError, ValueError):
+    """Not an export of this pipeline: a missing or foreign model.ts, or a bad meta.json; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +46,25 @@ class ExportMeta(ModelIdentity):
 
 
 def load_exported(path: Path) -> tuple[torch.jit.ScriptModule, ExportMeta]:
-    """A model.ts (in eval mode) and its metadata."""
+    """A model.ts (in eval mode) and its metadata; ``path`` is the file or the export folder holding it."""
+    if path.is_dir():
+        path = path / TORCHSCRIPT
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no exported model there (run the export stage)")
+        raise ExportFolderError(f"{path}: no exported model there (run the export stage)")
     extra = {META: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(path), _extra_files=extra)
-    return module.eval(), record(ExportMeta, json.loads(extra[META]), f"{path} ({META})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), _extra_files=extra)
+    except RuntimeError:
+        raise ExportFolderError(f"{path}: not a TorchScript file such as the export stage's {TORCHSCRIPT}") from None
+    if not extra[META]:
+        raise ExportFolderError(f"{path}: TorchScript without the {META} the export stage puts inside")
+    try:
+        data = json.loads(extra[META])
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise ExportFolderError(f"{path} ({META}): not valid JSON: {error}") from None
+    try:
+        return module.eval(), record(ExportMeta, data, f"{path} ({META})")
+    except ValueError as error:  # unknown or missing keys, named with the file
+        raise ExportFolderError(str(error)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,12 @@ class Localization:
 
 
 def to_image_pixels(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    """A box on the 224x224 CAM grid, in the original image's pixels."""
+    """A box on the 224x224 CAM grid (inclusive pixel corners), as the image pixels it covers: never
+    empty, even where one image pixel spans several grid cells."""
     x0, y0, x1, y1 = box
-    sx, sy = width / RESIZE_LENGTH, height / RESIZE_LENGTH
-    return (int(x0 * sx), int(y0 * sy), min(width - 1, int((x1 + 1) * sx) - 1), min(height - 1, int((y1 + 1) * sy) - 1))
+    return (x0 * width // RESIZE_LENGTH, y0 * height // RESIZE_LENGTH,
+            min(width, math.ceil((x1 + 1) * width / RESIZE_LENGTH)) - 1,
+            min(height, math.ceil((y1 + 1) * height / RESIZE_LENGTH)) - 1)
 
 
 def localize(images: list[Path], model: Path, out: Path | None = None, threshold: float | None = None

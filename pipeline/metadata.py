@@ -10,8 +10,10 @@ A metadata folder holds four comma-separated text files without header, one reco
                                                            one line per mask; the ignore mask is named
                                                            on the image's first line only
 
-Every id of image_ids.txt must appear in every other file and no other id may; anything else is a
-:class:`MetadataError` naming the file, the line, the image id and what is wrong.
+image_ids.txt names at least one image. Every id of image_ids.txt must appear in every other file
+and no other id may, and every box must lie inside its image: ``0 <= x0 <= x1 <= width`` and
+``0 <= y0 <= y1 <= height``; anything else is a :class:`MetadataError` naming the file, the line (or
+every bad box), the image id and what is wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Literal
 from pipeline.errors import PipelineError
 
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
+SHOWN_BOXES = 20  # boxes outside their image listed in full before "and N more"
 
 Box = tuple[int, int, int, int]
 
@@ -135,6 +138,8 @@ def read_image_ids(path: str | Path) -> tuple[str, ...]:
         if image_id in first_line:
             raise MetadataError(f"{path}:{lineno}: duplicate image id {image_id!r} (first on line {first_line[image_id]})")
         first_line[image_id] = lineno
+    if not first_line:
+        raise MetadataError(f"{path}: no image ids (the file is empty)")
     return tuple(first_line)
 
 
@@ -167,11 +172,24 @@ def read_localization(path: str | Path, image_ids: tuple[str, ...],
     raise ValueError(f"localization must be 'auto', 'boxes' or 'masks', got {kind!r}")
 
 
-def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "masks", "none"] = "auto") -> Metadata:
+def box_faults(boxes: dict[str, tuple[Box, ...]], sizes: dict[str, tuple[int, int]]) -> list[str]:
+    """One line per box not inside its image of (width, height) pixels: ``0 <= x0 <= x1 <= width``
+    and ``0 <= y0 <= y1 <= height`` (x1 == width, a box touching the edge, passes). Images without
+    a size are skipped."""
+    return [f"image {image_id!r}: box {box} is not inside the {width}x{height} image"
+            for image_id, image_boxes in boxes.items() if image_id in sizes
+            for width, height in [sizes[image_id]] for box in image_boxes
+            if not (0 <= box[0] <= box[2] <= width and 0 <= box[1] <= box[3] <= height)]
+
+
+def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "masks", "none"] = "auto",
+                  check_boxes: bool = True) -> Metadata:
     """Read and validate a metadata folder.
 
     ``localization`` says how localization.txt is read; ``"auto"`` decides from its first line
     (five fields: boxes; three: masks); ``"none"`` does not read it (training sees no boxes or masks).
+    ``check_boxes=False`` leaves boxes unchecked against image_sizes.txt (the split stage checks
+    them against the decoded images instead).
     """
     root = Path(root)
     if not root.is_dir():
@@ -185,7 +203,13 @@ def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "mask
     if localization == "auto":
         localization = _localization_kind(loc_path)
     if localization == "boxes":
-        return Metadata(root, ids, labels, sizes, boxes=read_localization(loc_path, ids, "boxes"))
+        boxes = read_localization(loc_path, ids, "boxes")
+        faults = box_faults(boxes, sizes) if check_boxes else []
+        if faults:
+            more = [f"... and {len(faults) - SHOWN_BOXES} more"] if len(faults) > SHOWN_BOXES else []
+            raise MetadataError(f"{loc_path}: {len(faults)} box(es) outside their image (image_sizes.txt):\n  "
+                                + "\n  ".join(faults[:SHOWN_BOXES] + more))
+        return Metadata(root, ids, labels, sizes, boxes=boxes)
     if localization == "masks":
         return Metadata(root, ids, labels, sizes, masks=read_localization(loc_path, ids, "masks"))
     raise ValueError(f"localization must be 'auto', 'boxes', 'masks' or 'none', got {localization!r}")

@@ -7,13 +7,13 @@ validated, and only a valid file replaces the old one (written to a temporary na
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
+from pipeline import yaml_io
 from pipeline.config import ConfigError, validate
+from pipeline.paths import write_text_atomically
 
 
 def _merge(base, fragment) -> None:
@@ -26,22 +26,22 @@ def _merge(base, fragment) -> None:
 
 def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
     """Merge the fragment into params_path; returns the dotted keys it set."""
-    yaml = YAML()
+    for path in (fragment_path, params_path):  # the errors a stage would give (file:line:column), first
+        try:
+            yaml_io.read(path)
+        except yaml_io.YamlError as error:
+            raise ConfigError(str(error)) from None
+    yaml = YAML()  # round-trip mode, YAML 1.2 like yaml_io: comments and key order survive
     yaml.preserve_quotes = True
-    try:
-        fragment = yaml.load(fragment_path.read_text())
-        params = yaml.load(params_path.read_text())
-    except (OSError, YAMLError) as error:
-        raise ConfigError(f"cannot read {fragment_path} or {params_path}: {error}") from None
+    fragment = yaml.load(fragment_path.read_text())
+    params = yaml.load(params_path.read_text())
     if not isinstance(fragment, dict):
         raise ConfigError(f"{fragment_path}: expected a mapping of params.yaml keys")
     _merge(params, fragment)
     text = io.StringIO()
     yaml.dump(params, text)
-    validate(YAML(typ="safe").load(text.getvalue()), f"{params_path} with {fragment_path} applied")
-    staging = params_path.with_name(f".{params_path.name}.new")
-    staging.write_text(text.getvalue())
-    os.replace(staging, params_path)
+    validate(yaml_io.parse(text.getvalue(), str(params_path)), f"{params_path} with {fragment_path} applied")
+    write_text_atomically(params_path, text.getvalue())
 
     def keys(node, prefix=""):
         for key, value in node.items():

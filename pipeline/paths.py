@@ -18,6 +18,7 @@ A run is named ``<backbone>-<method>-seed<seed>``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,17 @@ def replaced_atomically(out: Path) -> Iterator[Path]:
         out.replace(old)
     staging.replace(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a file through a temporary one beside it: a reader sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.writing")
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 RECORDS = "records"  # in each results folder: the evaluator's per-image records (box.npz, mask.npz)

@@ -53,14 +53,30 @@ class BackboneEntry:
     name: str  # params.yaml key
     display: str  # name in the report
     builder: str  # "module:function" of (large_feature_map, architecture) -> Backbone
+    # Its tap names in forward order, per architecture variant (what Backbone.tap_names gives;
+    # tests/test_models.py checks each): params.yaml's taps are checked against these on load.
+    taps: Mapping[Architecture, tuple[str, ...]]
+
+
+def _taps(shared: tuple[str, ...], neck: tuple[str, ...], acol_neck: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
+    """Taps of the four variants: ``shared`` then ``neck``, except ACoL's variant, which ends in ``acol_neck``."""
+    return {architecture: shared + (acol_neck if architecture == "acol" else neck) for architecture in ("cam", "acol", "spg", "adl")}
+
+
+def _resnet_taps(blocks: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
+    layers = tuple(f"layer{layer}.{block}" for layer, count in enumerate(blocks, start=1) for block in range(count))
+    return _taps(("stem",) + layers, (), ())
 
 
 BACKBONES: dict[str, BackboneEntry] = {entry.name: entry for entry in (
-    BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones:vgg16"),
-    BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones:resnet50"),
+    BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones:vgg16",
+                  _taps(("pool1", "pool2", "pool3", "conv4_3", "pool4", "conv5_3"), ("conv6",), ("pool5",))),
+    BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones:resnet50", _resnet_taps((3, 4, 6, 3))),
     # Not in the paper: ResNet18 in ResNet50's WSOL variant, the CPU default (README, "The default benchmark")
-    BackboneEntry("resnet18", "ResNet18", "pipeline.models.backbones:resnet18"),
-    BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones:inception_v3"),
+    BackboneEntry("resnet18", "ResNet18", "pipeline.models.backbones:resnet18", _resnet_taps((2, 2, 2, 2))),
+    BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones:inception_v3",
+                  _taps(("stem", "Mixed_5b", "Mixed_5c", "Mixed_5d", "pool_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
+                         "Mixed_6d", "Mixed_6e"), ("neck",))),
 )}
 BackboneName = Literal[tuple(BACKBONES)]
 

@@ -10,16 +10,23 @@ The training stage adds ``metrics.json`` and ``history.csv`` beside them (pipeli
 from __future__ import annotations
 
 import json
+import textwrap
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from pipeline.config import Config, validate
+from pipeline.errors import PipelineError
 from pipeline.models import WSOLModel, build_model
 from pipeline.records import ModelIdentity, record
 
 WEIGHTS, META = "model.pt", "model.json"
+
+
+class RunFolderError(PipelineError, ValueError):
+    """Not a run folder of this pipeline: a missing or bad model.json or model.pt; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -53,18 +60,44 @@ def save_run(folder: Path, state_dict: dict[str, torch.Tensor], meta: RunMeta) -
 
 
 def read_meta(folder: Path) -> RunMeta:
+    """A run folder's model.json."""
     path = folder / META
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the train stage first")
-    return record(RunMeta, json.loads(path.read_text()), str(path))
+        raise RunFolderError(f"{path} is missing: run the train stage first")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise RunFolderError(f"{path}: not valid JSON: {error}") from None
+    try:
+        return record(RunMeta, data, str(path))
+    except ValueError as error:  # unknown or missing keys, named with the file
+        raise RunFolderError(str(error)) from None
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A model.pt's state dict, loaded without running any code the file may carry (``weights_only``)."""
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing: run the train stage first")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.load's advice on TorchScript files, refused below anyway
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unpickling errors have many types
+        raise RunFolderError(f"{path}: not a state dict saved by torch.save") from None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise RunFolderError(f"{path}: holds no state dict of tensors")
+    return state
 
 
 def read_run(folder: Path) -> Run:
     """The network of a run folder, built from its own config, with its weights, in eval mode."""
     meta = read_meta(folder)
     weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing: run the train stage first")
+    state = _read_weights(weights)
     model = build_model(meta.backbone, meta.method, meta.num_classes, meta.settings, pretrained=False)
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # missing, unexpected or misshapen tensors, listed over many lines
+        raise RunFolderError(f"{weights}: not the weights of the {meta.backbone}-{meta.method} model its {META} "
+                             f"describes ({textwrap.shorten(str(error), 240)})") from None
     return Run(model.eval(), meta)

@@ -4,15 +4,18 @@ The store is ``$MLFLOW_TRACKING_URI`` when set (a tracking server for multi-node
 SQLite database in the project root (``mlflow.db``, MLflow 3's default backend) with artifacts in
 ``mlartifacts/``, both as absolute paths so that DVC experiments running in temporary copies of
 the project log to the same store. Browse it with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+A server at ``localhost`` is known to Ray Train's workers by an address they can reach (``reachable_uri``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -25,6 +28,28 @@ MAX_BATCH = 100  # MLflow accepts at most this many params per log_batch
 
 def tracking_uri(layout: Layout) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db}"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or None (sqlite:///..., file:///...)
+        return False
+
+
+def reachable_uri(uri: str, node_ip: str) -> str:
+    """``uri`` with a loopback host (localhost, 127.0.0.0/8, ::1) replaced by ``node_ip``, the
+    address of the node it was given on, for a process on another node; any other URI unchanged."""
+    parts = urlsplit(uri)
+    if not _is_loopback(parts.hostname):
+        return uri
+    user = parts.netloc.rpartition("@")[0]
+    netloc = (f"{user}@" if user else "") + (f"[{node_ip}]" if ":" in node_ip else node_ip)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def client_for(layout: Layout) -> MlflowClient:

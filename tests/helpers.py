@@ -2,10 +2,12 @@
 tiny project (params, a generated synthetic dataset, its splits) that most end-to-end tests start from."""
 
 import copy
+import io
+import tarfile
+import zipfile
 from pathlib import Path
 
-import yaml
-
+from pipeline import yaml_io
 from pipeline.config import Config, load_config, validate
 from pipeline.data import prepare
 from pipeline.paths import Layout
@@ -26,7 +28,7 @@ def write_box_metadata(root: Path, images: dict[str, tuple[int, tuple[int, int],
 
 def params(**overrides) -> dict:
     """params.yaml as a dict, with dotted-key overrides: params(**{"seeds": [3]})."""
-    data = yaml.safe_load(PARAMS.read_text())
+    data = yaml_io.read(PARAMS)
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
@@ -45,9 +47,29 @@ def make_project(root: Path, **overrides) -> Layout:
     """A project folder: params.yaml (with dotted-key overrides) and its synthetic dataset, generated
     and split as the download and split stages do."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params(**overrides)))
+    (root / "params.yaml").write_text(yaml_io.dump(params(**overrides)))
     layout = Layout(root.resolve())
     cfg = load_config(root / "params.yaml")
     prepare.download(cfg, layout)
     prepare.split(cfg, layout)
     return layout
+
+
+def tarball(files: dict[str, bytes], gzip: bool = True) -> bytes:
+    """A tar archive (gzipped unless told) of these members, in memory."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz" if gzip else "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    """A zip archive of these members, in memory."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return out.getvalue()

@@ -1,19 +1,31 @@
-"""A real HTTP file server on 127.0.0.1 for download tests: Range requests, and on demand a
-connection cut after some bytes or a server that ignores Range."""
+"""A real HTTP file server on 127.0.0.1 for download tests: Range and If-Range requests, strong ETags,
+and on demand a connection cut after some bytes, an entity that changes after that cut, a body
+without Content-Length, redirects, and a server that ignores Range or If-Range."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def etag(body: bytes) -> str:
+    """The ETag the server sends for body."""
+    return '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
 
 
 @dataclass
 class Behaviour:
     files: dict[str, bytes] = field(default_factory=dict)
     cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before the next cut (once)
+    after_cut: dict[str, bytes] = field(default_factory=dict)  # path -> what it serves once that cut is made
+    no_length: set[str] = field(default_factory=set)  # paths served without Content-Length
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     ignore_range: bool = False
+    ignore_if_range: bool = False  # a Range is served whatever If-Range says
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+    if_ranges: list[str | None] = field(default_factory=list)  # each request's If-Range header
 
 
 class FileServer:
@@ -27,13 +39,21 @@ class FileServer:
 
             def do_GET(self):
                 path = self.path.split("?")[0]
-                behaviour.requests.append((path, self.headers.get("Range")))
+                ranged, if_range = self.headers.get("Range"), self.headers.get("If-Range")
+                behaviour.requests.append((path, ranged))
+                behaviour.if_ranges.append(if_range)
+                if path in behaviour.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", behaviour.redirects[path])
+                    self.end_headers()
+                    return
                 body = behaviour.files.get(path)
                 if body is None:
                     self.send_error(404)
                     return
+                if if_range is not None and if_range != etag(body) and not behaviour.ignore_if_range:
+                    ranged = None  # another entity than the client's: it gets the whole of this one
                 start = 0
-                ranged = self.headers.get("Range")
                 if ranged and not behaviour.ignore_range:
                     start = int(ranged.removeprefix("bytes=").split("-")[0])
                     if start >= len(body):
@@ -46,19 +66,23 @@ class FileServer:
                 else:
                     self.send_response(200)
                 payload = body[start:]
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("ETag", etag(body))
+                if path not in behaviour.no_length:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 cut = behaviour.cut_after.pop(path, None)
                 if cut is not None:
                     self.wfile.write(payload[:cut])
                     self.wfile.flush()
+                    if path in behaviour.after_cut:
+                        behaviour.files[path] = behaviour.after_cut.pop(path)
                     self.close_connection = True
                     self.connection.shutdown(2)  # the rest never comes: a cut connection
                     return
                 self.wfile.write(payload)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{path}"

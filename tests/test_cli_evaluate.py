@@ -1,6 +1,7 @@
 """`wsol evaluate-scoremaps` as a user runs it: the installed console script on .npy files."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.cli import main
 from pipeline.metrics import BoxRecords
 from tests.helpers import write_box_metadata
 
@@ -55,6 +57,8 @@ def test_evaluates_a_scoremap_folder(split):
     (lambda p: np.save(p, np.full((224, 224), 2.0)), r"values must lie in \[0, 1\]"),
     (lambda p: np.save(p, np.zeros((1, 224, 224))), r"expected a 2-D \(224, 224\) array, got shape \(1, 224, 224\)"),
     (lambda p: p.write_bytes(b"not a numpy file"), "not a readable .npy file"),
+    (lambda p: np.save(p, np.zeros((224, 224), np.uint8)),
+     r"expected floating point values in \[0, 1\], got dtype uint8"),
 ])
 def test_bad_scoremap_names_file_and_image(split, breakage, message):
     path = split / "maps" / "y" / "b.jpg.npy"
@@ -96,3 +100,46 @@ def test_bad_bootstrap_count_is_named(split, value):
                     "--bootstrap", value)
     assert done.returncode == 2
     assert f"argument --bootstrap: expected a whole number of resamples >= 0, got '{value}'" in done.stderr
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "argument --batch-size: expected a whole number >= 1, got '0'"),
+    ("--batch-size", "-1", "argument --batch-size: expected a whole number >= 1, got '-1'"),
+    ("--out", "maps", "argument --out: '{}' is a folder; expected the name of a file to write"),
+    ("--records", "maps", "argument --records: '{}' is a folder; expected the name of a file to write"),
+])
+def test_bad_arguments_are_refused_before_any_work(split, option, value, message):
+    value = str(split / value) if value == "maps" else value
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps",
+                    option, value)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == f"wsol evaluate-scoremaps: error: {message.format(value)}"
+
+
+def test_an_image_id_outside_the_scoremap_root_is_refused(split):
+    write_box_metadata(split / "meta", {"../escape": (1, (224, 224), [(0, 0, 20, 20)])})
+    np.save(split / "escape.npy", np.zeros((224, 224)))  # beside the score-map root, not in it
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [f"wsol evaluate-scoremaps: error: {split / 'meta' / 'image_ids.txt'}: image id "
+                                        f"'../escape' names a score map outside {split / 'maps'}"]
+
+
+def test_out_replaces_the_file_whole(split, monkeypatch, capsys):
+    # A reader must see the old file or the new one, never a partial one: the result is written
+    # beside --out and moved onto it in one os.replace.
+    out = split / "results" / "r.json"
+    out.parent.mkdir()
+    out.write_text("{}\n")
+    moves, real_replace = [], os.replace
+
+    def replace(src, dst):
+        if Path(dst) == out:
+            moves.append((Path(src).parent, json.loads(Path(src).read_text())))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["evaluate-scoremaps", "--metadata-root", str(split / "meta"), "--scoremap-root", str(split / "maps"),
+                 "--out", str(out)]) == 0
+    assert moves == [(out.parent, json.loads(out.read_text()))] and "boxacc" in moves[0][1]
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import yaml_io
 from pipeline.code_deps import REPORTING_ONLY, code_deps, identity_code, is_code
+from pipeline.registry import BACKBONES, METHODS
+from pipeline.stage_runner import matrix_item
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,14 +66,12 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git repository holding the project's pipeline, stages and dvc.yaml with tiny params."""
-    repo = tmp_path_factory.mktemp("project")
+def make_repo(repo: Path, settings: dict) -> Path:
+    """A git repository holding the project's pipeline, stages and dvc.yaml with these params."""
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "params.yaml").write_text(yaml.safe_dump(params(**TINY)))
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
     (repo / ".gitignore").write_text("/data/\n/ray_results/\n/mlflow.db\n/mlartifacts/\n")
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
@@ -78,6 +79,38 @@ def repo(tmp_path_factory):
     for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return make_repo(tmp_path_factory.mktemp("project"), params(**TINY))
+
+
+def test_a_command_in_a_params_value_never_reaches_the_shell(tmp_path):
+    injected = "resnet18; touch INJECTED"  # what a shared params file or `dvc exp run -S` could hold
+    settings = params(backbones=[injected])
+    settings["backbone_settings"][injected] = settings["backbone_settings"]["resnet18"]  # so DVC finds its params
+    repo = make_repo(tmp_path, settings)
+    result = subprocess.run(["dvc", "repro", "--single-item", f"pretrain@{injected}"], cwd=repo, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"})
+    assert result.returncode != 0 and not (repo / "INJECTED").exists()
+    assert f"'{injected}' is not a registered backbone" in result.stderr + result.stdout
+    for dvc_file in ("dvc.yaml", "tuning/dvc.yaml"):
+        stages = yaml.safe_load((ROOT / dvc_file).read_text())["stages"]
+        assert not [name for name, stage in stages.items() if "${" in stage["cmd"]], dvc_file
+
+
+def test_matrix_stages_take_their_item_from_the_name_dvc_runs_them_under():
+    assert not [name for name in (*BACKBONES, *METHODS) if "-" in name]  # DVC joins matrix values with "-"
+    assert matrix_item("train@resnet18-icl_no_ca--3", "train", ("backbone", "method", "seed")) == \
+        {"backbone": "resnet18", "method": "icl_no_ca", "seed": -3}
+    assert matrix_item("pretrain@vgg16", "pretrain", ("backbone",)) == {"backbone": "vgg16"}
+    for addressing, message in (("export@resnet18-cam-0", "not a train@<item> stage"),
+                                ("train@resnet18-cam", "expected <backbone>-<method>-<seed>"),
+                                ("train@resnet18-cam-0x", "seed '0x' is not an integer"),
+                                ("train@resnet9-cam-0", "'resnet9' is not a registered backbone")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            matrix_item(addressing, "train", ("backbone", "method", "seed"))
 
 
 @pytest.mark.slow
@@ -111,22 +144,22 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
         (repo / module).write_text(original)
     assert "Data and pipelines are up to date" in dvc(repo, "status")
 
-    settings = yaml.safe_load((repo / "params.yaml").read_text())
+    settings = yaml_io.read(repo / "params.yaml")
     settings["cluster"] = {"address": "ray://head:10001", "storage_path": "s3://bucket/runs"}  # where, not what
-    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert "Data and pipelines are up to date" in dvc(repo, "status")
 
     settings["cluster"] = {"address": None, "storage_path": None}
     settings["evaluate"]["cam_curve_interval"] = 0.02
-    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert stages_run(dvc(repo, "repro")) == {"evaluate@resnet50-cam-0", "evaluate@resnet50-icl-0", "baseline", "report"}
     assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-cam-seed0/metrics.json").read_text()
 
     settings["method_settings"]["icl"]["margin"] = 0.5  # one method's setting retrains that method only
-    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M)) == {"train@resnet50-icl-0"}
 
     settings["seeds"] = [0, 1]  # a second seed: its own runs; nothing of seed 0's reruns for it
-    (repo / "params.yaml").write_text(yaml.safe_dump(settings))
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert stale() == {"train@resnet50-icl-0", "report",
                        *(f"{s}@resnet50-{m}-1" for s in ("train", "export", "evaluate") for m in ("cam", "icl"))}

@@ -1,27 +1,25 @@
 """Dataset sources, split construction and loading, on small data the tests build."""
 
 import hashlib
-import io
 import json
 import shutil
-import tarfile
-import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pipeline.config import SynthConfig, load_config
 from pipeline.data import prepare
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo, region_map_path
 from pipeline.data.download import ChecksumError
-from pipeline.data.images import ImageReadError
+from pipeline.data.images import ImageReadError, load_rgb
 from pipeline.data.loading import SplitImages, split_loader, eval_transform, train_transform
 from pipeline.data.synth import generate, render, sample_scene, tight_box
 from pipeline.paths import Layout
-from tests.helpers import config, make_project
+from tests.helpers import config, make_project, tarball, zipped
 from tests.http_server import FileServer
 
 
@@ -31,24 +29,6 @@ def jpeg(width: int, height: int, value: int = 100) -> bytes:
 
 def png(width: int, height: int, value: int = 255) -> bytes:
     return cv2.imencode(".png", np.full((height, width), value, np.uint8))[1].tobytes()
-
-
-def tarball(files: dict[str, bytes], gzip: bool = True) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz" if gzip else "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return out.getvalue()
 
 
 def serve(server: FileServer, name: str, data: bytes) -> dict:
@@ -289,10 +269,21 @@ def test_openimages_masks_with_ignore_regions_and_measured_sizes(tmp_path):
 
 # ----------------------------------------------------------------------------- custom and problems
 
-def test_a_custom_dataset_folder_loads(tmp_path):
+def custom_dataset(tmp_path: Path):
+    """(root, config) of a custom dataset folder: the small synth dataset, 3 classes of 96x96 images."""
     root = tmp_path / "mine"
     generate(config(**SMALL_SYNTH).datasets.synth, root)
-    cfg = config(**{"dataset": "custom", "datasets.custom.root": str(root)})
+    return root, config(**{"dataset": "custom", "datasets.custom.root": str(root)})
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_custom_dataset_folder_loads(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
     layout = Layout(tmp_path / "project")
     prepare.download(cfg, layout)
     info = prepare.split(cfg, layout)
@@ -314,21 +305,128 @@ def test_split_lists_every_problem_and_writes_nothing(tmp_path):
         prepare.split(cfg, layout)
     message = str(error.value)
     assert "3 problem(s)" in message
-    assert "train: image 'images/train/red-ellipse/0001.png'" in message and "not a readable image" in message
+    assert "train: image 'images/train/red-ellipse/0001.png'" in message and "cannot decode image" in message
     assert "test: image 'images/test/blue-rectangle/0000.png'" in message and "file is missing" in message
     assert "image_sizes.txt says (90, 96)" in message
     assert not layout.split("synth").exists()
 
 
 def test_a_class_without_training_images_is_a_problem(tmp_path):
-    root = tmp_path / "mine"
-    generate(config(**SMALL_SYNTH).datasets.synth, root)
+    root, cfg = custom_dataset(tmp_path)
     shutil.rmtree(root / "metadata_masks")
     labels = root / "metadata/train/class_labels.txt"
     labels.write_text(labels.read_text().replace(",2\n", ",1\n"))
-    cfg = config(**{"dataset": "custom", "datasets.custom.root": str(root)})
     with pytest.raises(DatasetError, match="train: class 2 has no image"):
         prepare.split(cfg, Layout(tmp_path))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])  # the header stays whole
+
+
+def test_split_decodes_every_image_and_names_a_truncated_one(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
+    truncate(root / "images/test/red-ellipse/0001.png")
+    with pytest.raises(DatasetError) as error:
+        prepare.split(cfg, Layout(tmp_path / "project"))
+    assert "1 problem(s)" in str(error.value)
+    assert (f"test: image 'images/test/red-ellipse/0001.png': {root / 'images/test/red-ellipse/0001.png'}: "
+            f"cannot decode image: image file is truncated") in str(error.value)
+
+
+def test_split_refuses_a_box_outside_its_image(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
+    boxes = root / "metadata/val/localization.txt"
+    first = lines(boxes)[0]
+    assert first.startswith("images/val/red-ellipse/0000.png,")
+    edit(boxes, first, "images/val/red-ellipse/0000.png,0,0,500,600")
+    with pytest.raises(DatasetError, match=f"val: {boxes}: image 'images/val/red-ellipse/0000.png': "
+                                           r"box \(0, 0, 500, 600\) is not inside the 96x96 image"):
+        prepare.split(cfg, Layout(tmp_path / "project"))
+
+
+def test_split_names_the_image_of_a_label_beyond_the_classes(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
+    shutil.rmtree(root / "metadata_masks")  # its labels would differ
+    labels = root / "metadata/test/class_labels.txt"
+    edit(labels, "images/test/blue-rectangle/0000.png,1", "images/test/blue-rectangle/0000.png,9")
+    with pytest.raises(DatasetError) as error:
+        prepare.split(cfg, Layout(tmp_path / "project"))
+    assert "1 problem(s)" in str(error.value)  # not "class 3..9 has no image"
+    assert (f"test: {labels}: image 'images/test/blue-rectangle/0000.png': label 9 is not a class "
+            f"(3 classes: 0..2)") in str(error.value)
+
+
+def test_split_lists_the_faults_of_every_split_at_once(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
+    shutil.rmtree(root / "metadata_masks")  # its labels would differ
+    truncate(root / "images/train/red-ellipse/0002.png")
+    edit(root / "metadata/val/localization.txt", "images/val/blue-rectangle/0001.png,",
+         "images/val/blue-rectangle/0001.png,90,0,97,5\nimages/val/blue-rectangle/0001.png,")
+    edit(root / "metadata/test/class_labels.txt", "images/test/red-ellipse/0000.png,0", "images/test/red-ellipse/0000.png,3")
+    with pytest.raises(DatasetError) as error:
+        prepare.split(cfg, Layout(tmp_path / "project"))
+    message = str(error.value)
+    assert "3 problem(s)" in message
+    assert "train: image 'images/train/red-ellipse/0002.png'" in message and "image file is truncated" in message
+    assert "val: " in message and "image 'images/val/blue-rectangle/0001.png': box (90, 0, 97, 5)" in message
+    assert "test: " in message and "image 'images/test/red-ellipse/0000.png': label 3 is not a class" in message
+    assert message.index("train: ") < message.index("val: ") < message.index("test: ")
+
+
+def test_split_lists_the_metadata_errors_of_every_split_at_once(tmp_path):
+    root, cfg = custom_dataset(tmp_path)
+    for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt"):
+        (root / "metadata/val" / name).write_text("")
+    edit(root / "metadata/test/image_sizes.txt", "images/test/red-ellipse/0000.png,96,96", "images/test/red-ellipse/0000.png,96")
+    with pytest.raises(DatasetError) as error:
+        prepare.split(cfg, Layout(tmp_path / "project"))
+    message = str(error.value)
+    assert "2 problem(s)" in message
+    assert f"val: {root / 'metadata/val/image_ids.txt'}: no image ids (the file is empty)" in message
+    assert f"test: {root / 'metadata/test/image_sizes.txt'}:" in message and "expected 3 comma-separated" in message
+
+
+# ------------------------------------------------------------------------------------------ images
+
+def grey16() -> np.ndarray:
+    return np.array([[0, 255, 256, 32896, 65535]], np.uint16)
+
+
+@pytest.mark.parametrize("name, make, expected", [
+    # 16-bit grey (Pillow: mode I;16) keeps its high byte, as OpenCV reads it; not clipped to white
+    ("grey16.png", lambda path: cv2.imwrite(str(path), grey16()), [[0, 0, 1, 128, 255]]),
+    ("int32.tiff", lambda path: Image.fromarray(grey16().astype(np.int32)).save(path), [[0, 0, 1, 128, 255]]),
+    ("float.tiff", lambda path: Image.fromarray(np.array([[0, 0.25, 1]], np.float32)).save(path), [[0, 64, 255]]),
+    ("bits.png", lambda path: Image.fromarray(np.array([[0, 1]], bool)).save(path), [[0, 255]]),
+    ("grey_alpha.png", lambda path: Image.fromarray(np.array([[[200, 0], [7, 255]]], np.uint8)).save(path),
+     [[200, 7]]),
+])
+def test_grey_images_of_any_depth_load_as_8_bit_rgb(tmp_path, name, make, expected):
+    make(tmp_path / name)
+    image = np.asarray(load_rgb(tmp_path / name))
+    assert image.dtype == np.uint8
+    np.testing.assert_array_equal(image, np.repeat(np.array(expected, np.uint8)[..., None], 3, axis=-1))
+
+
+def test_colour_images_of_any_mode_load_as_8_bit_rgb(tmp_path):
+    bgr16 = np.array([[[0, 256, 65535], [514, 32896, 0]]], np.uint16)  # OpenCV writes BGR
+    cv2.imwrite(str(tmp_path / "rgb16.png"), bgr16)
+    palette = Image.frombytes("P", (2, 1), bytes([0, 1]))
+    palette.putpalette([10, 20, 30, 40, 50, 60])
+    palette.save(tmp_path / "palette.png")
+    Image.frombytes("CMYK", (2, 1), bytes([0, 0, 0, 0, 255, 0, 0, 0])).save(tmp_path / "cmyk.tiff")
+    expected = {"rgb16.png": [[255, 1, 0], [0, 128, 2]], "palette.png": [[10, 20, 30], [40, 50, 60]],
+                "cmyk.tiff": [[255, 255, 255], [0, 255, 255]]}
+    for name, rgb in expected.items():
+        np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / name)), np.array([rgb], np.uint8), err_msg=name)
+
+
+def test_a_float_image_outside_0_1_is_refused_by_name(tmp_path):
+    Image.fromarray(np.array([[0, 2.5]], np.float32)).save(tmp_path / "hdr.tiff")
+    with pytest.raises(ImageReadError, match=r"hdr.tiff \(image 'x'\): cannot decode image: mode F values must lie "
+                                             r"in \[0, 1\], found 0.0..2.5"):
+        load_rgb(tmp_path / "hdr.tiff", "x")
 
 
 # ----------------------------------------------------------------------------------------- loading

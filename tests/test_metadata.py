@@ -3,6 +3,7 @@
 import pytest
 
 from pipeline.metadata import MetadataError, load_metadata
+from pipeline.metrics.scoremap_folder import evaluate_scoremap_folder
 from tests.helpers import write_box_metadata
 
 IMAGES = {"a/1.jpg": (0, (500, 300), [(1, 2, 30, 40), (5, 5, 9, 9)]), "b/2.jpg": (3, (20, 10), [(0, 0, 19, 9)])}
@@ -60,3 +61,35 @@ def test_ignore_mask_on_a_later_line_is_an_error(tmp_path):
     (tmp_path / "localization.txt").write_text("a/1.jpg,m/a1.png,\na/1.jpg,m/a2.png,m/ig.png\nb/2.jpg,m/b.png,\n")
     with pytest.raises(MetadataError, match=r"localization.txt:2: image 'a/1.jpg': the ignore mask"):
         load_metadata(tmp_path)
+
+
+def test_boxes_outside_their_image_are_listed_together(tmp_path):
+    images = {**IMAGES, "edge.jpg": (0, (500, 300), [(0, 0, 500, 300)]),  # touching the edges: inside
+              "c.jpg": (1, (96, 96), [(0, 0, 500, 600), (1, 1, 5, 5)]), "d.jpg": (2, (20, 10), [(3, 2, 20, 11)])}
+    write_box_metadata(tmp_path, images)
+    with pytest.raises(MetadataError) as error:
+        load_metadata(tmp_path)
+    assert str(error.value).splitlines() == [
+        f"{tmp_path / 'localization.txt'}: 2 box(es) outside their image (image_sizes.txt):",
+        "  image 'c.jpg': box (0, 0, 500, 600) is not inside the 96x96 image",
+        "  image 'd.jpg': box (3, 2, 20, 11) is not inside the 20x10 image"]
+    assert load_metadata(tmp_path, "none").image_sizes["c.jpg"] == (96, 96)  # training reads no boxes
+
+
+def test_the_list_of_boxes_outside_their_image_is_capped(tmp_path):
+    write_box_metadata(tmp_path, {f"{i}.jpg": (0, (10, 10), [(0, 0, 11, 10)]) for i in range(25)})
+    with pytest.raises(MetadataError, match=r"25 box\(es\)") as error:
+        load_metadata(tmp_path)
+    assert len(str(error.value).splitlines()) == 1 + 20 + 1 and str(error.value).endswith("... and 5 more")
+
+
+def test_evaluate_scoremaps_refuses_a_box_outside_its_image(tmp_path):
+    write_box_metadata(tmp_path / "meta", {"a.jpg": (0, (96, 96), [(0, 0, 500, 600)])})
+    with pytest.raises(MetadataError, match=r"image 'a.jpg': box \(0, 0, 500, 600\) is not inside the 96x96 image"):
+        evaluate_scoremap_folder(tmp_path / "meta", tmp_path / "scoremaps")
+
+
+def test_empty_metadata_names_the_file(tmp_path):
+    write_box_metadata(tmp_path / "meta", {})
+    with pytest.raises(MetadataError, match=f"{tmp_path / 'meta' / 'image_ids.txt'}: no image ids"):
+        evaluate_scoremap_folder(tmp_path / "meta", tmp_path / "scoremaps")

@@ -46,6 +46,7 @@ def test_final_feature_map_at_224_px(backbone, architecture, large, side):
     network = build_backbone(backbone, large, architecture).eval()
     with torch.no_grad():
         assert network(torch.zeros(1, 3, 224, 224)).shape[-2:] == (side, side)
+    assert network.tap_names == BACKBONES[backbone].taps[architecture]  # what params.yaml is checked against
 
 
 @pytest.mark.parametrize("method", ["icl", "adl", "spg"])
@@ -97,11 +98,12 @@ def test_unknown_names_fail_with_the_valid_ones(backbone, method, message):
         build_model(backbone, method, 3, CFG)
 
 
-def test_unknown_tap_names_the_setting_and_the_valid_taps():
-    cfg = config(**{"method_settings.adl.taps.vgg16": ["pool3", "conv9_9"]})
-    with pytest.raises(ValueError, match=r"method_settings\.adl\.taps\.vgg16: vgg16 has no tap 'conv9_9'; "
-                                         r"valid taps: pool1, pool2, pool3, conv4_3, pool4, conv5_3, conv6"):
-        build_model("vgg16", "adl", 3, cfg)
+def test_an_unknown_tap_is_refused_when_params_are_loaded_naming_the_setting_and_the_valid_taps():
+    with pytest.raises(ConfigError, match=r"method_settings\.adl\.taps\.vgg16: vgg16 has no tap 'conv9_9'; "
+                                          r"valid taps: pool1, pool2, pool3, conv4_3, pool4, conv5_3, conv6"):
+        config(**{"method_settings.adl.taps.vgg16": ["pool3", "conv9_9"]})
+    with pytest.raises(ConfigError, match=r"method_settings\.icl\.taps\.resnet18: a tap is listed twice"):
+        config(**{"method_settings.icl.taps.resnet18": ["layer4.0", "layer4.0"]})
 
 
 @pytest.mark.parametrize("backbone, reference", [

@@ -1,6 +1,7 @@
 """The configuration files a user edits or applies: params.yaml, the shipped fragments, the cluster
 configuration; bad ones are refused with the file, line and key named."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -22,9 +23,26 @@ def test_the_cluster_config_is_one_the_ray_launcher_accepts():
     validate_config(prepare_config(cluster))  # what `ray up` does: defaults filled in, then Ray's schema and checks
     assert cluster["provider"]["type"] == "aws" and cluster["head_node_type"] in cluster["available_node_types"]
     assert cluster["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
-    assert cluster["file_mounts"] == {"/home/ray/wsol": "."}
+    assert cluster["file_mounts"]["/home/ray/wsol"] == "."
     assert any("pip install" in c and "/home/ray/wsol" in c for c in cluster["setup_commands"])
     assert all(t["resources"] == {} and "InstanceType" in t["node_config"] for t in cluster["available_node_types"].values())
+
+
+def test_the_cluster_listens_for_the_outside_only_through_ssh_and_requires_credentials():
+    cluster = yaml.safe_load((ROOT / "infra" / "cluster.yaml").read_text())
+    commands = [c for key, value in cluster.items() if key.endswith("_commands") for c in value]
+    assert not [c for c in commands if re.search(r"0\.0\.0\.0|--(dashboard-)?host[= ]\s*(::|\[::\])", c)]
+    head_start = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start
+    # Ray's token auth on every node and process, the token copied from the user's machine
+    assert "--env RAY_AUTH_MODE=token" in cluster["docker"]["run_options"]
+    assert cluster["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    # MLflow: on the head's private IP, with basic auth, its password read from a file the user made
+    (mlflow,) = [c for c in cluster["head_setup_commands"] if "mlflow server" in c]
+    assert "--app-name basic-auth" in mlflow and '--host "${WSOL_HEAD_IP:?}"' in mlflow
+    assert 'MLFLOW_AUTH_ADMIN_PASSWORD="$(cat ~/.wsol/mlflow_password)"' in mlflow
+    assert cluster["file_mounts"]["/home/ray/.wsol/mlflow_password"] == "~/.wsol/mlflow_password"
+    assert any("MLFLOW_TRACKING_PASSWORD=$(cat ~/.wsol/mlflow_password)" in c for c in cluster["setup_commands"])
 
 
 def test_every_shipped_params_file_validates(tmp_path):

@@ -169,7 +169,9 @@ def test_a_checkpoint_of_another_variant_is_refused_naming_what_it_lacks(tmp_pat
 def test_files_that_are_no_checkpoint_are_refused(tmp_path):
     (tmp_path / "text.pth").write_text("not a checkpoint")
     torch.save({"state_dict": {"layer1.weight": torch.ones(1)}}, tmp_path / "headless.pth")
-    cases = {tmp_path / "text.pth": "not a readable PyTorch checkpoint",
+    torch.jit.save(torch.jit.script(torch.nn.Linear(1, 1)), tmp_path / "scripted.pt")
+    cases = {tmp_path / "text.pth": "text.pth: not a PyTorch checkpoint of tensors saved by torch.save$",
+             tmp_path / "scripted.pt": "scripted.pt: not a PyTorch checkpoint of tensors saved by torch.save$",
              tmp_path / "missing.pth": "no such file",
              tmp_path / "headless.pth": "none of the reference's classifier weights"}
     for path, message in cases.items():

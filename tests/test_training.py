@@ -15,9 +15,9 @@ import pytest
 import ray
 import torch
 import torchvision
-import yaml
 from mlflow.tracking import MlflowClient
 
+from pipeline import yaml_io
 from pipeline.config import load_config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.models import build_model
@@ -98,6 +98,27 @@ def test_training_state_round_trip(tmp_path):
     assert (restored.epoch, restored.best_epoch, restored.restarts, len(restored.history)) == (3, 2, 1, 3)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     assert torch.equal(saved.final_weights(tmp_path, "best")[0]["w"], torch.ones(1))
+
+
+class _RunsAShellCommand:
+    """Unpickling this calls os.system: what a hostile checkpoint in shared storage could carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "model": _RunsAShellCommand(marker)}, tmp_path / saved.STATE)
+    with pytest.raises(saved.CheckpointError, match=r"state\.pt: refused"):
+        saved.final_weights(tmp_path, "last")
+    assert not marker.exists()
+    (tmp_path / saved.STATE).write_bytes(b"not a checkpoint")
+    with pytest.raises(saved.CheckpointError, match="not a readable checkpoint"):
+        saved.final_weights(tmp_path, "last")
 
 
 def test_new_layers_train_at_the_classifier_ratio_only_on_a_pretrained_backbone(tmp_path):
@@ -280,7 +301,7 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     from pipeline.cli import main
 
     assert main(["tune", "--params", str(layout.root / "params.yaml")]) == 0
-    best = yaml.safe_load((layout.root / "tuning" / "synth-resnet50-icl.yaml").read_text())
+    best = yaml_io.read(layout.root / "tuning" / "synth-resnet50-icl.yaml")
     assert set(best) == {"method_settings", "backbone_settings"}
     assert 0.3 <= best["method_settings"]["icl"]["hyper"]["resnet50"]["drop_rate"] <= 0.9
     assert 0.001 <= best["backbone_settings"]["resnet50"]["lr"] <= 0.01

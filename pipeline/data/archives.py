@@ -1,13 +1,17 @@
-"""Unpacking downloaded archives: all or nothing, never outside the target folder."""
+"""Downloaded archives: checking that one is whole, and unpacking it all or nothing, never outside
+the target folder."""
 
 from __future__ import annotations
 
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import PipelineError
+
+SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")  # the archives extract() unpacks
 
 
 class ArchiveError(PipelineError, RuntimeError):
@@ -18,6 +22,39 @@ def _check_zip_member(archive: Path, name: str) -> None:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts:
         raise ArchiveError(f"{archive}: member {name!r} would be written outside the target folder")
+
+
+def check(archive: Path, name: str | None = None) -> None:
+    """Raise ArchiveError, calling the archive ``name`` (default: its path), unless it opens as
+    :func:`extract` opens it and lists to its end, with at least one member."""
+    name = name or str(archive)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                members = z.namelist()
+        else:
+            members = _tar_members(archive, name)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
+        raise ArchiveError(f"{name}: cannot list: {error}") from None
+    if not members:
+        raise ArchiveError(f"{name}: no members")
+
+
+def _tar_members(archive: Path, name: str) -> list[tarfile.TarInfo]:
+    """The members of a tar, plain or compressed, read to the end of its stream: one cut short fails,
+    even between members, and so does a compressed one whose checksum or end is missing."""
+    try:
+        t = tarfile.open(archive)
+    except tarfile.ReadError:
+        raise ArchiveError(f"{name}: cannot open: not a whole zip or tar archive") from None
+    with t:
+        members = t.getmembers()
+        end_block = t.offset + tarfile.BLOCKSIZE  # t.offset: where the last member ends
+        while t.fileobj.read(1 << 20):
+            pass
+        if t.fileobj.tell() < end_block:
+            raise ArchiveError(f"{name}: cut short: no end-of-archive block after its last member")
+    return members
 
 
 def extract(archive: Path, into: Path) -> None:

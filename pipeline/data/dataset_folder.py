@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline.config import SPLITS
 from pipeline.data.images import ImageReadError, measure
 from pipeline.errors import PipelineError
-from pipeline.metadata import Box, MaskFiles, Metadata, load_metadata, write_metadata
+from pipeline.metadata import Box, MaskFiles, Metadata, box_faults, load_metadata, write_metadata
 from pipeline.paths import replaced_atomically
 
 INFO = "dataset.json"
@@ -31,6 +31,13 @@ SHOWN_PROBLEMS = 50  # problems listed in full before "and N more"
 
 class DatasetError(PipelineError, RuntimeError):
     """The dataset's files do not match its metadata; the message lists every problem found."""
+
+    @classmethod
+    def listing(cls, name: str, problems: list[str]) -> DatasetError:
+        """One error for all problems of a dataset (the first SHOWN_PROBLEMS in full)."""
+        more = [f"... and {len(problems) - SHOWN_PROBLEMS} more"] if len(problems) > SHOWN_PROBLEMS else []
+        return cls(f"{name}: {len(problems)} problem(s) found; nothing was written:\n  "
+                   + "\n  ".join(problems[:SHOWN_PROBLEMS] + more))
 
 
 @dataclass
@@ -43,6 +50,11 @@ class SplitTable:
     sizes: dict[str, tuple[int, int]] | None = None
     boxes: dict[str, tuple[Box, ...]] | None = None
     masks: dict[str, MaskFiles] | None = None  # paths relative to the dataset's mask root
+    metadata: Path | None = None  # the metadata folder the table was read from, named in problems
+
+    def file(self, name: str) -> str:
+        """Where a problem with one of the split's metadata files lies, as ``"<path>: "`` (or "")."""
+        return f"{self.metadata / name}: " if self.metadata is not None else ""
 
 
 @dataclass
@@ -116,9 +128,15 @@ def _relative(target: Path, start: Path) -> str:
         return str(target.resolve())
 
 
-def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: dict[str, MaskFiles] | None,
-                 region_root: Path | None, problems: list[str]) -> dict[str, tuple[int, int]]:
-    """Measured (width, height) of every image of the split; problems appended."""
+def _check_split(split: str, table: SplitTable, num_classes: int, mask_root: Path | None,
+                 extra: dict[str, MaskFiles] | None, region_root: Path | None,
+                 problems: list[str]) -> dict[str, tuple[int, int]]:
+    """Measured (width, height) of every image of the split, each decoded once; problems appended."""
+    if not table.image_ids:
+        problems.append(f"{split}: {table.file('image_ids.txt')}no images")
+    problems += [f"{split}: {table.file('class_labels.txt')}image {image_id!r}: label {label} is not a class "
+                 f"({num_classes} classes: 0..{num_classes - 1})"
+                 for image_id, label in table.labels.items() if not 0 <= label < num_classes]
     sizes = {}
     paths = [table.image_root / i for i in table.image_ids]
     for image_id, path, result in zip(table.image_ids, paths, measure(paths)):
@@ -129,6 +147,8 @@ def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: d
         if table.sizes is not None and table.sizes[image_id] != result:
             problems.append(f"{split}: image {image_id!r}: image_sizes.txt says {table.sizes[image_id]}, "
                             f"the file {path} is {result}")
+    if table.boxes is not None:
+        problems += [f"{split}: {table.file('localization.txt')}{fault}" for fault in box_faults(table.boxes, sizes)]
     for masks in (table.masks, extra):
         if not masks:
             continue
@@ -148,23 +168,20 @@ def _check_split(split: str, table: SplitTable, mask_root: Path | None, extra: d
 
 
 def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
-    """Check every image (mask, region map) file once, then write the dataset folder atomically. Every
-    problem found (missing or unreadable file, size contradicting the metadata, a class without
-    training images) is listed in one :class:`DatasetError`."""
-    problems: list[str] = []
-    labels = sorted({label for table in tables.splits.values() for label in table.labels.values()})
-    num_classes = labels[-1] + 1
+    """Decode every image (mask, region map) file once, then write the dataset folder atomically.
+
+    The classes are those named, else 0..(largest training label). Every problem found (missing,
+    unreadable or truncated file, size contradicting the metadata, box outside its image, label
+    outside the classes, empty split, class without training images) is listed in one
+    :class:`DatasetError`, split by split."""
     trained = set(tables.splits["train"].labels.values())
-    problems += [f"train: class {c} has no image" for c in range(num_classes) if c not in trained]
-    if tables.class_names is not None and len(tables.class_names) != num_classes:
-        problems.append(f"{len(tables.class_names)} class names for {num_classes} classes")
-    measured = {split: _check_split(split, table, tables.mask_root, tables.extra_masks.get(split),
+    num_classes = len(tables.class_names) if tables.class_names is not None else max(trained, default=-1) + 1
+    problems = [f"train: class {c} has no image" for c in range(num_classes) if c not in trained]
+    measured = {split: _check_split(split, table, num_classes, tables.mask_root, tables.extra_masks.get(split),
                                     tables.region_root, problems)
                 for split, table in tables.splits.items()}
     if problems:
-        shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
-        more = f"\n  ... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-        raise DatasetError(f"{tables.name}: {len(problems)} problem(s) found; nothing was written:\n  {shown}{more}")
+        raise DatasetError.listing(tables.name, problems)
 
     names = tables.class_names or [str(c) for c in range(num_classes)]
     info = {

@@ -1,24 +1,40 @@
-"""Resumable, verified, atomic downloads.
+"""Resumable, verified, atomic downloads over http(s).
 
-A file is fetched to ``<name>.part`` (resuming with an HTTP Range request after a cut connection,
-or on the next run), verified against its checksum, and only then renamed to ``<name>``: a file
-under its final name is always complete and verified. A checksum mismatch deletes the partial file
-and raises :class:`ChecksumError` naming the file and both sums. Where no checksum is published the
-sum of the first complete download is recorded in ``<name>.sha256`` and checked from then on.
+A file is fetched to ``<name>.part`` and renamed to ``<name>`` only once verified, so a file under
+its final name is always complete. Verified means that it matches its checksum: the one in
+params.yaml, else the sha256 recorded in ``<name>.sha256`` at its first download. A first download
+with no sum to match must have all the bytes its server announced and pass a format check (an
+archive lists to its end, a text file is UTF-8 and not an HTML page) before its sum is recorded;
+a file of another kind needs its checksum in params.yaml.
+
+A cut transfer is resumed, after a dropped connection or on the next run, only where the server
+confirms that the ``.part`` holds the start of the same entity: ``<name>.part.json`` keeps the URL,
+validator (ETag, else Last-Modified) and length of the response that started it, and the resume
+sends ``Range`` with ``If-Range``. Otherwise (no record, a 200, a 206 of another entity, a 416)
+the file starts over.
+
+Mirrors are tried in order. A mirror whose file fails (HTTP error, dropped connection, wrong sum,
+wrong format) is noted and the next one tried; when all fail, :class:`DownloadError` names the file
+and each mirror's failure (:class:`ChecksumError` if one served wrong bytes). Only http(s) URLs
+are fetched, redirects included, and only to plain file names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from pipeline.config import Source
+from pipeline.config import URL_SCHEMES, Source, plain_filename
+from pipeline.data import archives
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -26,17 +42,37 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # bytes per read
 ATTEMPTS = 5  # connection attempts per mirror, each resuming where the last stopped
 TIMEOUT = 60  # seconds without data before a connection counts as cut
+CHECKED = (*archives.SUFFIXES, ".txt")  # the kinds of file with a format check
+CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+)")
 
 
 class DownloadError(PipelineError, RuntimeError):
-    """Every mirror failed; the message names the file and each mirror's failure."""
+    """A file could not be fetched; the message names it and each mirror's failure."""
 
 
 class ChecksumError(DownloadError):
     """The downloaded bytes are not the expected ones."""
 
 
+class FormatError(DownloadError):
+    """A file with no sum to match is not what its name says (an HTML page, an archive cut short)."""
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) URLs only (urllib's own handler follows ftp:// ones too)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in URL_SCHEMES:
+            raise urllib.error.HTTPError(req.full_url, code, f"refused a redirect to {newurl} (only "
+                                         f"{' and '.join(URL_SCHEMES)} URLs are fetched)", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_open_url = urllib.request.build_opener(_HttpRedirectsOnly).open
+
+
 def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of the file at path."""
     digest = hashlib.new(algorithm)
     with path.open("rb") as f:
         while block := f.read(CHUNK):
@@ -44,55 +80,116 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _split_checksum(checksum: str) -> tuple[str, str]:
-    algorithm, _, value = checksum.partition(":")
-    return algorithm, value
-
-
-def _record_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".sha256")
+def _beside(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def _expected(source: Source, dest: Path) -> str | None:
     """The params' checksum, else the one recorded at the first download, else None."""
     if source.checksum is not None:
         return source.checksum
-    record = _record_path(dest)
+    record = _beside(dest, ".sha256")
     return f"sha256:{record.read_text().strip()}" if record.is_file() else None
 
 
-def _verify(path: Path, expected: str | None, name: str) -> None:
-    if expected is None:
+def _check_format(path: Path, dest: Path) -> None:
+    """Raise FormatError unless path holds what dest's name says: an archive that lists to its end,
+    or UTF-8 text; neither may be an HTML page (a server's error or sign-in page)."""
+    with path.open("rb") as f:
+        if f.read(1024).lstrip().lower().startswith((b"<!doctype", b"<html")):
+            raise FormatError(f"{dest}: looks like an HTML page (an error or sign-in page?), not the file")
+    if dest.name.endswith(archives.SUFFIXES):
+        try:
+            archives.check(path, str(dest))
+        except archives.ArchiveError as error:
+            raise FormatError(str(error)) from None
+    else:
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise FormatError(f"{dest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _accept(path: Path, expected: str | None, dest: Path) -> None:
+    """Raise ChecksumError or FormatError unless path (dest or its .part) is a good copy of dest;
+    with no sum to match, record its sha256 as dest's."""
+    if expected is not None:
+        algorithm, _, value = expected.partition(":")
+        actual = file_digest(path, algorithm)
+        if actual != value:
+            raise ChecksumError(f"{dest}: checksum mismatch: expected {expected}, got {algorithm}:{actual}")
         return
-    algorithm, value = _split_checksum(expected)
-    actual = file_digest(path, algorithm)
-    if actual != value:
-        raise ChecksumError(f"{name}: checksum mismatch: expected {algorithm}:{value}, got {algorithm}:{actual}")
+    _check_format(path, dest)
+    digest = file_digest(path, "sha256")
+    _beside(dest, ".sha256").write_text(digest + "\n")
+    log.warning("%s: no checksum in params.yaml; recorded sha256:%s (put it in params.yaml to pin it)",
+                dest, digest)
+
+
+def _validator(response) -> str | None:
+    """What If-Range can name the response's entity by: its strong ETag, else its Last-Modified."""
+    etag = response.headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else response.headers.get("Last-Modified")
+
+
+def _origin(part: Path) -> dict:
+    """The record of the response that started part ({} if none)."""
+    try:
+        return json.loads(_beside(part, ".json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _open(url: str, part: Path) -> tuple[http.client.HTTPResponse, int]:
+    """url's response and the offset in part where its body goes: part's size when the server
+    confirms that part holds the start of the same entity, else 0 (part starts over)."""
+    offset = part.stat().st_size if part.exists() else 0
+    origin = _origin(part)
+    if offset and origin.get("url") == url and origin.get("validator") and origin.get("length"):
+        headers = {"Range": f"bytes={offset}-", "If-Range": origin["validator"]}
+        try:
+            response = _open_url(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
+        except urllib.error.HTTPError as error:
+            if error.code != 416:  # 416: part is not a prefix of the entity
+                raise
+            error.close()
+        else:
+            if response.status == 200:  # the entity changed, and here it is whole
+                return response, 0
+            match = CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            if (match and int(match[1]) == offset and int(match[2]) == origin["length"]
+                    and _validator(response) == origin["validator"]):
+                return response, offset
+            response.close()
+    if offset:
+        log.warning("%s: %s is not known to be the start of it; starting over", url, part)
+    return _open_url(url, timeout=TIMEOUT), 0
+
+
+def _start(url: str, part: Path, response) -> dict:
+    """Record beside part the response that starts it: its URL, validator and length (None if the
+    server announced none)."""
+    length = response.headers.get("Content-Length")
+    origin = {"url": url, "validator": _validator(response), "length": int(length) if length is not None else None}
+    _beside(part, ".json").write_text(json.dumps(origin))
+    return origin
 
 
 def _transfer(url: str, part: Path) -> None:
-    """Append url's bytes to part from its current size; returns when the server's length is reached."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and offset:  # nothing after offset: the partial file is whole
-            return
-        raise
+    """Bring part to the whole of url's entity; raise IncompleteRead if it ends short of the length
+    the server announced."""
+    response, offset = _open(url, part)
     with response:
-        if offset and response.status != 206:  # the server ignored the range: start again
-            offset = 0
-        length = response.headers.get("Content-Length")
-        expected_end = offset + int(length) if length is not None else None
+        length = (_origin(part) if offset else _start(url, part, response))["length"]
         with part.open("ab" if offset else "wb") as f:
             while block := response.read(CHUNK):
                 f.write(block)
-        if expected_end is not None and part.stat().st_size < expected_end:
-            raise http.client.IncompleteRead(b"", expected_end - part.stat().st_size)
+    if length is not None and part.stat().st_size < length:
+        raise http.client.IncompleteRead(b"", length - part.stat().st_size)
 
 
 def _from_mirror(url: str, part: Path) -> None:
+    """Fetch url into part, resuming after a dropped connection up to ATTEMPTS times in all."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             _transfer(url, part)
@@ -107,37 +204,48 @@ def _from_mirror(url: str, part: Path) -> None:
             time.sleep(min(2 ** attempt, 30) * 0.1)
 
 
+def _refuse_unsafe(source: Source, directory: Path) -> None:
+    """Raise DownloadError for a URL other than http(s) or a file name other than a plain one."""
+    if not plain_filename(source.filename):
+        raise DownloadError(f"{directory}: refused the file name {source.filename!r}: it must be a plain "
+                            f"name (no folder, no '..', no leading dot)")
+    for url in source.urls:
+        if urllib.parse.urlsplit(url).scheme.lower() not in URL_SCHEMES:
+            raise DownloadError(f"{directory / source.filename}: refused {url}: only "
+                                f"{' and '.join(URL_SCHEMES)} URLs are fetched")
+
+
 def fetch(source: Source, directory: Path) -> Path:
     """The verified file ``directory / source.filename``, downloaded unless already there."""
-    directory.mkdir(parents=True, exist_ok=True)
+    _refuse_unsafe(source, directory)
     dest = directory / source.filename
     expected = _expected(source, dest)
+    if expected is None and not dest.name.endswith(CHECKED):
+        raise DownloadError(f"{dest}: no checksum in params.yaml, and no format check for this kind of "
+                            f"file (only {', '.join(CHECKED)}): put its checksum in params.yaml")
+    directory.mkdir(parents=True, exist_ok=True)
     if dest.is_file():
         try:
-            _verify(dest, expected, str(dest))
-            if expected is None:
-                _record_path(dest).write_text(file_digest(dest, "sha256") + "\n")
+            _accept(dest, expected, dest)
             return dest
-        except ChecksumError as error:  # a stale copy: replaced below, only once a verified one exists
+        except DownloadError as error:  # a stale or bad copy: replaced below, only by a verified one
             log.warning("%s; downloading it again", error)
-    part = dest.with_name(dest.name + ".part")
-    failures = []
+    part = _beside(dest, ".part")
+    failures, wrong_bytes = [], False
     for url in source.urls:
         try:
             _from_mirror(url, part)
-        except (OSError, http.client.HTTPException) as error:
+            _accept(part, expected, dest)
+        except (OSError, http.client.HTTPException) as error:  # part stays, to be resumed
             failures.append(f"{url}: {error}")
-            continue
-        try:
-            _verify(part, expected, str(dest))
-        except ChecksumError:
+        except DownloadError as error:  # wrong bytes: another mirror may have the right ones
             part.unlink()
-            raise
-        if expected is None:
-            digest = file_digest(part, "sha256")
-            _record_path(dest).write_text(digest + "\n")
-            log.warning("%s: no checksum in params.yaml; recorded sha256:%s (put it in params.yaml to pin it)",
-                        dest, digest)
-        os.replace(part, dest)
-        return dest
-    raise DownloadError(f"{dest}: every mirror failed:\n  " + "\n  ".join(failures))
+            _beside(part, ".json").unlink(missing_ok=True)
+            failures.append(f"{url}: {error}")
+            wrong_bytes = wrong_bytes or isinstance(error, ChecksumError)
+        else:
+            os.replace(part, dest)
+            _beside(part, ".json").unlink(missing_ok=True)
+            return dest
+    error_class = ChecksumError if wrong_bytes else DownloadError
+    raise error_class(f"{dest}: every mirror failed:\n  " + "\n  ".join(failures))

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import PipelineError
@@ -19,33 +20,44 @@ def _describe(path: Path, image_id: str | None) -> str:
     return f"{path}" + (f" (image {image_id!r})" if image_id is not None else "")
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A grey image of more than 8 bits as mode L; any other image unchanged.
+
+    Integer modes (I;16*, I) hold 0..65535 and keep their high byte, ``v >> 8``, as Pillow reads
+    16-bit colour PNGs and OpenCV any 16-bit PNG; float mode F holds 0..1 and becomes
+    ``round(255 v)``. Values outside that range (or NaN) raise ValueError: their scale is unknown.
+    """
+    if image.mode == "F":
+        values, top = np.asarray(image, np.float64), 1
+    elif image.mode == "I" or image.mode.startswith("I;16"):
+        values, top = np.asarray(image, np.int64), 65535
+    else:
+        return image
+    low, high = values.min(), values.max()
+    if not 0 <= low <= high <= top:
+        raise ValueError(f"mode {image.mode} values must lie in [0, {top}], found {low}..{high}")
+    eight = np.rint(values * 255) if image.mode == "F" else values >> 8
+    return Image.fromarray(eight.astype(np.uint8))  # (H, W) uint8: mode L
+
+
 def load_rgb(path: Path, image_id: str | None = None) -> Image.Image:
-    """The decoded image, converted to RGB."""
+    """The decoded image as 8-bit RGB: 16-bit and float grey scaled to 8 bits (see :func:`_eight_bit`),
+    alpha dropped, palette, 1-bit, grey and CMYK converted by Pillow."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return _eight_bit(image).convert("RGB")
     except FileNotFoundError:
         raise ImageReadError(f"{_describe(path, image_id)}: image file is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{_describe(path, image_id)}: cannot decode image: {error}") from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header; raises :class:`ImageReadError`."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file is missing") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: not a readable image: {error}") from None
-
-
 def measure(paths: Iterable[Path], threads: int = 8) -> list[tuple[int, int] | ImageReadError]:
-    """The size of each file, or the error reading it, in order (headers read by several threads)."""
+    """The (width, height) of each file, or the error reading it, in order: every file is decoded
+    in full by :func:`load_rgb` (several threads), so a truncated or corrupt one fails here."""
     def one(path: Path):
         try:
-            return image_size(path)
+            return load_rgb(path).size
         except ImageReadError as error:
             return error
 

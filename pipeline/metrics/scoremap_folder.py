@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metadata import load_metadata, read_labels
+from pipeline.metadata import Metadata, load_metadata, read_labels
 from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
 from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap_shape
@@ -22,7 +23,7 @@ def scoremap_path(scoremap_root: Path, image_id: str) -> Path:
 
 
 def load_scoremap(scoremap_root: Path, image_id: str, length: int = RESIZE_LENGTH) -> np.ndarray:
-    """The (length, length) score map of one image; a missing, unreadable or misshapen file is an error."""
+    """One image's (length, length) float score map; a missing, unreadable, misshapen or integer file is an error."""
     path = scoremap_path(scoremap_root, image_id)
     if not path.is_file():
         raise ScoremapError(f"score map of image {image_id!r}: {path} is missing")
@@ -31,7 +32,19 @@ def load_scoremap(scoremap_root: Path, image_id: str, length: int = RESIZE_LENGT
     except (OSError, ValueError) as error:
         raise ScoremapError(f"score map of image {image_id!r}: {path} is not a readable .npy file: {error}") from None
     check_scoremap_shape(scoremap, image_id, str(path), length)
+    if not np.issubdtype(scoremap.dtype, np.floating):
+        raise ScoremapError(f"score map of image {image_id!r} ({path}): expected floating point values in [0, 1], "
+                            f"got dtype {scoremap.dtype}")
     return scoremap
+
+
+def _check_inside(scoremap_root: Path, metadata: Metadata) -> None:
+    """Refuse an image id whose score map lies outside the root (an absolute id, or one that climbs out with '..')."""
+    for image_id in metadata.image_ids:
+        name = os.path.normpath(f"{image_id}.npy")
+        if os.path.isabs(name) or name.split(os.sep)[0] == os.pardir:
+            raise ScoremapError(f"{metadata.root / 'image_ids.txt'}: image id {image_id!r} names a score map "
+                                f"outside {scoremap_root}")
 
 
 def _batches(scoremap_root: Path, image_ids: Sequence[str], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
@@ -56,8 +69,11 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
         raise ValueError("class predictions apply to box metrics; PxAP (mask_root) takes none")
     if not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap resamples must be a whole number >= 0, got {bootstrap!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     scoremap_root = Path(scoremap_root)
     metadata = load_metadata(metadata_root, "masks" if mask_root is not None else "boxes")
+    _check_inside(scoremap_root, metadata)
     if mask_root is not None:
         evaluator = MaskEvaluator(metadata, mask_root, cam_curve_interval)
     else:

@@ -8,6 +8,7 @@ which keys of the file no layer of ours takes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +40,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a reference checkpoint (or of a bare state dict), without running any code
     the file may carry (``weights_only``)."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before failing on a TorchScript file
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointImportError(f"{path}: no such file") from None
-    except Exception as error:  # unpickling errors have many types
-        raise CheckpointImportError(f"{path}: not a readable PyTorch checkpoint: {error}") from None
+    except Exception:  # unpickling errors have many types, and messages of many lines
+        raise CheckpointImportError(f"{path}: not a PyTorch checkpoint of tensors saved by torch.save") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointImportError(f"{path}: holds no state dict of tensors (expected the reference's "

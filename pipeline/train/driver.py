@@ -7,7 +7,9 @@ stage killed half way and run again has the same name, and Ray Train resumes it 
 checkpoint; a changed setting, code or dataset starts a new run. (Delete ``ray_results/<name>`` to
 retrain an unchanged run from scratch.)
 
-Ray: a local instance, or the cluster at ``cluster.address`` (``$RAY_ADDRESS`` overrides it).
+Ray: a local instance that listens on loopback only and dies with the stage (``start_local_ray``),
+or the cluster at ``cluster.address`` (``$RAY_ADDRESS`` overrides it), whose workers log to MLflow
+at an address of the driver's node they can reach (``reachable_uri``).
 Checkpoints: ``ray_results/`` in the project, or ``cluster.storage_path`` (``$WSOL_RAY_STORAGE``
 overrides it), a shared filesystem or cloud URI as multi-node runs need. Neither makes a stage
 stale or changes a run's identity, so moving to a cluster retrains nothing.
@@ -19,11 +21,15 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import ray
 import ray.train
+from ray._private import ray_constants
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -34,13 +40,17 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
 from pipeline.models import pretrained_source
 from pipeline.paths import Layout, run_name
-from pipeline.tracking import client_for, experiment_id, flatten, git_commit, open_run, set_tags, tracking_uri
+from pipeline.tracking import (client_for, experiment_id, flatten, git_commit, open_run, reachable_uri, set_tags,
+                               tracking_uri)
+from pipeline.train import ray_guard
 from pipeline.train.state import TrainingState, final_weights
 from pipeline.train.worker import train_worker
 
 log = logging.getLogger("pipeline.train")
 
 STORAGE_ENV = "WSOL_RAY_STORAGE"
+
+_guard: subprocess.Popen | None = None
 
 
 class TrainingError(PipelineError, RuntimeError):
@@ -102,6 +112,29 @@ def cluster_address(config: Config) -> str | None:
     return os.environ.get("RAY_ADDRESS") or config.cluster.address
 
 
+def start_local_ray(num_cpus: int) -> None:
+    """Start a Ray for this process alone: a new instance (never one ``ray start`` left running),
+    its servers bound to loopback, and a guard that kills its processes once this one is gone."""
+    global _guard
+    # Ray binds its servers to all interfaces unless the node's IP is loopback, which ray.init keeps
+    # only where Ray believes clusters unsupported (services.get_node_ip_address reads
+    # ray_constants.ENABLE_RAY_CLUSTER, $RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import). Once started,
+    # the node's processes and workers use the IP it was given.
+    with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        # The dashboard serves the state API that Ray Train's placement-group cleaner polls (without it,
+        # a warning every few seconds); on loopback, like everything else here.
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host="127.0.0.1", logging_level=logging.WARNING)
+    if _guard is not None:  # one guard, aware of every Ray this process started
+        _guard.kill()
+        _guard.wait()
+    _guard = subprocess.Popen([sys.executable, "-m", "pipeline.train.ray_guard"], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    started = _guard.stdout.readline() == ray_guard.READY
+    _guard.stdout.close()
+    if not started:
+        raise RuntimeError("the local Ray's guard process did not start (is psutil installed?)")
+
+
 def ensure_ray(config: Config, local_cpus: int | None = None) -> None:
     """Join the configured cluster, or start a local Ray with ``local_cpus`` logical CPUs (default:
     this machine's, at least the run's)."""
@@ -112,7 +145,7 @@ def ensure_ray(config: Config, local_cpus: int | None = None) -> None:
         ray.init(address=address)
         return
     needed = config.ray.num_workers * config.ray.cpus_per_worker
-    ray.init(num_cpus=local_cpus or max(needed, os.cpu_count() or 1), logging_level=logging.WARNING)
+    start_local_ray(local_cpus or max(needed, os.cpu_count() or 1))
 
 
 def storage_path(config: Config, layout: Layout) -> str:
@@ -134,10 +167,13 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{name}",
                       identity, flatten(run_settings(config, backbone, method, seed)), tags, parent_run_id)
+    ensure_ray(config)
+    uri = tracking_uri(layout)
+    if cluster_address(config):  # rank 0 may run on another node
+        uri = reachable_uri(uri, ray.util.get_node_ip_address())
     payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
                "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
-               "mlflow_tracking_uri": tracking_uri(layout), "mlflow_run_id": run_id}
-    ensure_ray(config)
+               "mlflow_tracking_uri": uri, "mlflow_run_id": run_id}
     trainer = TorchTrainer(
         train_worker, train_loop_config=payload,
         scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,

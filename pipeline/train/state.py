@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pickle
+import re
+import zipfile
+
 import torch
+
+from pipeline.errors import PipelineError
 
 STATE = "state.pt"  # model, optimizer, scheduler, scaler, epoch, history, best
 # No RNG state: each epoch reseeds every generator from (seed, rank, epoch), so a resumed epoch
@@ -31,13 +37,32 @@ def save(folder: Path, state: TrainingState, model: torch.nn.Module, optimizer, 
         torch.save(best_model, folder / BEST)
 
 
+class CheckpointError(PipelineError, ValueError):
+    """A checkpoint that is not one this module saved; the message names the file."""
+
+
+def read(path: Path) -> dict:
+    """A checkpoint file's contents, unpickled with ``weights_only=True``: tensors, numbers,
+    strings and containers only, so a checkpoint from shared storage cannot run code on resume."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch.save file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"GLOBAL (\S+)", str(error))
+        raise CheckpointError(f"{path}: refused: holds objects other than tensors and plain values"
+                              + (f" ({named.group(1)})" if named else "")) from None
+    except (EOFError, RuntimeError) as error:  # a damaged archive
+        raise CheckpointError(f"{path}: not a readable checkpoint: {str(error).splitlines()[0]}") from None
+
+
 def _progress(saved: dict) -> TrainingState:
     return TrainingState(saved["epoch"], saved["history"], saved["best_score"], saved["best_epoch"], saved["restarts"])
 
 
 def load(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> TrainingState:
     """Restore a checkpoint into the given objects; the returned state counts this restart."""
-    saved = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    saved = read(folder / STATE)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
@@ -49,8 +74,8 @@ def load(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> 
 
 def final_weights(folder: Path, select: str) -> tuple[dict[str, torch.Tensor], TrainingState]:
     """The weights to export (last epoch's, or the best by val localization) and the state."""
-    saved = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    saved = read(folder / STATE)
     state = _progress(saved)
     if select == "best":
-        return torch.load(folder / BEST, map_location="cpu", weights_only=True), state
+        return read(folder / BEST), state
     return saved["model"], state

@@ -18,12 +18,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from pipeline import yaml_io
 from pipeline.config import Config, Range, validate
 from pipeline.paths import Layout, run_name
 from pipeline.registry import METHODS
@@ -161,7 +161,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# wsol tune: best of {len(results)} trials on {config.dataset} train-fullsup, "
               f"{backbone}-{method}: val localization {score:.2f}\n")
-    out.write_text(header + yaml.safe_dump(nested(values), sort_keys=False))
+    out.write_text(header + yaml_io.dump(nested(values)))
     experiment = experiment_id(client, config.dataset, layout)
     for child in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
         client.set_terminated(child.info.run_id, status="KILLED")  # stopped early by ASHA

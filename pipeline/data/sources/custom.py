@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.config import SPLITS, CustomConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
-from pipeline.metadata import load_metadata, read_image_ids, read_labels, read_localization
+from pipeline.metadata import MetadataError, load_metadata, read_image_ids, read_labels, read_localization
 from pipeline.paths import Layout
 
 
@@ -30,14 +30,23 @@ def fetch(settings: CustomConfig, layout: Layout) -> None:
 
 
 def folder_tables(name: str, root: Path) -> DatasetTables:
-    """Tables of a folder in the custom layout (also what the synth generator writes)."""
-    splits = {}
+    """Tables of a folder in the custom layout (also what the synth generator writes). The metadata
+    errors of all splits are listed in one :class:`DatasetError`; boxes are left for the split stage
+    to check against the decoded images."""
+    splits, problems = {}, []
     for split in SPLITS:
         folder = root / "metadata" / split
         has_localization = (folder / "localization.txt").is_file()
-        metadata = load_metadata(folder, "auto" if split != "train" or has_localization else "none")
+        try:
+            metadata = load_metadata(folder, "auto" if split != "train" or has_localization else "none",
+                                     check_boxes=False)
+        except MetadataError as error:
+            problems.append(f"{split}: {error}")
+            continue
         splits[split] = SplitTable(root, metadata.image_ids, metadata.class_labels, metadata.image_sizes,
-                                   metadata.boxes, metadata.masks)
+                                   metadata.boxes, metadata.masks, folder)
+    if problems:
+        raise DatasetError.listing(name, problems)
     extra = {}
     for split in SPLITS:
         folder = root / "metadata_masks" / split

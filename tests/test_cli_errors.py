@@ -1,0 +1,74 @@
+"""Folders and files of the wrong kind given to `wsol export` and `wsol evaluate`, and --out
+arguments that name the wrong kind of path: one line naming the file, exit status 2."""
+
+import pytest
+import torch
+import yaml
+
+from pipeline.cli import main
+from pipeline.run_folder import RunMeta, save_run
+from tests.helpers import config, params
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params()))
+    return path
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    """A run folder whose model.json is sound and whose model.pt holds no weights yet."""
+    folder = tmp_path / "run"
+    save_run(folder, {}, RunMeta("synth", "resnet50", "cam", 3, ["a", "b", "c"], 0.4, config().model_dump(mode="json")))
+    return folder
+
+
+def stderr_lines(capsys) -> list[str]:
+    """What a failed command wrote to stderr, which holds no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.splitlines()
+
+
+@pytest.mark.parametrize("name, breakage, message", [
+    ("model.pt", lambda p: p.write_text("not weights"), "not a state dict saved by torch.save"),
+    ("model.pt", lambda p: torch.save({"fc.weight": torch.zeros(3, 2)}, p),
+     "not the weights of the resnet50-cam model its model.json describes (Error(s) in loading state_dict"),
+    ("model.json", lambda p: p.write_text("{not json"), "not valid JSON: Expecting property name"),
+    ("model.json", lambda p: p.unlink(), "is missing: run the train stage first"),
+])
+def test_export_of_a_run_folder_of_the_wrong_kind(run_folder, params_file, capsys, name, breakage, message):
+    breakage(run_folder / name)
+    assert main(["export", str(run_folder), "--params", str(params_file), "--out", str(run_folder.parent / "out")]) == 2
+    [line] = stderr_lines(capsys)
+    assert line.startswith(f"wsol export: error: {run_folder / name}") and message in line
+    assert not (run_folder.parent / "out").exists()
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda folder: (folder / "model.ts").write_text("not a model"), "not a TorchScript file"),
+    (lambda folder: None, "no exported model there"),
+])
+def test_evaluate_of_an_export_folder_of_the_wrong_kind(tmp_path, params_file, capsys, breakage, message):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    breakage(folder)
+    assert main(["evaluate", str(folder), "--params", str(params_file), "--out", str(tmp_path / "out")]) == 2
+    [line] = stderr_lines(capsys)
+    assert line.startswith(f"wsol evaluate: error: {folder / 'model.ts'}: ") and message in line
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "run"], ["evaluate", "export"],
+    ["import-checkpoint", "checkpoint.pth", "--from", "wsolevaluation", "--backbone", "resnet50", "--method", "cam"],
+])
+def test_an_out_folder_that_is_a_file_is_refused_before_any_work(tmp_path, capsys, command):
+    out = tmp_path / "a-file"
+    out.write_text("")
+    with pytest.raises(SystemExit) as exited:  # before the missing params.yaml and inputs are looked for
+        main([*command, "--params", str(tmp_path / "missing.yaml"), "--out", str(out)])
+    assert exited.value.code == 2
+    assert stderr_lines(capsys)[-1] == (f"wsol {command[0]}: error: argument --out: '{out}' is a file; expected the name of "
+                                  "a folder to write")
