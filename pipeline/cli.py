@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 
 from pipeline.config import load_config
@@ -67,6 +69,7 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap,
         records=args.records,
     )
+    _name_the_mean(result)
     if args.out is not None:
         write_text_atomically(args.out, json.dumps(result, indent=2) + "\n")
     curves = ("boxacc", "thresholds", "pr_curve")
@@ -74,6 +77,18 @@ def _evaluate_scoremaps(args: argparse.Namespace) -> None:
     if "single_contour" in summary:
         summary["single_contour"] = {k: v for k, v in summary["single_contour"].items() if k not in curves}
     print(json.dumps(summary, indent=2))
+
+
+def _name_the_mean(result: dict) -> None:
+    """MaxBoxAccV2 is the mean over IoU 30, 50 and 70 (Choe et al., CVPR 2020); over other criteria
+    the mean is named for them (``maxboxacc_mean_50``, ``maxboxacc_mean_40_60``), in place."""
+    thresholds = result.get("iou_thresholds")
+    if thresholds is None or sorted(thresholds) == [30, 50, 70]:
+        return
+    name = "maxboxacc_mean_" + "_".join(str(delta) for delta in thresholds)
+    for table in (result, result.get("ci95", {}), result.get("single_contour", {})):
+        if "maxboxacc_v2" in table:
+            table[name] = table.pop("maxboxacc_v2")
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -127,12 +142,25 @@ def _apply_params(args: argparse.Namespace) -> None:
     from pipeline.params_file import apply_fragment
 
     changed = apply_fragment(args.fragment, args.params)
-    print(f"{args.params}: set {len(changed)} key(s) from {args.fragment}: {', '.join(changed)}")
+    print(f"{args.params}: changed {len(changed)} key(s) from {args.fragment}: {', '.join(changed)}" if changed
+          else f"{args.params}: already as in {args.fragment}; nothing changed")
+
+
+class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wsol", description="Weakly supervised object localization pipeline.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="wsol", description="Weakly supervised object localization pipeline.",
+                                     formatter_class=_ShowDefaults)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('wsol-pipeline')}")
+    subparser = partial(argparse.ArgumentParser, formatter_class=_ShowDefaults)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=subparser)
 
     evaluate = commands.add_parser(
         "evaluate-scoremaps",
@@ -156,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=_output_file, help="write the full result (with curves) to this JSON file")
     evaluate.add_argument("--bootstrap", type=_resamples, default=0, metavar="N",
                           help="add ci95: 95%% percentile bootstrap intervals of every accuracy from N resamples "
-                               "of the images (seed 0; default 0: none)")
+                               "of the images (seed 0; 0: none)")
     evaluate.add_argument("--records", type=_output_file,
                           help="save the per-image records the intervals come from to this .npz file")
     evaluate.set_defaults(run=_evaluate_scoremaps)
@@ -178,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the box. Unreadable images are reported one by one and the exit status is 1.")
     where.add_argument("images", type=Path, nargs="+")
     where.add_argument("--model", type=Path, required=True, help="an exported model.ts, or its export folder")
-    where.add_argument("--out", type=_output_folder, default="localized", help="folder for <image>_cam.png overlays")
+    where.add_argument("--out", type=_output_folder, default="localized",
+                       help="folder for the <stem>_cam.png overlays (<relative__path>_cam.png where stems collide)")
     where.add_argument("--threshold", type=_threshold, help="CAM threshold (default: the model's val-optimal one)")
     where.set_defaults(run=_localize)
 
@@ -213,13 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         stage.set_defaults(run=run)
 
     params = commands.add_parser("params", help="edit params.yaml")
-    actions = params.add_subparsers(dest="action", required=True)
+    actions = params.add_subparsers(dest="action", required=True, parser_class=subparser)
     apply = actions.add_parser(
         "apply", help="merge a params.yaml fragment (infra/params/*.yaml, tuning/*.yaml) into params.yaml",
-        description="Deep-merge a YAML fragment into params.yaml, keeping its comments; the result is validated "
-                    "and written only if valid.")
+        description="Set the keys a YAML fragment sets in params.yaml, editing only the lines of the values that "
+                    "change (every other line, comment and style stays byte-equal); the result is validated and "
+                    "written only if valid.")
     apply.add_argument("fragment", type=Path)
-    apply.add_argument("--params", type=Path, default=Path("params.yaml"))
+    apply.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file to change")
     apply.set_defaults(run=_apply_params)
     return parser
 

@@ -38,18 +38,52 @@ def predicted_box(cam: np.ndarray, threshold: float) -> tuple[int, int, int, int
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, gt_boxes: Sequence[Sequence[int]] = (),
-            predicted: Sequence[int] | None = None, alpha: float = 0.5) -> np.ndarray:
-    """An RGB image under its CAM as a jet heat map, at the CAM's size, with GT boxes (red) and a
-    predicted box (green) in that grid's pixels."""
-    side = cam.shape[0]
-    base = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.cvtColor(cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    out = cv2.addWeighted(base, 1 - alpha, heat, alpha, 0)
+            predicted: Sequence[int] | None = None, alpha: float = 0.5, *, at_image_size: bool = False,
+            caption: str | None = None) -> np.ndarray:
+    """An RGB image under its CAM as a jet heat map, with GT boxes (red) and a predicted box (green).
+    By default at the CAM's size, boxes in that grid's pixels; with ``at_image_size`` at the image's own
+    size (the heat map resized to it), boxes in the image's pixels. ``caption``: text drawn top left."""
+    if at_image_size:
+        height, width = image.shape[:2]
+        base = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+        cam = cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    else:
+        side = cam.shape[0]
+        base = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    out = cv2.addWeighted(base, 1 - alpha, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), alpha, 0)
+    thickness = max(1, round(min(out.shape[:2]) / 112)) if at_image_size else 2
     for box in gt_boxes:
-        cv2.rectangle(out, tuple(map(int, box[:2])), tuple(map(int, box[2:])), GT_COLOUR, 2)
+        cv2.rectangle(out, tuple(map(int, box[:2])), tuple(map(int, box[2:])), GT_COLOUR, thickness)
     if predicted is not None:
-        cv2.rectangle(out, tuple(map(int, predicted[:2])), tuple(map(int, predicted[2:])), PREDICTED_COLOUR, 2)
+        cv2.rectangle(out, tuple(map(int, predicted[:2])), tuple(map(int, predicted[2:])), PREDICTED_COLOUR, thickness)
+    if caption:
+        _draw_caption(out, caption)
     return out
+
+
+def _draw_caption(rgb: np.ndarray, text: str) -> None:
+    """White text on a black band at the top left, its size following the image's (0.35 at 96 px and
+    below, so that a small image still reads), shrunk to the width where the image allows; text too wide
+    even then goes on two lines, split at its last space (a long class name above its score)."""
+    height, width = rgb.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.35, min(width, height) / 400)
+    (text_width, _), _ = cv2.getTextSize(text, font, scale, 1)
+    if text_width > width - 4:
+        scale = max(0.3, scale * (width - 4) / text_width)
+    thickness = max(1, round(scale * 1.6))
+    lines = [text]
+    if cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 4 and " " in text:
+        lines = text.rsplit(" ", 1)
+    sizes = [cv2.getTextSize(line, font, scale, thickness) for line in lines]
+    line_height = max(h + baseline for (_, h), baseline in sizes)
+    pad = max(1, round(line_height / 6))
+    band = (max(w for (w, _), _ in sizes) + 2 * pad, len(lines) * (line_height + pad) + pad)
+    cv2.rectangle(rgb, (0, 0), band, (0, 0, 0), cv2.FILLED)
+    for k, (line, ((_, h), baseline)) in enumerate(zip(lines, sizes)):
+        cv2.putText(rgb, line, (pad, pad + k * (line_height + pad) + h), font, scale, (255, 255, 255), thickness,
+                    cv2.LINE_AA)
 
 
 def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
@@ -64,9 +98,11 @@ def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
 
 
 def save_picture(path: Path, rgb: np.ndarray) -> Path:
-    """An RGB image as PNG, or JPEG (quality 90) when the name ends in .jpg: heat maps compress badly as PNG."""
+    """An RGB image as PNG, or JPEG (quality 90) when the name ends in .jpg/.jpeg: heat maps compress badly
+    as PNG. The JPEG quality flag goes only to JPEG writes (OpenCV warns about it for any other format)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]):
+    flags = [cv2.IMWRITE_JPEG_QUALITY, 90] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), flags):
         raise OSError(f"{path}: cannot write the image")
     return path
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ class Localization:
 
     def to_dict(self) -> dict:
         return {"image": self.image, "class": self.label, "class_name": self.class_name, "score": round(self.score, 6),
-                "box": list(self.box), "overlay": self.overlay}
+                "box": dict(zip(("x0", "y0", "x1", "y1"), self.box)), "overlay": self.overlay}
 
 
 def to_image_pixels(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -37,6 +39,27 @@ def to_image_pixels(box: tuple[int, int, int, int], width: int, height: int) -> 
     return (x0 * width // RESIZE_LENGTH, y0 * height // RESIZE_LENGTH,
             min(width, math.ceil((x1 + 1) * width / RESIZE_LENGTH)) - 1,
             min(height, math.ceil((y1 + 1) * height / RESIZE_LENGTH)) - 1)
+
+
+def overlay_names(images: list[Path]) -> list[str]:
+    """One overlay file name per image, all different and the same for the same inputs: ``<stem>_cam.png``;
+    where stems collide, the path relative to the inputs' common parent, separators as ``__``
+    (``a/0005.png`` -> ``a__0005_cam.png``); a counter where names still collide (the same file twice)."""
+    if not images:
+        return []
+    stems = Counter(path.stem for path in images)
+    absolute = [Path(os.path.abspath(path)) for path in images]
+    parent = Path(os.path.commonpath([str(path.parent) for path in absolute]))
+    names, used = [], set()
+    for path, full in zip(images, absolute):
+        base = "__".join(full.with_suffix("").relative_to(parent).parts) if stems[path.stem] > 1 else path.stem
+        name, count = base, 1
+        while name in used:
+            count += 1
+            name = f"{base}_{count}"
+        used.add(name)
+        names.append(f"{name}_cam.png")
+    return names
 
 
 def localize(images: list[Path], model: Path, out: Path | None = None, threshold: float | None = None
@@ -49,7 +72,7 @@ def localize(images: list[Path], model: Path, out: Path | None = None, threshold
                                   transforms.Normalize(meta.mean, meta.std)])
     tau = meta.cam_threshold if threshold is None else threshold
     found, errors = [], []
-    for path in images:
+    for path, name in zip(images, overlay_names(images)):
         try:
             image = load_rgb(path)
         except ImageReadError as error:
@@ -60,10 +83,11 @@ def localize(images: list[Path], model: Path, out: Path | None = None, threshold
         probabilities = torch.softmax(logits[0], dim=0)
         label = int(probabilities.argmax())
         cam = cams[0].numpy()
-        box224 = predicted_box(cam, tau)
+        box = to_image_pixels(predicted_box(cam, tau), *image.size)
+        class_name, score = meta.class_names[label], float(probabilities[label])
         picture = None
         if out is not None:
-            picture = str(save_picture(out / f"{path.stem}_cam.png", overlay(np.asarray(image), cam, predicted=box224)))
-        found.append(Localization(str(path), label, meta.class_names[label], float(probabilities[label]),
-                                  to_image_pixels(box224, *image.size), picture))
+            drawn = overlay(np.asarray(image), cam, predicted=box, at_image_size=True, caption=f"{class_name} {score:.2f}")
+            picture = str(save_picture(out / name, drawn))
+        found.append(Localization(str(path), label, class_name, score, box, picture))
     return found, errors

@@ -72,3 +72,19 @@ def test_an_out_folder_that_is_a_file_is_refused_before_any_work(tmp_path, capsy
     assert exited.value.code == 2
     assert stderr_lines(capsys)[-1] == (f"wsol {command[0]}: error: argument --out: '{out}' is a file; expected the name of "
                                   "a folder to write")
+
+
+def test_the_version_and_every_default_are_shown(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"wsol {version('wsol-pipeline')}\n"
+    with pytest.raises(SystemExit):
+        main(["evaluate-scoremaps", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: 0.01)" in shown and "(default: [30, 50, 70])" in shown and "(default: 64)" in shown
+    assert "(default: None)" not in shown and "(default: False)" not in shown
+    with pytest.raises(SystemExit):
+        main(["params", "apply", "--help"])
+    assert "(default: params.yaml)" in capsys.readouterr().out

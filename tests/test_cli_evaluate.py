@@ -88,6 +88,17 @@ def test_bootstrap_intervals_and_records(split):
     assert saved.hits()[0].all() and not saved.hits()[1].any()
 
 
+def test_a_mean_over_other_iou_criteria_is_not_called_maxboxacc_v2(split):
+    out = split / "r.json"
+    done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps",
+                    "--iou-thresholds", "40", "60", "--bootstrap", "50", "--out", out)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["maxboxacc_mean_40_60"] == 50.0 and "maxboxacc_v2" not in printed
+    assert "maxboxacc_mean_40_60" in printed["ci95"] and "maxboxacc_v2" not in printed["ci95"]
+    assert json.loads(out.read_text())["maxboxacc_mean_40_60"] == 50.0
+
+
 def test_no_bootstrap_by_default(split):
     done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
     assert done.returncode == 0, done.stderr

@@ -6,13 +6,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from pipeline.cli import main
 from pipeline.export_folder import META, ExportMeta
-from pipeline.localize import to_image_pixels
+from pipeline.figures import save_picture
+from pipeline.localize import overlay_names, to_image_pixels
 
 
 def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_project, tmp_path, capsys):
@@ -30,7 +32,7 @@ def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_
     found = json.loads(captured.out)
     assert [f["image"] for f in found] == [str(good), str(big)]
     for item, (width, height) in zip(found, [(96, 96), (300, 200)]):
-        x0, y0, x1, y1 = item["box"]
+        x0, y0, x1, y1 = (item["box"][k] for k in ("x0", "y0", "x1", "y1"))
         assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
         assert item["class_name"] in info.class_names and 0 < item["score"] <= 1
         assert Path(item["overlay"]).is_file()
@@ -75,7 +77,7 @@ def test_images_smaller_than_the_cam_get_a_box_inside_them(tmp_path, capsys, siz
     Image.new("RGB", size, (200, 20, 20)).save(image)
     model = blob_export(tmp_path / "model.ts", BLOB_META)
     assert main(["localize", str(image), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
-    x0, y0, x1, y1 = json.loads(capsys.readouterr().out)[0]["box"]
+    x0, y0, x1, y1 = json.loads(capsys.readouterr().out)[0]["box"].values()
     width, height = size
     assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
 
@@ -111,3 +113,60 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, option, val
         main(["localize", str(tmp_path / "image.png"), "--model", str(tmp_path / "missing.ts"), option, value])
     assert exited.value.code == 2
     assert stderr_lines(capsys)[-1] == f"wsol localize: error: argument {option}: {message.format(value)}"
+
+
+def test_same_stem_images_in_two_folders_get_one_overlay_each(tmp_path, capsys):
+    images = [tmp_path / "a" / "0005.png", tmp_path / "b" / "0005.png", tmp_path / "c.png"]
+    for colour, image in zip([(200, 20, 20), (20, 20, 200), (20, 200, 20)], images):
+        image.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (40, 30), colour).save(image)
+    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    assert main(["localize", *map(str, images), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+    found = json.loads(capsys.readouterr().out)
+    names = [Path(item["overlay"]).name for item in found]
+    assert names == ["a__0005_cam.png", "b__0005_cam.png", "c_cam.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)
+    assert [item["image"] for item in found] == list(map(str, images))
+    for item in found:  # each image's own overlay: its dominant colour shows through the heat map
+        own = np.array(Image.open(item["image"]).getpixel((2, 28)))
+        drawn = cv2.cvtColor(cv2.imread(item["overlay"]), cv2.COLOR_BGR2RGB)[28, 2].astype(int)
+        assert np.abs(drawn - (own // 2 + np.array([0, 0, 64]))).max() <= 2  # half the image, half jet's 0
+
+
+def test_overlay_names_are_unique_and_deterministic(tmp_path):
+    images = [Path("x/a/0005.png"), Path("x/b/0005.jpg"), Path("x/a/0005.png"), Path("x/0005.png"), Path("x/c.png")]
+    assert overlay_names(images) == ["a__0005_cam.png", "b__0005_cam.png", "a__0005_2_cam.png", "0005_cam.png",
+                                     "c_cam.png"]
+    assert overlay_names(images) == overlay_names(list(images))
+    assert overlay_names([]) == []
+
+
+@pytest.mark.parametrize("size", [(96, 96), (300, 200), (3, 2)])
+def test_overlays_are_at_the_image_size_with_the_class_and_score_drawn(tmp_path, capsys, size):
+    image = tmp_path / "image.png"
+    Image.new("RGB", size, (128, 128, 128)).save(image)
+    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    assert main(["localize", str(image), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+    [item] = json.loads(capsys.readouterr().out)
+    drawn = cv2.imread(item["overlay"])
+    assert drawn.shape[:2] == (size[1], size[0])
+    if size[0] >= 96:  # the caption: white text on a black band, top left
+        corner = drawn[: size[1] // 6, : size[0] // 2]
+        assert (corner == 0).all(axis=2).any() and (corner == 255).all(axis=2).any()
+
+
+def test_the_json_box_names_its_corners(tmp_path, capsys):
+    image = tmp_path / "image.png"
+    Image.new("RGB", (448, 224), (128, 128, 128)).save(image)
+    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    assert main(["localize", str(image), "--model", str(model)]) == 0
+    [item] = json.loads(capsys.readouterr().out)
+    assert list(item["box"]) == ["x0", "y0", "x1", "y1"]
+    assert item["box"] == dict(zip(["x0", "y0", "x1", "y1"], to_image_pixels((100, 100, 120, 120), 448, 224)))
+
+
+@pytest.mark.parametrize("name", ["picture.png", "picture.jpg", "picture.JPEG"])
+def test_picture_writes_print_no_unsupported_key(tmp_path, capfd, name):
+    path = save_picture(tmp_path / name, np.full((16, 16, 3), 90, np.uint8))
+    assert path.is_file() and cv2.imread(str(path)).shape == (16, 16, 3)
+    assert "unsupported key" not in capfd.readouterr().err

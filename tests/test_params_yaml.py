@@ -43,3 +43,112 @@ def test_what_params_apply_accepts_is_what_every_stage_reads(tmp_path, params_fi
     settings = load_config(params_file).backbone_settings.of("resnet18")
     assert settings.lr == 0.001
     assert settings.pretrained == "on"
+
+
+def _changed_lines(before: str, after: str) -> list[str]:
+    """The old lines that params apply replaced (difflib over lines); every other line is byte-equal."""
+    import difflib
+
+    matcher = difflib.SequenceMatcher(None, before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                      autojunk=False)
+    old = before.splitlines(keepends=True)
+    return [line for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal" for line in old[i1:i2]]
+
+
+def _leaf_keys(fragment, params, prefix=""):
+    for key, value in fragment.items():
+        if isinstance(value, dict) and isinstance(params.get(key), dict):
+            yield from _leaf_keys(value, params[key], f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _get(data, dotted):
+    for key in dotted.split("."):
+        data = data[key]
+    return data
+
+
+@pytest.mark.parametrize("profile", sorted((ROOT / "infra" / "params").glob("*.yaml")), ids=lambda p: p.stem)
+def test_params_apply_leaves_untouched_lines_byte_equal_for_each_profile(params_file, profile):
+    from pipeline import yaml_io
+
+    before = params_file.read_text()
+    old = yaml_io.parse(before, "params.yaml")
+    fragment = yaml_io.read(profile)
+    changed = apply_fragment(profile, params_file)
+    after = params_file.read_text()
+    new = yaml_io.parse(after, "params.yaml")
+    load_config(params_file)
+    leaves = dict(_leaf_keys(fragment, old))
+    assert changed == [key for key, value in leaves.items() if _get(old, key) != value]  # only what changed
+    for key, value in leaves.items():
+        assert _get(new, key) == value
+    names = {key.split(".")[-1] for key in changed}
+    replaced = _changed_lines(before, after)
+    assert len(after.splitlines()) == len(before.splitlines())  # each value replaced on its own line
+    assert len(replaced) == len(changed)
+    for line in replaced:  # each replaced line holds one changed key; its trailing comment is kept
+        assert line.lstrip().split(":")[0] in names, line
+        if "#" in line:
+            assert line[line.index("#"):] in after
+    assert apply_fragment(profile, params_file) == [] and params_file.read_text() == after  # again: nothing
+
+
+def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_fragment(tmp_path, params_file):
+    before = params_file.read_text()
+    (tmp_path / "fragment.yaml").write_text(
+        "dataset: cub\n"                                      # a scalar
+        "seeds: [0, 1, 2]\n"                                  # a flow list
+        "method_settings:\n"
+        "  has: {drop_rate: 0.25}\n"                          # a value inside a flow mapping
+        "  spg:\n    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n"  # a mapping value
+        "  icl:\n    margin: 2.0\n"                           # under the anchored mapping (&icl)
+        "datasets:\n  ilsvrc:\n    root: /data/imagenet\n"   # null -> value
+        "  cub:\n    images:\n      checksum: null\n"       # value -> null
+        "train:\n  momentum: 0.9\n")                          # the same value: not rewritten, not counted
+    changed = apply_fragment(tmp_path / "fragment.yaml", params_file)
+    width = "method_settings.spg.branch_width"  # a mapping descends into params.yaml's mapping, key by key
+    assert changed == ["dataset", "seeds", "method_settings.has.drop_rate", f"{width}.vgg16", f"{width}.resnet50",
+                       f"{width}.inception_v3", f"{width}.resnet18", "method_settings.icl.margin", "datasets.ilsvrc.root", "datasets.cub.images.checksum"]
+    after = params_file.read_text()
+    assert _changed_lines(before, after) == [
+        "dataset: synth            # synth | cub | ilsvrc | openimages | custom (settings under datasets.<name>)\n",
+        "seeds: [0]                # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
+        '      checksum: "md5:97eceeb196236b17998738112f37df78"\n',
+        "    root: null            # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
+        "  has: {grid_size: 4, drop_rate: 0.5}          # clovaai/wsolevaluation defaults\n",
+        "    branch_width: {vgg16: 512, resnet50: 1024, inception_v3: 512, resnet18: 256}\n",
+        "    margin: 1.0           # m of Eq. 3\n",
+    ]
+    for line in [
+        "dataset: cub              # synth | cub | ilsvrc | openimages | custom (settings under datasets.<name>)\n",
+        "seeds: [0, 1, 2]          # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
+        "      checksum: null\n",
+        "    root: /data/imagenet  # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
+        "  has: {grid_size: 4, drop_rate: 0.25}          # clovaai/wsolevaluation defaults\n",
+        "    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n",
+        "    margin: 2.0           # m of Eq. 3\n",
+    ]:
+        assert line in after.splitlines(keepends=True)
+    assert len(after.splitlines()) == len(before.splitlines())
+    config = load_config(params_file)
+    assert config.dataset == "cub" and list(config.seeds) == [0, 1, 2]
+    from pipeline import yaml_io
+
+    data = yaml_io.read(params_file)
+    assert data["datasets"]["cub"]["images"]["checksum"] is None
+    assert data["method_settings"]["icl_no_ca"]["margin"] == 2.0  # the merge key follows its anchor
+    assert data["method_settings"]["spg"]["branch_width"]["resnet18"] == 128
+
+
+def test_params_apply_refuses_a_key_params_yaml_lacks_or_only_inherits_naming_it(tmp_path, params_file):
+    before = params_file.read_text()
+    (tmp_path / "merged.yaml").write_text("method_settings:\n  icl_no_ca:\n    margin: 3.0\n")
+    with pytest.raises(ConfigError, match=r"method_settings\.icl_no_ca\.margin: not written in params\.yaml, "
+                                          r"only inherited through a merge key"):
+        apply_fragment(tmp_path / "merged.yaml", params_file)
+    (tmp_path / "unknown.yaml").write_text("data:\n  workers: 3\n")  # the validator names it, as before
+    with pytest.raises(ConfigError, match=r"data\.workers: Extra inputs are not permitted"):
+        apply_fragment(tmp_path / "unknown.yaml", params_file)
+    assert params_file.read_text() == before
