@@ -95,16 +95,16 @@ def _value_node(root: Node, path: tuple) -> Node:
 
 def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
     """Set the fragment's values in params_path; returns the dotted keys whose value changed."""
-    for path in (fragment_path, params_path):  # the errors a stage would give (file:line:column), first
-        try:
-            yaml_io.read(path)
-        except yaml_io.YamlError as error:
-            raise ConfigError(str(error)) from None
-    fragment = yaml_io.read(fragment_path)
+    try:  # each file read once, with the errors a stage would give (file:line:column)
+        fragment = yaml_io.read(fragment_path)
+        text = params_path.read_text(encoding="utf-8")
+        params = yaml_io.parse(text, str(params_path))
+    except yaml_io.YamlError as error:
+        raise ConfigError(str(error)) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{params_path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
     if not isinstance(fragment, dict):
         raise ConfigError(f"{fragment_path}: expected a mapping of params.yaml keys")
-    text = params_path.read_text(encoding="utf-8")
-    params = yaml_io.parse(text, str(params_path))
     where = f"{params_path} with {fragment_path} applied"
     expected = _merged(params, fragment)
     validate(expected, where)  # every wrong or unknown key at once, before any text is touched
