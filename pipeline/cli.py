@@ -201,11 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     where = commands.add_parser(
         "localize", help="class, score and box of images with an exported model (prints JSON, writes overlays)",
-        description="Run an exported model (exports/<dataset>/<run>/model.ts) on images: prints a JSON list with the "
+        description="Run an exported model (exports/<dataset>/<run>/model.pt2) on images: prints a JSON list with the "
                     "predicted class, its probability and the box of its CAM (image pixels); writes heat-map overlays "
                     "with the box. Unreadable images are reported one by one and the exit status is 1.")
     where.add_argument("images", type=Path, nargs="+")
-    where.add_argument("--model", type=Path, required=True, help="an exported model.ts, or its export folder")
+    where.add_argument("--model", type=Path, required=True, help="an exported model.pt2, or its export folder")
     where.add_argument("--out", type=_output_folder, default="localized",
                        help="folder for the <stem>_cam.png overlays (<relative__path>_cam.png where stems collide)")
     where.add_argument("--threshold", type=_threshold, help="CAM threshold (default: the model's val-optimal one)")
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_import_checkpoint)
 
     for name, run, folder, help_text, suffix in (
-            ("export", _export, "run_folder", "TorchScript and ONNX of a run folder, checked against the eager model",
+            ("export", _export, "run_folder", "torch.export (.pt2) and ONNX of a run folder, checked against the eager model",
              "export"),
             ("evaluate", _evaluate, "export_folder", "score an export folder on params' test split (MaxBoxAccV2, "
              "top-1 loc, ...)", "results")):

@@ -27,7 +27,9 @@ from pipeline.registry import (
 )
 
 DATASETS = ("synth", "cub", "ilsvrc", "openimages", "custom")
+SOURCES_FILE = "sources.yaml"  # beside params.yaml: where each dataset is downloaded from (only download reads it)
 SPLITS = ("train", "val", "test")  # train-weaksup, train-fullsup, test
+PROTOCOL_SPLITS = dict(zip(SPLITS, ("train-weaksup", "train-fullsup", "test")))  # the protocol's names (Choe et al.)
 
 
 class ConfigError(PipelineError, ValueError):
@@ -210,6 +212,7 @@ class RayConfig(Section):
     cpus_per_worker: PositiveInt
     max_failures: Annotated[int, Field(ge=0)]
     keep_checkpoints: PositiveInt
+    system_metrics_interval: Annotated[float, Field(ge=0)]  # s between samples of CPU/memory/GPU use; 0: none
 
 
 class ClusterConfig(Section):
@@ -352,10 +355,39 @@ def validate(data: object, source: str = "params.yaml") -> Config:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read (YAML 1.2, as DVC reads it) and validate a params file."""
+def with_sources(data: object, sources: object, source: str) -> object:
+    """params with each dataset's download sources (sources.yaml: ``{<dataset>: {<source>: ...}}``)
+    under ``datasets.<dataset>``; a source that params itself gives wins (``dvc exp run -S
+    datasets.cub.images.urls=...``)."""
+    if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
+        raise ConfigError(f"{source}: expected a mapping of dataset name -> its sources")
+    if not isinstance(data, dict) or not isinstance(data.get("datasets"), dict):
+        return data  # validation names what is missing
+    datasets = dict(data["datasets"])
+    for name, given in sources.items():
+        if not isinstance(datasets.get(name, {}), dict):
+            continue
+        datasets[name] = {**given, **datasets.get(name, {})}
+    return {**data, "datasets": datasets}
+
+
+def _read(path: Path) -> object:
     try:
-        data = yaml_io.read(Path(path))
+        return yaml_io.read(path)
     except yaml_io.YamlError as error:
         raise ConfigError(str(error)) from None
-    return validate(data, str(path))
+
+
+def validate_params(data: object, path: Path, source: str | None = None) -> Config:
+    """Validate the parsed contents of the params file at ``path`` (errors name ``source``, default
+    the file), with the download sources of the ``SOURCES_FILE`` beside it when there is one."""
+    sources = path.with_name(SOURCES_FILE)
+    if sources.is_file():
+        data = with_sources(data, _read(sources), str(sources))
+    return validate(data, source or str(path))
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    """Read (YAML 1.2, as DVC reads it) and validate a params file (``validate_params``)."""
+    path = Path(path)
+    return validate_params(_read(path), path)

@@ -28,13 +28,13 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config, EvaluateConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
-from pipeline.export_folder import TORCHSCRIPT, load_exported
+from pipeline.export_folder import PT2, load_exported
 from pipeline.paths import RECORDS, Layout, replaced_atomically
 from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
 from pipeline.metrics.regions import RegionResult, bootstrap_ci
-from pipeline.scoring import Scoring, SplitScores, score_split
-from pipeline.tracking import client_for, log_metrics, tracking_uri
+from pipeline.scoring import SplitScores, score_split, test_scoring
+from pipeline.tracking import client_for, in_project, last_step, log_dataset_inputs, log_metrics, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,21 @@ def _metrics(scores: SplitScores, config: Config) -> dict:
     return out
 
 
-def _log_to_training_run(layout: Layout, run_id: str, scores: SplitScores, metrics: dict, folder: Path) -> None:
-    """test_* metrics (and their intervals) and the result files into the training run; a store that
-    no longer has the run (deleted, or another tracking URI) only costs a warning: the files are the record."""
+def _log_to_training_run(layout: Layout, run_id: str, info: DatasetInfo, scores: SplitScores, metrics: dict,
+                         folder: Path) -> None:
+    """test_* metrics (and their intervals) at the run's last epoch, the test split as a dataset
+    input and the result files into the training run; a store that no longer has the run (deleted,
+    or another tracking URI) only costs a warning: the files are the record."""
     client = client_for(layout)
     values = {f"test_{k}": v for k, v in scores.summary().items() if v is not None}
     for name, (low, high) in metrics["ci95"].items():
         values.update({f"test_{name}_ci_low": low, f"test_{name}_ci_high": high})
     try:
-        log_metrics(client, run_id, values)
-        for name in ("metrics.json", "boxacc.csv", "pr_curve.csv"):
-            client.log_artifact(run_id, str(folder / name), "test")
+        log_metrics(client, run_id, values, step=last_step(client, run_id))
+        log_dataset_inputs(client, run_id, info, {"test": "evaluation"}, layout)
+        with in_project(layout):
+            for name in ("metrics.json", "boxacc.csv", "pr_curve.csv"):
+                client.log_artifact(run_id, str(folder / name), "test")
     except MlflowException as error:
         log.warning("MLflow run %s not found in %s (%s): test scores not logged there", run_id,
                     tracking_uri(layout), error.error_code)
@@ -115,20 +119,19 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
 
 
 def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path) -> dict:
-    """Score an exported model.ts on params' test split; write ``out`` (metrics.json, curves) and
+    """Score an exported model.pt2 on params' test split; write ``out`` (metrics.json, curves) and
     return its metrics. The scores also go into the training run's MLflow run, where it has one."""
     exported, meta = load_exported(path)
     if meta.dataset != config.dataset:
         raise DatasetError(f"{path} was trained on {meta.dataset!r}, params.yaml selects {config.dataset!r}")
     info = DatasetInfo.load(layout.split(config.dataset))
-    settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
-    scores = score_split(exported, info, "test", meta.input_settings(config.data), settings, torch.device("cpu"),
+    scores = score_split(exported, info, "test", meta.input_settings(config.data), test_scoring(config), torch.device("cpu"),
                          regions=True)
     metrics = _metrics(scores, config)
     with replaced_atomically(out) as staging:
         _write_results(staging, scores, metrics, config)
         if meta.mlflow_run_id is not None:
-            _log_to_training_run(layout, meta.mlflow_run_id, scores, metrics, staging)
+            _log_to_training_run(layout, meta.mlflow_run_id, info, scores, metrics, staging)
     return metrics
 
 
@@ -145,8 +148,8 @@ def center_gaussian(images: torch.Tensor, classes: torch.Tensor, size: int = RES
 def evaluate_baseline(config: Config, layout: Layout) -> dict:
     """The baseline stage: the center Gaussian scored on test into results/<dataset>/center-gaussian/."""
     info = DatasetInfo.load(layout.split(config.dataset))
-    settings = Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
-    scores = score_split(center_gaussian, info, "test", config.data, settings, torch.device("cpu"), regions=True)
+    scores = score_split(center_gaussian, info, "test", config.data, test_scoring(config), torch.device("cpu"),
+                         regions=True)
     metrics = _metrics(scores, config)
     with replaced_atomically(layout.baseline(config.dataset)) as staging:
         _write_results(staging, scores, metrics, config)
@@ -155,5 +158,5 @@ def evaluate_baseline(config: Config, layout: Layout) -> dict:
 
 def evaluate(config: Config, layout: Layout, backbone: str, method: str, seed: int) -> dict:
     """The evaluate stage: exports/<dataset>/<run>/ scored into results/<dataset>/<run>/."""
-    return evaluate_exported(layout.export(config.dataset, backbone, method, seed) / TORCHSCRIPT, config, layout,
+    return evaluate_exported(layout.export(config.dataset, backbone, method, seed) / PT2, config, layout,
                              layout.results(config.dataset, backbone, method, seed))

@@ -1,9 +1,10 @@
-"""Exporting the inference network: TorchScript and ONNX, each checked against the eager model.
+"""Exporting the inference network: one ``torch.export`` program of the eval-mode network, with a
+dynamic batch, saved as model.pt2 and converted to ONNX, each file checked against the eager model.
 
 The network takes normalised images (B, 3, S, S) and classes (B,) (-1: the predicted class) and
 returns logits (B, K) and CAMs (B, 224, 224) in [0, 1], the protocol's score maps. The attention
-branches of the training methods are not in it: they act only in training. What a user of the file
-needs travels inside the TorchScript file and beside both files (pipeline/export_folder.py).
+branches of the training methods are not in it: they act only in training. What a user of the files
+needs travels inside model.pt2 and beside both files (pipeline/export_folder.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.export import ExportedProgram, ExportGraphSignature
+from torch.export.graph_signature import InputKind
 
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PipelineError
-from pipeline.export_folder import META, ONNX, REPORT, TORCHSCRIPT, ExportMeta, load_exported
+from pipeline.export_folder import META, ONNX, PT2, REPORT, ExportMeta, load_exported
 from pipeline.models import WSOLModel
 from pipeline.paths import replaced_atomically
 from pipeline.run_folder import read_run
@@ -43,7 +46,7 @@ class InferenceNetwork(nn.Module):
 
 
 def _check_inputs(size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch unlike the tracing example (another size, predicted and given classes)."""
+    """A batch unlike the export example (another size, predicted and given classes)."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(3, 3, size, size, generator=generator)
     return images, torch.tensor([-1, 0, num_classes - 1])
@@ -60,29 +63,48 @@ def _verdict(name: str, differences: dict[str, float], tolerance: float) -> dict
     return {"max_abs_difference": differences, "tolerance": tolerance}
 
 
-def export_torchscript(network: InferenceNetwork, example: tuple, check: tuple, expected: tuple, path: Path,
-                       meta: ExportMeta, tolerance: float) -> dict:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter; TorchScript's deprecation in favour of torch.export
-        # frozen: the weights the network uses become constants, the training-only modules are left out
-        traced = torch.jit.freeze(torch.jit.trace(network, example, check_trace=False))
-        torch.jit.save(traced, str(path), _extra_files={META: json.dumps(asdict(meta))})
+def _program(network: InferenceNetwork, example: tuple) -> ExportedProgram:
+    """The network as torch.export traces it, non-strict (its default: the Python runs as in eager, so
+    only the eval-mode branches reach the graph), for any batch size."""
+    batch = torch.export.Dim("batch")
+    return _without_unread_weights(torch.export.export(network, example, dynamic_shapes=({0: batch}, {0: batch})))
+
+
+def _without_unread_weights(program: ExportedProgram) -> ExportedProgram:
+    """The program without the parameters and buffers its graph never reads: torch.export lifts all the
+    module's, so the training-only branches' weights (and BatchNorm's counters) would travel in the file."""
+    graph, signature = program.graph, program.graph_signature
+    unread = {node.name: node for node in graph.nodes if node.op == "placeholder" and not node.users}
+    dropped = {spec.arg.name: spec.target for spec in signature.input_specs
+               if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and spec.arg.name in unread}
+    for name in dropped:
+        graph.erase_node(unread[name])
+    kept = ExportGraphSignature([spec for spec in signature.input_specs if spec.arg.name not in dropped],
+                                signature.output_specs)
+    weights = {name: value for name, value in program.state_dict.items() if name not in dropped.values()}
+    return ExportedProgram(program.graph_module, graph, kept, weights, program.range_constraints,
+                           program.module_call_graph, program.example_inputs, program.constants,
+                           verifiers=program.verifiers)
+
+
+def export_pt2(program: ExportedProgram, check: tuple, expected: tuple, path: Path, meta: ExportMeta,
+               tolerance: float) -> dict:
+    torch.export.save(program, path, extra_files={META: json.dumps(asdict(meta))})
     loaded, _ = load_exported(path)
-    with torch.no_grad():
-        got = tuple(t.numpy() for t in loaded(*check))
+    got = tuple(t.numpy() for t in loaded(*check))
     return {"file": path.name, **_verdict(path.name, _differences(got, expected), tolerance)}
 
 
-def export_onnx(network: InferenceNetwork, example: tuple, check: tuple, expected: tuple, path: Path,
-                tolerance: float) -> dict:
+def export_onnx(program: ExportedProgram, check: tuple, expected: tuple, path: Path, tolerance: float) -> dict:
     import onnxruntime
 
     for name in ("torch.onnx", "onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(network, example, str(path), input_names=["images", "classes"], output_names=["logits", "cams"],
-                          dynamic_axes={"images": {0: "batch"}, "classes": {0: "batch"}}, dynamo=True, verbose=False)
+        # one self-contained file (weights inside, not in a model.onnx.data beside it)
+        torch.onnx.export(program, f=str(path), input_names=["images", "classes"], output_names=["logits", "cams"],
+                          dynamo=True, external_data=False, verbose=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"images": check[0].numpy(), "classes": check[1].numpy()})
     return {"file": path.name, **_verdict(path.name, _differences(got, expected), tolerance)}
@@ -95,14 +117,13 @@ def export(run_folder: Path, out: Path, tolerance: float) -> dict:
     meta = ExportMeta(**run.meta.identity(), input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
                       mlflow_run_id=run.meta.mlflow_run_id)
     network = InferenceNetwork(run.model)
-    example = (torch.zeros(2, 3, size, size), torch.tensor([0, -1]))
     check = _check_inputs(size, meta.num_classes)
     with torch.no_grad():
         expected = tuple(t.numpy() for t in network(*check))
+    program = _program(network, (torch.zeros(2, 3, size, size), torch.tensor([0, -1])))
     with replaced_atomically(out) as staging:
-        report = {**asdict(meta),
-                  "torchscript": export_torchscript(network, example, check, expected, staging / TORCHSCRIPT, meta, tolerance),
-                  "onnx": export_onnx(network, example, check, expected, staging / ONNX, tolerance)}
+        report = {**asdict(meta), "pt2": export_pt2(program, check, expected, staging / PT2, meta, tolerance),
+                  "onnx": export_onnx(program, check, expected, staging / ONNX, tolerance)}
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")
-    log.info("%s: TorchScript and ONNX within %.3g of the eager model", out, tolerance)
+    log.info("%s: torch.export and ONNX within %.3g of the eager model", out, tolerance)
     return report

@@ -2,31 +2,32 @@
 and ``wsol localize`` read it (none of which needs Ray or ONNX).
 
     exports/<dataset>/<backbone>-<method>/
-        model.ts        TorchScript: (images (B, 3, S, S) normalised, classes (B,), -1: predicted)
+        model.pt2       torch.export program: (images (B, 3, S, S) normalised, classes (B,), -1: predicted)
                         -> (logits (B, K), CAMs (B, 224, 224) in [0, 1]); :class:`ExportMeta` inside
-        model.onnx      the same network in ONNX
+        model.onnx      the same program in ONNX
         export.json     :class:`ExportMeta` and how far each file is from the eager model
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.export.pt2_archive import is_pt2_package
 
 from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
 from pipeline.records import ModelIdentity, record
 
-TORCHSCRIPT, ONNX, REPORT = "model.ts", "model.onnx", "export.json"
-META = "meta.json"  # the extra file inside model.ts
+PT2, ONNX, REPORT = "model.pt2", "model.onnx", "export.json"
+META = "meta.json"  # the extra file inside model.pt2
 
 
 class ExportFolderError(PipelineError, ValueError):
-    """Not an export of this pipeline: a missing or foreign model.ts, or a bad meta.json; the message names the file."""
+    """Not an export of this pipeline (a missing or foreign model.pt2, a bad meta.json); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -45,26 +46,26 @@ class ExportMeta(ModelIdentity):
                           pin_memory=data.pin_memory)
 
 
-def load_exported(path: Path) -> tuple[torch.jit.ScriptModule, ExportMeta]:
-    """A model.ts (in eval mode) and its metadata; ``path`` is the file or the export folder holding it."""
+def load_exported(path: Path) -> tuple[nn.Module, ExportMeta]:
+    """The network of a model.pt2, its weights frozen, and its metadata; ``path`` is the file or the
+    export folder holding it. The program is the eval-mode graph (BatchNorm on its running statistics,
+    no dropout): its module's ``training`` flag means nothing, and ``train()`` / ``eval()`` refuse."""
     if path.is_dir():
-        path = path / TORCHSCRIPT
+        path = path / PT2
     if not path.is_file():
         raise ExportFolderError(f"{path}: no exported model there (run the export stage)")
+    if not is_pt2_package(str(path)):  # before torch.export.load, which logs a traceback for foreign files
+        raise ExportFolderError(f"{path}: not a torch.export program such as the export stage's {PT2}")
     extra = {META: ""}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            module = torch.jit.load(str(path), _extra_files=extra)
-    except RuntimeError:
-        raise ExportFolderError(f"{path}: not a TorchScript file such as the export stage's {TORCHSCRIPT}") from None
+    program = torch.export.load(path, extra_files=extra)
     if not extra[META]:
-        raise ExportFolderError(f"{path}: TorchScript without the {META} the export stage puts inside")
+        raise ExportFolderError(f"{path}: torch.export program without the {META} the export stage puts inside")
     try:
         data = json.loads(extra[META])
-    except ValueError as error:  # not JSON, or not UTF-8
+    except ValueError as error:
         raise ExportFolderError(f"{path} ({META}): not valid JSON: {error}") from None
     try:
-        return module.eval(), record(ExportMeta, data, f"{path} ({META})")
+        meta = record(ExportMeta, data, f"{path} ({META})")
     except ValueError as error:  # unknown or missing keys, named with the file
         raise ExportFolderError(str(error)) from None
+    return program.module().requires_grad_(False), meta

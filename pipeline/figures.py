@@ -15,10 +15,15 @@ from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.metrics import BoxResult
 from pipeline.metadata import Metadata
 from pipeline.metrics.contour_boxes import largest_contour_box
-from pipeline.metrics.conventions import integer_thresholds, quantise, rescale_boxes
+from pipeline.metrics.conventions import best_iou, integer_thresholds, quantise, rescale_boxes
 
 GT_COLOUR = (220, 30, 30)  # RGB: ground truth red
 PREDICTED_COLOUR = (30, 200, 30)  # predicted green, as in the paper's figures
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+LABEL_SCALE = 0.5  # grid labels: about 11 px high
+LABEL_PAD = 6  # px of white around a grid label
+
+Curve = tuple[str, Sequence[float], Sequence[float], str]  # label, tau values, y values (%), matplotlib style
 
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
@@ -67,34 +72,64 @@ def _draw_caption(rgb: np.ndarray, text: str) -> None:
     below, so that a small image still reads), shrunk to the width where the image allows; text too wide
     even then goes on two lines, split at its last space (a long class name above its score)."""
     height, width = rgb.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
     scale = max(0.35, min(width, height) / 400)
-    (text_width, _), _ = cv2.getTextSize(text, font, scale, 1)
+    (text_width, _), _ = cv2.getTextSize(text, FONT, scale, 1)
     if text_width > width - 4:
         scale = max(0.3, scale * (width - 4) / text_width)
     thickness = max(1, round(scale * 1.6))
     lines = [text]
-    if cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 4 and " " in text:
+    if cv2.getTextSize(text, FONT, scale, thickness)[0][0] > width - 4 and " " in text:
         lines = text.rsplit(" ", 1)
-    sizes = [cv2.getTextSize(line, font, scale, thickness) for line in lines]
+    sizes = [cv2.getTextSize(line, FONT, scale, thickness) for line in lines]
     line_height = max(h + baseline for (_, h), baseline in sizes)
     pad = max(1, round(line_height / 6))
     band = (max(w for (w, _), _ in sizes) + 2 * pad, len(lines) * (line_height + pad) + pad)
     cv2.rectangle(rgb, (0, 0), band, (0, 0, 0), cv2.FILLED)
     for k, (line, ((_, h), baseline)) in enumerate(zip(lines, sizes)):
-        cv2.putText(rgb, line, (pad, pad + k * (line_height + pad) + h), font, scale, (255, 255, 255), thickness,
+        cv2.putText(rgb, line, (pad, pad + k * (line_height + pad) + h), FONT, scale, (255, 255, 255), thickness,
                     cv2.LINE_AA)
 
 
-def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4) -> np.ndarray:
-    """Equal-sized RGB tiles in rows of ``columns``, on white."""
+def grid(tiles: Sequence[np.ndarray], columns: int, gap: int = 4, *, row_labels: Sequence[str] = (),
+         column_labels: Sequence[str] = ()) -> np.ndarray:
+    """Equal-sized RGB tiles in rows of ``columns``, on white. ``row_labels`` (one per row) go in a
+    margin on the left as wide as the longest; ``column_labels`` (one per column) in a margin on top,
+    centred over their column, a label wider than its tile cut to '...' and its tail. Labels black."""
     height, width = tiles[0].shape[:2]
     rows = -(-len(tiles) // columns)
-    out = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
+    line = max((_label_size(label)[1] for label in (*row_labels, *column_labels)), default=0)
+    left = max((_label_size(label)[0] + 2 * LABEL_PAD for label in row_labels), default=0)
+    top = line + 2 * LABEL_PAD if column_labels else 0
+    out = np.full((top + rows * (height + gap) - gap, left + columns * (width + gap) - gap, 3), 255, np.uint8)
     for k, tile in enumerate(tiles):
-        y, x = (k // columns) * (height + gap), (k % columns) * (width + gap)
+        y, x = top + (k // columns) * (height + gap), left + (k % columns) * (width + gap)
         out[y:y + height, x:x + width] = tile
+    for row, label in enumerate(row_labels):
+        _put_label(out, label, LABEL_PAD, top + row * (height + gap) + (height + line) // 2)
+    for column, label in enumerate(column_labels):
+        label = _fitted(label, width - LABEL_PAD)
+        _put_label(out, label, left + column * (width + gap) + (width - _label_size(label)[0]) // 2, LABEL_PAD + line)
     return out
+
+
+def _label_size(text: str) -> tuple[int, int]:
+    """(width, height) in px of a grid label, its baseline's descent included."""
+    (width, height), baseline = cv2.getTextSize(text, FONT, LABEL_SCALE, 1)
+    return width, height + baseline
+
+
+def _fitted(text: str, width: int) -> str:
+    """``text``, or where it is wider than ``width`` px as a grid label, '...' and its longest tail that
+    fits: a path's tail after a '/' where one fits (its leading folders dropped), else any."""
+    folders = [".../" + text[k + 1:] for k, char in enumerate(text) if char == "/"]
+    tails = [text, *folders, *("..." + text[k:] for k in range(1, len(text) + 1)), ""]
+    return next(tail for tail in tails if _label_size(tail)[0] <= width)
+
+
+def _put_label(rgb: np.ndarray, text: str, x: int, bottom: int) -> None:
+    """A grid label in black, its left end at ``x`` and its descent ending at row ``bottom``."""
+    baseline = cv2.getTextSize(text, FONT, LABEL_SCALE, 1)[1]
+    cv2.putText(rgb, text, (x, bottom - baseline), FONT, LABEL_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def save_picture(path: Path, rgb: np.ndarray) -> Path:
@@ -107,18 +142,22 @@ def save_picture(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
-def line_plot(lines: list[tuple[str, Sequence[float], Sequence[float], str]], path: Path, *, title: str,
-              ylabel: str, columns: int = 1) -> Path:
-    """Curves against the CAM threshold tau in [0, 1], y in % (0-100), saved as PNG.
-    lines: (label, tau values, y values, matplotlib line style)."""
-    figure = Figure(figsize=(6.4, 4.2), dpi=100)
+def curve_panels(panels: Sequence[tuple[str, Sequence[Curve]]], path: Path, *, ylabel: str, title: str | None = None,
+                 columns: int = 1) -> Path:
+    """Curves against the CAM threshold tau in [0, 1], y in % (0-100), saved as PNG: one subplot per
+    panel (its title, its curves, its legend in ``columns`` columns) side by side on a shared y axis,
+    ``title`` above them all."""
+    figure = Figure(figsize=(6.4 if len(panels) == 1 else 4.6 * len(panels), 4.2), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for label, x, y, style in lines:
-        axes.plot(x, y, style, label=label)
-    axes.set(xlabel="CAM threshold τ", ylabel=ylabel, title=title, xlim=(0, 1), ylim=(0, 100))
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", ncol=columns)
+    for axes, (panel_title, curves) in zip(figure.subplots(1, len(panels), sharey=True, squeeze=False)[0], panels):
+        for label, x, y, style in curves:
+            axes.plot(x, y, style, label=label)
+        axes.set(xlabel="CAM threshold τ", title=panel_title, xlim=(0, 1), ylim=(0, 100))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small", ncol=columns)
+    figure.axes[0].set_ylabel(ylabel)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -128,9 +167,9 @@ def line_plot(lines: list[tuple[str, Sequence[float], Sequence[float], str]], pa
 def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path:
     """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG."""
     styles = {30: ":", 50: "-", 70: "--"}
-    lines = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."))
-             for name, result in results.items() for delta, curve in result.multi_contour.boxacc.items()]
-    return line_plot(lines, path, title=title, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))
+    curves = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."))
+              for name, result in results.items() for delta, curve in result.multi_contour.boxacc.items()]
+    return curve_panels([(title, curves)], path, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))
 
 
 def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:
@@ -152,8 +191,17 @@ class GalleryCollector:
         if room > 0:
             self.items += list(zip(to_rgb(images[:room]), cams[:room], image_ids[:room]))
 
-    def tiles(self, metadata: Metadata, threshold: float) -> list[np.ndarray]:
-        """The kept images as overlays: GT boxes red, the box at ``threshold`` green."""
+    def tiles(self, metadata: Metadata, threshold: float, class_names: Sequence[str] | None = None) -> list[np.ndarray]:
+        """The kept images as overlays: GT boxes red, the box at ``threshold`` green, captioned with the
+        GT class (its name in ``class_names``, else 'class <index>') and, where the images have GT
+        boxes, the green box's largest IoU with one of them."""
         boxes = gt_boxes_224(metadata, [image_id for _, _, image_id in self.items])
-        return [overlay(rgb, cam, boxes.get(image_id, ()), predicted_box(cam, threshold)) for rgb, cam, image_id in self.items]
-
+        tiles = []
+        for rgb, cam, image_id in self.items:
+            label = metadata.class_labels[image_id]
+            caption = class_names[label] if class_names is not None else f"class {label}"
+            box, gt = predicted_box(cam, threshold), boxes.get(image_id)
+            if gt is not None:
+                caption += f" IoU {best_iou(*box, gt):.2f}"
+            tiles.append(overlay(rgb, cam, () if gt is None else gt, box, caption=caption))
+        return tiles

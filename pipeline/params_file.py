@@ -21,7 +21,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
 from pipeline import yaml_io
-from pipeline.config import ConfigError, validate
+from pipeline.config import ConfigError, validate_params
 from pipeline.paths import write_text_atomically
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -107,7 +107,7 @@ def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
         raise ConfigError(f"{fragment_path}: expected a mapping of params.yaml keys")
     where = f"{params_path} with {fragment_path} applied"
     expected = _merged(params, fragment)
-    validate(expected, where)  # every wrong or unknown key at once, before any text is touched
+    validate_params(expected, params_path, where)  # every wrong or unknown key at once, before any text is touched
 
     try:
         root = YAML().compose(text)  # YAML 1.2, like yaml_io; nodes carry their start and end in the text
@@ -139,7 +139,7 @@ def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
         else:
             new = new[:start] + rendered + new[end:]
     result = yaml_io.parse(new, where)
-    validate(result, where)
+    validate_params(result, params_path, where)
     if not all(_has(result, path) and _same(_get(result, path), value) for path, value in _leaves(params, fragment)):
         raise ConfigError(f"{where}: the edited text does not read back as the fragment's values; params.yaml left as it was")
     write_text_atomically(params_path, new)

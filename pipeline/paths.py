@@ -4,7 +4,7 @@
     data/raw/<dataset>/          the download stage's output: images and the dataset's own annotations
     data/splits/<dataset>/       the split stage's output: metadata/{train,val,test}/ and dataset.json
     runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
-    exports/<dataset>/<run>/     TorchScript (and ONNX) inference network, export.json
+    exports/<dataset>/<run>/     torch.export (.pt2) and ONNX inference network, export.json
     results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv, records/
     results/<dataset>/center-gaussian/   the same for the protocol's trivial baseline
     report/<dataset>/            report.md and its figures

@@ -32,6 +32,14 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def for_backbone(self, backbone: str) -> dict:
+        """The settings as plain values, each per-backbone one (:class:`PerBackbone`) reduced to this backbone's."""
+        values = self.model_dump()
+        for name in type(self).model_fields:
+            if isinstance(getattr(self, name), PerBackbone):
+                values[name] = values[name][backbone]
+        return values
+
 
 def entry(kind: str, table: Mapping[str, T], name: str) -> T:
     """``table[name]``, or a ValueError listing the valid names of this ``kind`` (backbone, method)."""

@@ -1,20 +1,29 @@
 """The benchmark's report: the paper's tables with 95 % intervals, the floor, paired differences,
-where the CAMs go, Table 2's ablation, and CAM galleries, in Markdown.
+where the CAMs go, Table 2's ablation, training cost, BoxAcc curves and CAM galleries, in Markdown,
+and the data of dvc.yaml's plots.
 
-    report/<dataset>/report.md, boxacc_<backbone>.png, gallery_<backbone>.jpg
+    report/<dataset>/
+        report.md
+        boxacc_<backbone>.png       BoxAcc against the CAM threshold, one panel per IoU
+        gallery_<backbone>.png      test CAMs, a labelled row per method, a column per image
+        plots/val_maxboxacc_v2.csv  run, epoch, val_maxboxacc_v2 (%)
+        plots/boxacc.csv            run, iou (%), threshold, boxacc (%)
+        plots/pr_curve.csv          run, recall, precision (header only without masks)
 
-Numbers come from results/<dataset>/<run>/ (the evaluate stage, on test: metrics.json and the
-per-image records) and results/<dataset>/center-gaussian/ (the baseline stage). A cell is a run's
-value, or with several seeds their mean ± std; in brackets the 95 % bootstrap interval over test
-images (of the mean over seeds, every seed resampled with the same images). Differences between
-methods are paired: the same resampled images for both. Galleries run the exported networks on
-test images, boxes at each run's val-optimal threshold.
+Numbers come from results/<dataset>/<run>/ (the evaluate stage, on test: metrics.json, the curves
+and the per-image records), results/<dataset>/center-gaussian/ (the baseline stage) and
+runs/<dataset>/<run>/ (the train stage: history.csv, cost.json). A cell is a run's value, or with
+several seeds their mean ± std; in brackets the 95 % bootstrap interval over test images (of the mean
+over seeds, every seed resampled with the same images). Differences between methods are paired: the
+same resampled images for both. Galleries run the exported networks on test images, boxes at each
+run's val-optimal threshold.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +33,12 @@ import torch
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.export_folder import TORCHSCRIPT, load_exported
-from pipeline.figures import GalleryCollector, grid, line_plot, save_picture
+from pipeline.export_folder import load_exported
+from pipeline.figures import GalleryCollector, curve_panels, grid, save_picture
 from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
 from pipeline.paths import RECORDS, Layout, replaced_atomically
 from pipeline.registry import BACKBONES, METHODS
+from pipeline.run_cost import RunCost, read_cost
 
 NAMES = {name: entry.display for name, entry in METHODS.items()}
 BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}
@@ -36,14 +46,18 @@ FLOOR = "Center Gaussian (floor)"
 PAPER_METHOD = "icl"
 TABLE2_BASELINE = "adl"  # the paper's Table 2 "Baseline [9]"
 
+Key = tuple[str, str]  # (backbone, method)
+
 
 @dataclass(frozen=True)
 class Runs:
-    """One method on one backbone (or the floor): its seeds' metrics.json and per-image records."""
+    """One method on one backbone (or the floor): its seeds' metrics.json and per-image records; or,
+    pooled, on every backbone."""
 
     metrics: list[dict]
     box: list[BoxRecords]
     mask: list[MaskRecords]
+    spread: bool = True  # cells show the std over runs (seeds); not for a mean over backbones
 
     @classmethod
     def load(cls, folders: list[Path]) -> Runs:
@@ -59,6 +73,14 @@ class Runs:
                     out.append(kind.load(records))
         return cls(metrics, box, mask)
 
+    @classmethod
+    def pooled(cls, runs: Iterable[Runs]) -> Runs:
+        """Several backbones' runs of one method as one: their mean (over backbones and seeds, each backbone
+        with the same seeds), its interval from the same resampled images for all, no std."""
+        runs = list(runs)
+        return cls([m for r in runs for m in r.metrics], [b for r in runs for b in r.box],
+                   [k for r in runs for k in r.mask], spread=False)
+
     def records(self, key: str) -> list:
         return self.mask if key == "pxap" else self.box
 
@@ -71,7 +93,8 @@ class Runs:
         return None if values is None else float(np.mean(values))
 
     def cell(self, key: str, bootstrap: dict, iou_thresholds: tuple[int, ...], bold: bool = False) -> str:
-        """'v [low, high]', or 'mean ± std [low, high]' over seeds; '-' where the metric does not apply."""
+        """'v [low, high]', or 'mean ± std [low, high]' over seeds (pooled: 'mean [low, high]'); '-' where the
+        metric does not apply."""
         values = self.values(key)
         if values is None:
             return "-"
@@ -80,8 +103,36 @@ class Runs:
             text = f"{values[0]:.2f}"
         else:
             _, low, high = mean_interval(self.records(key), key, iou_thresholds, bootstrap["samples"], bootstrap["seed"])
-            text = f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+            text = f"{np.mean(values):.2f}" + (f" ± {np.std(values, ddof=1):.2f}" if self.spread else "")
         return f"{'**' + text + '**' if bold else text} [{low:.1f}, {high:.1f}]"
+
+
+def _best(column: dict[str, Runs], key: str) -> set[str]:
+    """The methods of a table column (method -> runs) with the best mean of ``key``; none where every
+    known mean is the same (one method, or a tie of all)."""
+    means = {method: runs.mean(key) for method, runs in column.items()}
+    known = {method: mean for method, mean in means.items() if mean is not None}
+    if len(set(known.values())) < 2:
+        return set()
+    return {method for method, mean in known.items() if mean == max(known.values())}
+
+
+def _optimal_threshold(runs: Runs, delta: int) -> str:
+    """τ* at IoU ``delta``, mean over seeds; '–' where every seed's MaxBoxAcc there is 0 (no τ gives a
+    correct box, so no τ is optimal)."""
+    if all(m[f"maxboxacc_{delta}"] == 0 for m in runs.metrics):
+        return "–"
+    return f"{np.mean([m['optimal_threshold'][str(delta)] for m in runs.metrics]):.2f}"
+
+
+def _duration(seconds: float) -> str:
+    """'42 s', or from two minutes on '2.5 min'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _distinct(values: Iterable) -> str:
+    """The values of several seeds, each once: '1', or '8, 10' where they differ."""
+    return ", ".join(sorted({str(v) for v in values}))
 
 
 def _mean_shares(per_seed: list[list[float] | None], regions: int) -> list[str]:
@@ -96,44 +147,53 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _load(config: Config, layout: Layout) -> tuple[dict[tuple[str, str], Runs], Runs]:
+def _load(config: Config, layout: Layout) -> tuple[dict[Key, Runs], Runs, dict[Key, list[RunCost]]]:
+    """(runs, the floor, costs) of every backbone x method, over the config's seeds."""
     runs = {(b, m): Runs.load([layout.results(config.dataset, b, m, s) for s in config.seeds])
             for b in config.backbones for m in config.methods}
-    return runs, Runs.load([layout.baseline(config.dataset)])
+    costs = {(b, m): [read_cost(layout.run(config.dataset, b, m, s)) for s in config.seeds]
+             for b in config.backbones for m in config.methods}
+    return runs, Runs.load([layout.baseline(config.dataset)]), costs
 
 
 class Report:
-    """The report's sections, from the loaded runs."""
+    """The report's sections, from the loaded runs and their training costs."""
 
-    def __init__(self, config: Config, runs: dict[tuple[str, str], Runs], floor: Runs):
-        self.config, self.runs, self.floor = config, runs, floor
+    def __init__(self, config: Config, runs: dict[Key, Runs], floor: Runs, costs: dict[Key, list[RunCost]]):
+        self.config, self.runs, self.floor, self.costs = config, runs, floor, costs
         first = next(iter(runs.values())).metrics[0]
         self.bootstrap = first["bootstrap"]
         self.ious = tuple(config.evaluate.iou_thresholds)
 
+    def _column(self, backbone: str) -> dict[str, Runs]:
+        return {method: self.runs[backbone, method] for method in self.config.methods}
+
     def metric_table(self, key: str, with_floor: bool = True) -> str:
-        """Methods x backbones of one metric (the best mean of each column in bold), and the floor."""
+        """Methods x backbones of one metric and, with several backbones, their Mean (Table 4's); the
+        best mean of each column in bold; the floor last."""
         config = self.config
-        best = {b: max((self.runs[b, m].mean(key) for m in config.methods if self.runs[b, m].mean(key) is not None),
-                       default=None) for b in config.backbones}
-        rows = [[NAMES[m], *(self.runs[b, m].cell(key, self.bootstrap, self.ious,
-                                                  bold=len(config.methods) > 1 and self.runs[b, m].mean(key) == best[b])
-                             for b in config.backbones)] for m in config.methods]
+        columns = {BACKBONE_NAMES[b]: self._column(b) for b in config.backbones}
+        if len(config.backbones) > 1:
+            columns["Mean"] = {m: Runs.pooled(self.runs[b, m] for b in config.backbones) for m in config.methods}
+        best = {name: _best(column, key) for name, column in columns.items()}
+        rows = [[NAMES[m], *(column[m].cell(key, self.bootstrap, self.ious, bold=m in best[name])
+                             for name, column in columns.items())] for m in config.methods]
         if with_floor and self.floor.values(key) is not None:
-            rows.append([FLOOR, *[self.floor.cell(key, self.bootstrap, self.ious)] * len(config.backbones)])
-        return _table(["Method", *(BACKBONE_NAMES[b] for b in config.backbones)], rows)
+            rows.append([FLOOR, *[self.floor.cell(key, self.bootstrap, self.ious)] * len(columns)])
+        return _table(["Method", *columns], rows)
 
     def detail_table(self) -> str:
-        deltas = [str(d) for d in self.ious]
-        rows = []
-        for (backbone, method), runs in [*self.runs.items(), (("", ""), self.floor)]:
-            name = NAMES[method] if method else FLOOR
-            thresholds = [np.mean([m["optimal_threshold"][d] for m in runs.metrics]) for d in deltas]
-            rows.append([name, BACKBONE_NAMES.get(backbone, "-"),
-                         *(runs.cell(f"maxboxacc_{d}", self.bootstrap, self.ious) for d in deltas),
-                         runs.cell("maxboxacc_v2", self.bootstrap, self.ious), *(f"{t:.2f}" for t in thresholds)])
-        return _table(["Method", "Backbone", *(f"MaxBoxAcc@{d}" for d in deltas), "MaxBoxAccV2",
-                       *(f"τ*@{d}" for d in deltas)], rows)
+        """MaxBoxAcc at each IoU, MaxBoxAccV2 (the best method of each backbone in bold) and the optimal
+        thresholds τ*, per run and for the floor."""
+        keys = [*(f"maxboxacc_{d}" for d in self.ious), "maxboxacc_v2"]
+        best = {(b, key): _best(self._column(b), key) for b in self.config.backbones for key in keys}
+        rows = [[NAMES[m], BACKBONE_NAMES[b],
+                 *(runs.cell(key, self.bootstrap, self.ious, bold=m in best[b, key]) for key in keys),
+                 *(_optimal_threshold(runs, d) for d in self.ious)] for (b, m), runs in self.runs.items()]
+        rows.append([FLOOR, "-", *(self.floor.cell(key, self.bootstrap, self.ious) for key in keys),
+                     *(_optimal_threshold(self.floor, d) for d in self.ious)])
+        return _table(["Method", "Backbone", *(f"MaxBoxAcc@{d}" for d in self.ious), "MaxBoxAccV2",
+                       *(f"τ*@{d}" for d in self.ious)], rows)
 
     def _difference(self, a: Runs, b: Runs, key: str = "maxboxacc_v2") -> tuple[float, float, float]:
         return paired_difference(a.records(key), b.records(key), key, self.ious, self.bootstrap["samples"],
@@ -228,54 +288,110 @@ class Report:
         return ["## Seeds", "", "MaxBoxAccV2 of each seed and their standard deviation.", "",
                 _table(["Method", "Backbone", *(f"seed {s}" for s in self.config.seeds), "std"], rows), ""]
 
+    def cost_section(self) -> list[str]:
+        """What training each run took (its cost.json), mean over seeds."""
+        rows = [[NAMES[m], BACKBONE_NAMES[b], _duration(np.mean([c.wall_s for c in costs])),
+                 f"{np.mean([c.images_per_s for c in costs]):.1f}", _distinct(c.device for c in costs),
+                 _distinct(c.workers for c in costs), _distinct(c.epochs for c in costs)]
+                for (b, m), costs in self.costs.items()]
+        seeds = ", mean over seeds" if len(self.config.seeds) > 1 else ""
+        return ["## Cost", "",
+                f"What training took (runs/{self.config.dataset}/<run>/cost.json{seeds}): wall time of every epoch's "
+                "training and val scoring, over all attempts; training images per second over all workers.", "",
+                _table(["Method", "Backbone", "Wall time", "Images/s", "Device", "Workers", "Epochs"], rows), ""]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    """A CSV file's rows as column -> text."""
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
 
 def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path:
-    """BoxAcc at IoU 50 against tau on test, one line per method, first seed (the evaluate stage's boxacc.csv)."""
-    lines = []
-    for method in config.methods:
-        with (layout.results(config.dataset, backbone, method, config.seeds[0]) / "boxacc.csv").open() as f:
-            rows = list(csv.DictReader(f))
-        lines.append((NAMES[method], [float(r["threshold"]) for r in rows], [float(r["iou_50"]) for r in rows], "-"))
-    return line_plot(lines, path, title=f"{config.dataset} test, {BACKBONE_NAMES[backbone]}",
-                     ylabel="BoxAcc at IoU 50 (%)")
+    """BoxAcc against tau on test (the evaluate stage's boxacc.csv), one panel per IoU of the config,
+    one line per method (first seed) and the floor."""
+    folders = {**{NAMES[m]: layout.results(config.dataset, backbone, m, config.seeds[0]) for m in config.methods},
+               FLOOR: layout.baseline(config.dataset)}
+    tables = {name: _rows(folder / "boxacc.csv") for name, folder in folders.items()}
+
+    def curves(delta: int) -> list:
+        return [(name, [float(r["threshold"]) for r in rows], [float(r[f"iou_{delta}"]) for r in rows],
+                 "k:" if name == FLOOR else "-") for name, rows in tables.items()]
+
+    panels = [(f"IoU ≥ {d / 100:g}", curves(d)) for d in config.evaluate.iou_thresholds]
+    return curve_panels(panels, path, ylabel="BoxAcc (%)",
+                        title=f"{config.dataset} test, {BACKBONE_NAMES[backbone]}, seed {config.seeds[0]}")
 
 
 def _gallery(config: Config, layout: Layout, info: DatasetInfo, backbone: str, path: Path) -> Path:
-    """One row per method (first seed), the same test images (spread over the split) in each."""
+    """A row per method (first seed, its name on the left), the same test images (spread over the split,
+    their ids on top) in each; every tile captioned with its class and its box's IoU."""
     metadata = info.metadata("test")
     count = config.report.gallery_images
     picks = np.linspace(0, len(metadata) - 1, count).round().astype(int)
+    image_ids = [metadata.image_ids[i] for i in picks]
     tiles = []
     for method in config.methods:
-        exported, meta = load_exported(layout.export(config.dataset, backbone, method, config.seeds[0]) / TORCHSCRIPT)
+        exported, meta = load_exported(layout.export(config.dataset, backbone, method, config.seeds[0]))
         images = SplitImages(info, "test", eval_transform(meta.input_settings(config.data)))
         batch = torch.stack([images[int(i)][0] for i in picks])
         labels = torch.tensor([images.labels[int(i)] for i in picks])
         with torch.no_grad():
             _, cams = exported(batch, labels)
         row = GalleryCollector(count)
-        row(batch, cams.numpy(), labels.tolist(), labels.tolist(), [metadata.image_ids[i] for i in picks])
-        tiles += row.tiles(metadata, meta.cam_threshold)
-    return save_picture(path, grid(tiles, count))
+        row(batch, cams.numpy(), labels.tolist(), labels.tolist(), image_ids)
+        tiles += row.tiles(metadata, meta.cam_threshold, info.class_names)
+    return save_picture(path, grid(tiles, count, row_labels=[NAMES[m] for m in config.methods],
+                                   column_labels=image_ids))
+
+
+def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
+    """The long-format CSVs that dvc.yaml's plots overlay, into ``folder``: a row per run (every backbone
+    x method x seed, named 'ResNet18 CAM seed 0'; the floor too for the test curves) and point. Values
+    are copied as the train and evaluate stages wrote them (see the module docstring for the columns)."""
+    runs = {f"{BACKBONE_NAMES[b]} {NAMES[m]} seed {s}": (layout.run(config.dataset, b, m, s),
+                                                        layout.results(config.dataset, b, m, s))
+            for b in config.backbones for m in config.methods for s in config.seeds}
+    scored = {**{name: results for name, (_, results) in runs.items()}, FLOOR: layout.baseline(config.dataset)}
+    history, boxacc, pr_curve = [], [], []
+    for name, (run, _) in runs.items():
+        history += [[name, r["epoch"], r["val_maxboxacc_v2"]] for r in _rows(run / "history.csv")]
+    for name, results in scored.items():
+        rows = _rows(results / "boxacc.csv")
+        boxacc += [[name, d, r["threshold"], r[f"iou_{d}"]] for d in config.evaluate.iou_thresholds for r in rows]
+        pr_curve += [[name, r["recall"], r["precision"]] for r in _rows(results / "pr_curve.csv")]
+    _write_csv(folder / "val_maxboxacc_v2.csv", ["run", "epoch", "val_maxboxacc_v2"], history)
+    _write_csv(folder / "boxacc.csv", ["run", "iou", "threshold", "boxacc"], boxacc)
+    _write_csv(folder / "pr_curve.csv", ["run", "recall", "precision"], pr_curve)
 
 
 def build_report(config: Config, layout: Layout) -> Path:
-    runs, floor = _load(config, layout)
-    report = Report(config, runs, floor)
+    runs, floor, costs = _load(config, layout)
+    report = Report(config, runs, floor, costs)
     info = DatasetInfo.load(layout.split(config.dataset))
     out = layout.report(config.dataset)
     first = floor.metrics[0]
     seeds = f"{len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}), mean ± std" \
         if len(config.seeds) > 1 else f"one seed ({config.seeds[0]})"
+    mean = "; Mean: the mean over backbones" if len(config.backbones) > 1 else ""
     parts = [
         f"# WSOL benchmark: {config.dataset}",
         "",
         f"Test split: {first['images']} images, {info.num_classes} classes; {seeds}. Protocol of *Evaluating WSOL "
         "Methods Right* (Choe et al., CVPR 2020): CAMs of the ground-truth class at 224×224, every threshold τ in "
         f"steps of {first['cam_curve_interval']}, boxes from every contour; hyperparameters and the exported model "
-        "chosen on train-fullsup only. Accuracies in %, the best mean of each column in bold; in brackets the 95 % "
-        f"bootstrap interval over test images ({report.bootstrap['samples']} resamples). The floor is the protocol's "
-        "trivial baseline, one centred Gaussian for every image, scored by the same evaluator.",
+        "chosen on train-fullsup only. Accuracies in %, the best method's mean of each column (of each backbone) in "
+        f"bold{mean}; in brackets the 95 % bootstrap interval over test images ({report.bootstrap['samples']} "
+        "resamples). The floor is the protocol's trivial baseline, one centred Gaussian for every image, scored by "
+        "the same evaluator.",
         "",
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
@@ -286,7 +402,8 @@ def build_report(config: Config, layout: Layout) -> Path:
         *report.paired_section(),
         "## MaxBoxAcc at each IoU (Table 5 layout)",
         "",
-        "τ* is the threshold at which each MaxBoxAcc is reached (mean over seeds).",
+        "τ* is the threshold at which each MaxBoxAcc is reached (mean over seeds); – where no threshold gives a "
+        "correct box.",
         "",
         report.detail_table(),
         "",
@@ -308,16 +425,18 @@ def build_report(config: Config, layout: Layout) -> Path:
     if floor.values("pxap") is not None:
         parts += ["## PxAP", "", "Pixel average precision of the CAMs against the object masks.", "",
                   report.metric_table("pxap"), ""]
-    parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section()]
+    parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(), *report.cost_section()]
     with replaced_atomically(out) as staging:
         for backbone in config.backbones:
             name = BACKBONE_NAMES[backbone]
             parts += [f"## {name}", ""]
             _curves(config, layout, backbone, staging / f"boxacc_{backbone}.png")
-            parts += [f"![BoxAcc at IoU 50 against the CAM threshold, {name}](boxacc_{backbone}.png)", ""]
-            _gallery(config, layout, info, backbone, staging / f"gallery_{backbone}.jpg")
-            parts += [f"CAMs on test images, one row per method ({', '.join(NAMES[m] for m in config.methods)}), seed "
-                      f"{config.seeds[0]}: ground truth red, the box at the run's val-optimal threshold green.", "",
-                      f"![CAM gallery, {name}](gallery_{backbone}.jpg)", ""]
+            parts += [f"![BoxAcc against the CAM threshold at each IoU, {name}](boxacc_{backbone}.png)", ""]
+            _gallery(config, layout, info, backbone, staging / f"gallery_{backbone}.png")
+            parts += [f"CAMs on test images (their ids on top), one row per method, seed {config.seeds[0]}: ground "
+                      "truth red, the box of the largest region above the run's val-optimal threshold green; on each "
+                      "image its class and, with GT boxes, that box's IoU with the ground truth.", "",
+                      f"![CAM gallery, {name}](gallery_{backbone}.png)", ""]
+        write_plot_data(config, layout, staging / "plots")
         (staging / "report.md").write_text("\n".join(parts))
     return out / "report.md"

@@ -4,7 +4,8 @@
         model.pt        the weights: a plain state dict (loads with ``weights_only=True``)
         model.json      :class:`RunMeta`: what the weights are and the config they were trained with
 
-The training stage adds ``metrics.json`` and ``history.csv`` beside them (pipeline/train/outputs.py).
+The training stage adds ``metrics.json``, ``history.csv`` and ``cost.json`` (pipeline/run_cost.py)
+beside them (pipeline/train/outputs.py).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Config, validate
-from pipeline.errors import PipelineError
 from pipeline.models import WSOLModel, build_model
-from pipeline.records import ModelIdentity, record
+from pipeline.records import ModelIdentity, RecordError, read_record
 
 WEIGHTS, META = "model.pt", "model.json"
 
 
-class RunFolderError(PipelineError, ValueError):
+class RunFolderError(RecordError):
     """Not a run folder of this pipeline: a missing or bad model.json or model.pt; the message names the file."""
 
 
@@ -61,17 +61,7 @@ def save_run(folder: Path, state_dict: dict[str, torch.Tensor], meta: RunMeta) -
 
 def read_meta(folder: Path) -> RunMeta:
     """A run folder's model.json."""
-    path = folder / META
-    if not path.is_file():
-        raise RunFolderError(f"{path} is missing: run the train stage first")
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as error:  # not JSON, or not UTF-8
-        raise RunFolderError(f"{path}: not valid JSON: {error}") from None
-    try:
-        return record(RunMeta, data, str(path))
-    except ValueError as error:  # unknown or missing keys, named with the file
-        raise RunFolderError(str(error)) from None
+    return read_record(RunMeta, folder / META, "run the train stage first", RunFolderError)
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

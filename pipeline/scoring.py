@@ -37,6 +37,11 @@ class Scoring:
     batch_size: int = 32
 
 
+def test_scoring(config: Config) -> Scoring:
+    """The protocol's scoring on test: evaluate.cam_curve_interval and evaluate.iou_thresholds."""
+    return Scoring(config.evaluate.cam_curve_interval, tuple(config.evaluate.iou_thresholds), config.evaluate.batch_size)
+
+
 def val_scoring(config: Config) -> Scoring:
     """The per-epoch MaxBoxAccV2 on train-fullsup: train.val_cam_curve_interval, IoU 30/50/70."""
     return Scoring(config.train.val_cam_curve_interval, batch_size=config.evaluate.batch_size)

@@ -1,29 +1,49 @@
 """MLflow: one run per training run, under one experiment per dataset.
 
-The store is ``$MLFLOW_TRACKING_URI`` when set (a tracking server for multi-node runs), else a
-SQLite database in the project root (``mlflow.db``, MLflow 3's default backend) with artifacts in
-``mlartifacts/``, both as absolute paths so that DVC experiments running in temporary copies of
-the project log to the same store. Browse it with ``mlflow ui --backend-store-uri sqlite:///mlflow.db``.
+The store is ``$MLFLOW_TRACKING_URI`` when set (a tracking server for multi-node runs, serving the
+artifacts), else a SQLite database in the project root (``mlflow.db``, MLflow 3's default backend)
+with artifacts in ``mlartifacts/<experiment>/``. That folder is recorded *relative* to the project
+root, so a moved or copied project reads its own artifacts: MLflow resolves it against the working
+directory, which is the root for every stage (DVC runs them there), for ``mlflow ui`` started there
+(README), and for our own artifact reads and writes (``in_project``).
+Every run carries MLflow's own system tags (user, source, git commit, branch and dirty flag: what
+``mlflow.start_run`` sets), so the UI shows who ran what code. Experiments open on the training
+runs view (``mlflow.experimentKind``), not MLflow 3's GenAI overview.
 A server at ``localhost`` is known to Ray Train's workers by an address they can reach (``reachable_uri``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import ipaddress
+import json
 import os
+import sqlite3
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import (MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY,
+                                     MLFLOW_PARENT_RUN_ID)
 
+from mlflow.entities import Dataset, DatasetInput, InputTag
+
+from pipeline.config import PROTOCOL_SPLITS
+from pipeline.data.dataset_folder import INFO, DatasetInfo
 from pipeline.paths import Layout
 
 RUN_KEY_TAG = "wsol.run_key"  # the identity of a training run (config, code and data); a resumed run keeps it
+SETTINGS_TAG = "wsol.settings_hash"  # a hash of the run's settings alone (pipeline/train/driver.py:settings_hash)
 MAX_BATCH = 100  # MLflow accepts at most this many params per log_batch
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's training view, not GenAI's
+EPOCH_METRIC = "loss"  # logged by every epoch of every training run, at the epoch's step
+CODE = ("pipeline", "stages", "pyproject.toml")  # what the dirty flag looks at: not outputs, dvc.lock or params
 
 
 def tracking_uri(layout: Layout) -> str:
@@ -56,25 +76,50 @@ def client_for(layout: Layout) -> MlflowClient:
     return MlflowClient(tracking_uri(layout))
 
 
-def experiment_id(client: MlflowClient, dataset: str, layout: Layout) -> str:
-    """The experiment ``wsol-<dataset>``, created with artifacts in mlartifacts/ unless a server is used."""
-    name = f"wsol-{dataset}"
+def experiment_id(client: MlflowClient, name: str, layout: Layout) -> str:
+    """The experiment ``wsol-<name>`` (a dataset, or "pretrain"); in the project's own store its
+    artifacts are in mlartifacts/wsol-<name>, recorded relative to the project root."""
+    name = f"wsol-{name}"
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if "MLFLOW_TRACKING_URI" in os.environ else (layout.mlflow_artifacts / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    created = client.create_experiment(name, tags=EXPERIMENT_KIND)
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        # MLflow makes every local location absolute when it creates an experiment, and has no call
+        # to change one: the one column is set here (runs and models below it follow it).
+        relative = layout.mlflow_artifacts.relative_to(layout.root) / name
+        with contextlib.closing(sqlite3.connect(layout.mlflow_db)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                       (relative.as_posix(), int(created)))
+    return created
 
 
-def git_commit(root: Path) -> str:
-    """HEAD's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+@contextlib.contextmanager
+def in_project(layout: Layout) -> Iterator[None]:
+    """Run MLflow artifact reads and writes here: the working directory is the project root, against
+    which MLflow resolves the default store's relative artifact locations."""
+    with contextlib.chdir(layout.root):
+        yield
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def source_tags(root: Path) -> dict[str, str]:
+    """MLflow's system tags as ``mlflow.start_run`` sets them (user, source name and type) and the
+    code's git commit, branch and dirty flag: "true" when the code (``CODE``) differs from the
+    commit; outputs that DVC keeps in git (metrics, plots, dvc.lock) do not make it dirty."""
+    # MLflow's own git tags describe the repository of the running script, not necessarily ``root``'s
+    tags = {k: v for k, v in resolve_tags().items() if not k.startswith("mlflow.source.git.")}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
+        tags[MLFLOW_GIT_COMMIT] = _git(root, "rev-parse", "HEAD")
+        tags[MLFLOW_GIT_BRANCH] = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE)
+        tags[MLFLOW_GIT_DIRTY] = str(bool(changed)).lower()
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout, or no commit yet
+        pass
+    return tags
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
@@ -90,17 +135,17 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
 
 
 def open_run(client: MlflowClient, experiment: str, run_name: str, key: str, params: Mapping[str, str],
-             tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
+             tags: Mapping[str, str], root: Path, parent_run_id: str | None = None) -> str:
     """The run with this key (a resumed training run continues its MLflow run), else a new one
-    with the params and tags logged. Returns the run id."""
+    with the params, these tags and the source tags of the code in ``root``. Returns the run id."""
     found = client.search_runs([experiment], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1)
     if found:
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
         return run_id
-    all_tags = {RUN_KEY_TAG: key, **tags}
+    all_tags = {**source_tags(root), RUN_KEY_TAG: key, **tags}
     if parent_run_id is not None:
-        all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
     run_id = client.create_run(experiment, run_name=run_name, tags=all_tags).info.run_id
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), MAX_BATCH):
@@ -108,10 +153,46 @@ def open_run(client: MlflowClient, experiment: str, run_name: str, key: str, par
     return run_id
 
 
-def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+def split_digest(info: DatasetInfo, split: str) -> str:
+    """A hash of a split's metadata (image ids, classes, sizes, boxes, mask paths) and dataset.json."""
+    digest = hashlib.sha256((info.folder / INFO).read_bytes())
+    for folder in sorted({info.metadata_dir(split), info.mask_metadata_dir(split)} - {None}):
+        for path in sorted(folder.glob("*")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def log_dataset_inputs(client: MlflowClient, run_id: str, info: DatasetInfo, contexts: Mapping[str, str],
+                       layout: Layout) -> None:
+    """The splits a run reads as its MLflow dataset inputs: ``<dataset>/<protocol split name>``, the
+    split's digest, its folder (relative to the project) as source; ``contexts``: split -> the
+    role MLflow shows ("training", "validation", "evaluation")."""
+    inputs = []
+    for split, context in contexts.items():
+        metadata = info.metadata(split)
+        profile = {"images": len(metadata), "classes": info.num_classes}
+        source = os.path.relpath(info.metadata_dir(split), layout.root)
+        dataset = Dataset(f"{info.name}/{PROTOCOL_SPLITS[split]}", split_digest(info, split), "local",
+                          json.dumps({"uri": source}), profile=json.dumps(profile))
+        inputs.append(DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    client.log_inputs(run_id, datasets=inputs)
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """The numeric values of ``metrics`` at this step (an epoch; 0 for one-off values)."""
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()
                                       if isinstance(v, (int, float))])
+
+
+def log_epoch(client: MlflowClient, run_id: str, row: Mapping[str, float]) -> None:
+    """One epoch's metrics at its step: the epoch (``row["epoch"]``, from 1) is the step, not a metric."""
+    log_metrics(client, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def last_step(client: MlflowClient, run_id: str) -> int:
+    """The run's last epoch, as a step: where its ``EPOCH_METRIC`` was last logged; 0 if never."""
+    return max((m.step for m in client.get_metric_history(run_id, EPOCH_METRIC)), default=0)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:

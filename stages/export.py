@@ -1,12 +1,16 @@
-"""DVC stage `export@<backbone>-<method>`: TorchScript and ONNX of the inference network, checked against eager."""
+"""DVC stage `export@<backbone>-<method>-<seed>`: the inference network as torch.export (.pt2) and ONNX,
+checked against eager, then logged to its MLflow run as a registered MLflow model."""
 
 from pipeline.export import export
+from pipeline.export_folder import load_exported
+from pipeline.served_model import log_served_model
 from pipeline.stage_runner import run
 
 
 def export_stage(config, layout, args):
-    export(layout.run(config.dataset, args.backbone, args.method, args.seed), layout.export(config.dataset, args.backbone, args.method, args.seed),
-           config.export.tolerance)
+    out = layout.export(config.dataset, args.backbone, args.method, args.seed)
+    export(layout.run(config.dataset, args.backbone, args.method, args.seed), out, config.export.tolerance)
+    log_served_model(out, load_exported(out)[1], args.seed, layout)
 
 
 if __name__ == "__main__":

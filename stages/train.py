@@ -1,12 +1,15 @@
-"""DVC stage `train@<backbone>-<method>`: one Ray Train run, tracked in MLflow; writes runs/<dataset>/<run>/."""
+"""DVC stage `train@<backbone>-<method>-<seed>`: one Ray Train run, tracked in MLflow; writes
+runs/<dataset>/<run>/, then prunes the run's Ray checkpoints."""
 
 from pipeline.stage_runner import run
-from pipeline.train.driver import fit
+from pipeline.train.driver import fit, prune_checkpoints
 from pipeline.train.outputs import write_outputs
 
 
 def train(config, layout, args):
-    write_outputs(fit(config, layout, args.backbone, args.method, args.seed), config, layout)
+    trained = fit(config, layout, args.backbone, args.method, args.seed)
+    write_outputs(trained, config, layout)
+    prune_checkpoints(trained)
 
 
 if __name__ == "__main__":

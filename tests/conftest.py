@@ -29,7 +29,7 @@ def saved_project(tmp_path_factory):
     for k, method in enumerate(SAVED_METHODS):
         torch.manual_seed(k)
         model = build_model("resnet50", method, info.num_classes, cfg)
-        run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {})
+        run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {}, layout.root)
         save_run(layout.run("synth", "resnet50", method, 0), model.state_dict(),
                  RunMeta("synth", "resnet50", method, info.num_classes, list(info.class_names), 0.4,
                          cfg.model_dump(mode="json"), run_id))

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline import yaml_io
-from pipeline.config import Config, load_config, validate
+from pipeline.config import SOURCES_FILE, Config, load_config, validate, with_sources
 from pipeline.data import prepare
 from pipeline.paths import Layout
 
@@ -27,8 +27,9 @@ def write_box_metadata(root: Path, images: dict[str, tuple[int, tuple[int, int],
 
 
 def params(**overrides) -> dict:
-    """params.yaml as a dict, with dotted-key overrides: params(**{"seeds": [3]})."""
-    data = yaml_io.read(PARAMS)
+    """params.yaml with sources.yaml's download sources, as a dict, with dotted-key overrides:
+    params(**{"seeds": [3]})."""
+    data = with_sources(yaml_io.read(PARAMS), yaml_io.read(PARAMS.with_name(SOURCES_FILE)), SOURCES_FILE)
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")

@@ -48,7 +48,7 @@ def test_export_of_a_run_folder_of_the_wrong_kind(run_folder, params_file, capsy
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda folder: (folder / "model.ts").write_text("not a model"), "not a TorchScript file"),
+    (lambda folder: (folder / "model.pt2").write_text("not a model"), "not a torch.export program"),
     (lambda folder: None, "no exported model there"),
 ])
 def test_evaluate_of_an_export_folder_of_the_wrong_kind(tmp_path, params_file, capsys, breakage, message):
@@ -57,7 +57,7 @@ def test_evaluate_of_an_export_folder_of_the_wrong_kind(tmp_path, params_file, c
     breakage(folder)
     assert main(["evaluate", str(folder), "--params", str(params_file), "--out", str(tmp_path / "out")]) == 2
     [line] = stderr_lines(capsys)
-    assert line.startswith(f"wsol evaluate: error: {folder / 'model.ts'}: ") and message in line
+    assert line.startswith(f"wsol evaluate: error: {folder / 'model.pt2'}: ") and message in line
 
 
 @pytest.mark.parametrize("command", [

@@ -1,5 +1,8 @@
 """The whole DAG: a real `dvc repro` in a temporary git repository, then what a params change reruns."""
 
+import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -7,13 +10,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
+import torch
 import yaml
+from mlflow.tracking import MlflowClient
 
 from pipeline import yaml_io
 from pipeline.code_deps import REPORTING_ONLY, code_deps, identity_code, is_code
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.export_folder import load_exported
 from pipeline.registry import BACKBONES, METHODS
 from pipeline.stage_runner import matrix_item
+from pipeline.tracking import split_digest
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +33,7 @@ TINY = {
     "datasets.synth.image_size": 32, "data.crop": 32, "data.resize": 36,
     "backbone_settings.resnet50.epochs": 1, "backbone_settings.resnet50.batch_size": 6,
     "ray.num_workers": 1, "ray.cpus_per_worker": 1, "train.gallery_images": 2, "report.gallery_images": 2,
+    "ray.system_metrics_interval": 0.5,
 }
 
 
@@ -31,9 +42,8 @@ def declared_code(dvc_file: str) -> dict[str, list[str]]:
     return {name: [d for d in stage["deps"] if is_code(d)] for name, stage in stages.items()}
 
 
-@pytest.mark.parametrize("dvc_file", ["dvc.yaml", "tuning/dvc.yaml"])
-def test_every_stage_declares_the_code_its_entry_point_imports(dvc_file):
-    assert declared_code(dvc_file) == code_deps(ROOT / dvc_file), "run `python -m pipeline.code_deps` to rewrite them"
+def test_every_stage_declares_the_code_its_entry_point_imports():
+    assert declared_code("dvc.yaml") == code_deps(ROOT / "dvc.yaml"), "run `python -m pipeline.code_deps` to rewrite them"
 
 
 def test_readers_depend_on_the_formats_they_read_not_on_the_writers():
@@ -55,11 +65,11 @@ def test_a_run_identity_hashes_what_computes_its_result_only():
     assert not files & reporting  # a colour or a log line changes no result: no retraining
 
 
-def dvc(repo: Path, *args: str) -> str:
+def dvc(repo: Path, *args: str, stdout_only: bool = False) -> str:
     result = subprocess.run(["dvc", *args], cwd=repo, capture_output=True, text=True, timeout=1200,
                             env={**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"})
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout + result.stderr
+    return result.stdout if stdout_only else result.stdout + result.stderr
 
 
 def stages_run(output: str) -> set[str]:
@@ -70,11 +80,14 @@ def make_repo(repo: Path, settings: dict) -> Path:
     """A git repository holding the project's pipeline, stages and dvc.yaml with these params."""
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    for name in ("dvc.yaml", "sources.yaml"):
+        shutil.copy(ROOT / name, repo / name)
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
     (repo / ".gitignore").write_text("/data/\n/ray_results/\n/mlflow.db\n/mlartifacts/\n")
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the project's cache links and remote
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # its plot templates
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")  # the project's, over dvc init's template
     for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
@@ -95,9 +108,8 @@ def test_a_command_in_a_params_value_never_reaches_the_shell(tmp_path):
                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo), "DVC_NO_ANALYTICS": "1"})
     assert result.returncode != 0 and not (repo / "INJECTED").exists()
     assert f"'{injected}' is not a registered backbone" in result.stderr + result.stdout
-    for dvc_file in ("dvc.yaml", "tuning/dvc.yaml"):
-        stages = yaml.safe_load((ROOT / dvc_file).read_text())["stages"]
-        assert not [name for name, stage in stages.items() if "${" in stage["cmd"]], dvc_file
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert not [name for name, stage in stages.items() if "${" in stage["cmd"]]
 
 
 def test_matrix_stages_take_their_item_from_the_name_dvc_runs_them_under():
@@ -113,20 +125,102 @@ def test_matrix_stages_take_their_item_from_the_name_dvc_runs_them_under():
             matrix_item(addressing, "train", ("backbone", "method", "seed"))
 
 
+def _plots(repo: Path) -> dict[str, list[dict]]:
+    """`dvc plots show --json`'s data: title -> its rows."""
+    shown = json.loads(dvc(repo, "plots", "show", "--json", stdout_only=True))["data"]
+    return {title: [row for chart in charts for row in chart["content"]["data"]["values"]] for title, charts in shown.items()}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _mlflow_records_the_runs(repo: Path) -> None:
+    """The MLflow store after the DAG: who ran what code on which data, system metrics, the test
+    scores at the last epoch's step, and a registered model that serves what the export computes."""
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("wsol-synth")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the training view first
+    assert experiment.artifact_location == "mlartifacts/wsol-synth"  # relative: the project may move
+    (run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'synth-resnet50-icl-seed0'")
+    tags = run.data.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.user"] and tags["mlflow.source.name"].endswith("stages/train.py")
+    assert (tags["mlflow.source.type"], tags["mlflow.source.git.commit"]) == ("LOCAL", head)
+    assert tags["mlflow.source.git.dirty"] == "false"  # outputs and dvc.lock changed, the code did not
+    assert len(tags["wsol.settings_hash"]) == 12
+    info = DatasetInfo.load(repo / "data/splits/synth")
+    inputs = {i.dataset.name: (i.dataset.digest, i.tags[0].value) for i in run.inputs.dataset_inputs}
+    assert inputs == {"synth/train-weaksup": (split_digest(info, "train"), "training"),
+                      "synth/train-fullsup": (split_digest(info, "val"), "validation"),
+                      "synth/test": (split_digest(info, "test"), "evaluation")}
+    metrics = run.data.metrics
+    assert "epoch" not in metrics and "val_localization" not in metrics and "val_maxboxacc_v2" in metrics
+    assert any(k.startswith("system/cpu_utilization_percentage") for k in metrics)
+    assert any(k.startswith("system/system_memory_usage_megabytes") for k in metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_maxboxacc_v2")] == [1]  # the last epoch
+    assert not [k for k in run.data.params if "vgg16" in k or "inception_v3" in k]  # this backbone's settings only
+    with contextlib.chdir(repo):
+        served = mlflow.pyfunc.load_model("models:/wsol-synth-resnet50-icl/1")
+    network, meta = load_exported(repo / "exports/synth/resnet50-icl-seed0")
+    images = torch.randn(2, 3, meta.input_size, meta.input_size, generator=torch.Generator().manual_seed(0))
+    classes = torch.tensor([-1, 1])
+    got = served.predict({"images": images.numpy(), "classes": classes.numpy()})
+    with torch.no_grad():
+        logits, cams = network(images, classes)
+    assert np.array_equal(got["logits"], logits.numpy()) and np.array_equal(got["cams"], cams.numpy())
+    assert served.metadata.signature.inputs.input_names() == ["images", "classes"]
+    moved = repo.parent / "moved"  # a copy of the store elsewhere reads its own artifacts
+    moved.mkdir()
+    shutil.copy(repo / "mlflow.db", moved)
+    shutil.copytree(repo / "mlartifacts", moved / "mlartifacts")
+    (moved / "mlartifacts/wsol-synth" / run.info.run_id / "artifacts/metrics.json").write_text("{}")
+    with contextlib.chdir(moved):
+        copied = MlflowClient(f"sqlite:///{moved / 'mlflow.db'}")
+        fetched = copied.download_artifacts(run.info.run_id, "metrics.json", str(moved))
+        assert Path(fetched).read_text() == "{}"
+
+
+def _pushed_then_pulled_into_a_clone(repo: Path, remote: Path, clone: Path) -> None:
+    """The round trip of the README: commit, `dvc push` to a folder remote, then a fresh clone that
+    `dvc pull`s has every output and nothing to rerun, without training."""
+    dvc(repo, "remote", "modify", "local", "url", str(remote))
+    for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"]):
+        subprocess.run(command, cwd=repo, check=True, capture_output=True)
+    dvc(repo, "push")
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
+    assert not (clone / "runs/synth/resnet50-icl-seed0/model.pt").exists()
+    dvc(clone, "pull")
+    assert _md5(clone / "runs/synth/resnet50-icl-seed0/model.pt") == _md5(repo / "runs/synth/resnet50-icl-seed0/model.pt")
+    assert "Data and pipelines are up to date" in dvc(clone, "status")
+    assert stages_run(dvc(clone, "repro")) == set()  # nothing trains again
+
+
 @pytest.mark.slow
 def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     first = dvc(repo, "repro")
     runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in ("cam", "icl")]
     assert stages_run(first) == {"download", "split", "pretrain@resnet50", "baseline", "report", *runs}
     report = repo / "report" / "synth" / "report.md"
-    assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.jpg").is_file()
+    assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.png").is_file()
     assert "| Center Gaussian (floor) |" in report.read_text()
-    assert (repo / "exports/synth/resnet50-icl-seed0/model.ts").is_file()
+    assert (repo / "exports/synth/resnet50-icl-seed0/model.pt2").is_file()
     metrics = dvc(repo, "metrics", "show")
     assert "results/synth/resnet50-icl-seed0/metrics.json" in metrics and "maxboxacc_v2" in metrics
+    plots = _plots(repo)
+    assert set(plots) == {"val MaxBoxAccV2 per epoch (train-fullsup)", "test BoxAcc against the CAM threshold, per IoU",
+                          "test pixel precision-recall (mask datasets)"}
+    for title in plots:
+        labelled = {row["run"] for row in plots[title]}
+        assert {"ResNet50 CAM seed 0", "ResNet50 Ours (ICL) seed 0"} <= labelled, title  # one line per run, named
 
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # numba's JIT cache is not a dependency
+    model = repo / "runs/synth/resnet50-cam-seed0/model.pt"
+    cached = repo / ".dvc/cache/files/md5" / _md5(model)[:2] / _md5(model)[2:]
+    assert os.path.samefile(model, cached)  # linked to the cache, not copied (.dvc/config cache.type)
+    _mlflow_records_the_runs(repo)
+    _pushed_then_pulled_into_a_clone(repo, repo.parent / "remote", repo.parent / "clone")
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     metrics = next(d for d in lock["train@resnet50-cam-0"]["deps"] if d["path"] == "pipeline/metrics")
     assert metrics["nfiles"] == len(list((repo / "pipeline" / "metrics").glob("*.py")))

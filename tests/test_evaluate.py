@@ -24,7 +24,7 @@ def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_pro
     assert (results / "pr_curve.csv").read_text().startswith("threshold,precision,recall\n")
 
     # independent path: the exported model's CAMs as .npy files, scored by `wsol evaluate-scoremaps`
-    network, _ = load_exported(layout.export("synth", "resnet50", "cam", 0) / "model.ts")
+    network, _ = load_exported(layout.export("synth", "resnet50", "cam", 0) / "model.pt2")
     images = SplitImages(info, "test", eval_transform(cfg.data))
     predictions = []
     for image, label, image_id in images:

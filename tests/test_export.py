@@ -1,5 +1,5 @@
-"""Exported networks: TorchScript and ONNX equal the eager model, carry their metadata, and an export
-beyond the tolerance is refused."""
+"""Exported networks: the torch.export program and ONNX equal the eager model, carry their metadata,
+and an export beyond the tolerance is refused."""
 
 import json
 
@@ -14,18 +14,24 @@ def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project)
     layout, cfg, info = saved_project
     folder = layout.export("synth", "resnet50", "icl", 0)
     report = json.loads((folder / "export.json").read_text())
-    for kind in ("torchscript", "onnx"):
+    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
+    for kind in ("pt2", "onnx"):
         assert max(report[kind]["max_abs_difference"].values()) <= cfg.export.tolerance
-    network, meta = load_exported(folder / "model.ts")
+    network, meta = load_exported(folder / "model.pt2")
     assert meta.input_size == 48 and meta.class_names == list(info.class_names) and meta.cam_threshold == 0.4
-    logits, cams = network(torch.randn(5, 3, 48, 48), torch.tensor([-1, 0, 1, 2, -1]))  # another batch size
-    assert logits.shape == (5, 3) and cams.shape == (5, 224, 224)
+    images, classes = torch.randn(5, 3, 48, 48), torch.tensor([-1, 0, 1, 2, -1])
+    logits, cams = network(images, classes)  # another batch size than the export's example
+    assert logits.shape == (5, 3) and cams.shape == (5, 224, 224) and 0 <= cams.min() and cams.max() <= 1
+    # the eval-mode graph: BatchNorm on its running statistics (an image alone as in a batch), no dropout
+    alone = network(images[:1], classes[:1])
+    assert all(torch.allclose(a, b[:1], atol=1e-5) for a, b in zip(alone, (logits, cams)))
     # ICL's attention branch acts only in training: the export leaves its weights out
-    assert (folder / "model.ts").stat().st_size < 0.8 * (layout.run("synth", "resnet50", "icl", 0) / "model.pt").stat().st_size
+    trained = layout.run("synth", "resnet50", "icl", 0) / "model.pt"
+    assert (folder / "model.pt2").stat().st_size < 0.8 * trained.stat().st_size
 
 
 def test_an_export_beyond_the_tolerance_is_refused(saved_project, tmp_path):
     layout, _, _ = saved_project
-    with pytest.raises(ExportError, match=r"model\.(ts|onnx): exported outputs differ from the eager model by"):
+    with pytest.raises(ExportError, match=r"model\.(pt2|onnx): exported outputs differ from the eager model by"):
         export(layout.run("synth", "resnet50", "cam", 0), tmp_path / "out", tolerance=1e-12)
     assert not (tmp_path / "out").exists()

@@ -24,7 +24,7 @@ def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_
     cv2.imwrite(str(big), cv2.resize(cv2.imread(str(good)), (300, 200)))
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    model = layout.export("synth", "resnet50", "cam", 0) / "model.ts"
+    model = layout.export("synth", "resnet50", "cam", 0) / "model.pt2"
     status = main(["localize", str(good), str(broken), str(big), "--model", str(model), "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert status == 1
@@ -55,8 +55,9 @@ class BlobNetwork(torch.nn.Module):
 
 
 def blob_export(path: Path, meta: str | None) -> Path:
-    """BlobNetwork as TorchScript, with ``meta`` as its meta.json (None: without one)."""
-    torch.jit.save(torch.jit.script(BlobNetwork()), str(path), _extra_files={} if meta is None else {META: meta})
+    """BlobNetwork as a torch.export program for one 8x8 image, with ``meta`` as its meta.json (None: without one)."""
+    program = torch.export.export(BlobNetwork(), (torch.zeros(1, 3, 8, 8), torch.tensor([-1])))
+    torch.export.save(program, path, extra_files={} if meta is None else {META: meta})
     return path
 
 
@@ -75,7 +76,7 @@ def stderr_lines(capsys) -> list[str]:
 def test_images_smaller_than_the_cam_get_a_box_inside_them(tmp_path, capsys, size):
     image = tmp_path / "tiny.png"
     Image.new("RGB", size, (200, 20, 20)).save(image)
-    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    model = blob_export(tmp_path / "model.pt2", BLOB_META)
     assert main(["localize", str(image), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
     x0, y0, x1, y1 = json.loads(capsys.readouterr().out)[0]["box"].values()
     width, height = size
@@ -83,13 +84,13 @@ def test_images_smaller_than_the_cam_get_a_box_inside_them(tmp_path, capsys, siz
 
 
 @pytest.mark.parametrize("name, make, message", [
-    ("notes.txt", lambda p: p.write_text("not a model"), "not a TorchScript file"),
-    ("model.pt", lambda p: torch.save(BlobNetwork().state_dict() | {"w": torch.zeros(1)}, p), "not a TorchScript file"),
-    ("model.onnx", lambda p: p.write_bytes(b"\x08\x07\x12\x07pytorch"), "not a TorchScript file"),
-    ("model.ts", lambda p: blob_export(p, None), "TorchScript without the meta.json"),
-    ("model.ts", lambda p: blob_export(p, "{not json"), r"\(meta.json\): not valid JSON"),
-    ("model.ts", lambda p: blob_export(p, '{"dataset": "synth"}'), r"\(meta.json\): not a ExportMeta"),
-    ("model.ts", lambda p: None, "no exported model there"),
+    ("notes.txt", lambda p: p.write_text("not a model"), "not a torch.export program"),
+    ("model.pt", lambda p: torch.save({"w": torch.zeros(1)}, p), "not a torch.export program"),
+    ("model.onnx", lambda p: p.write_bytes(b"\x08\x07\x12\x07pytorch"), "not a torch.export program"),
+    ("model.pt2", lambda p: blob_export(p, None), "torch.export program without the meta.json"),
+    ("model.pt2", lambda p: blob_export(p, "{not json"), r"\(meta.json\): not valid JSON"),
+    ("model.pt2", lambda p: blob_export(p, '{"dataset": "synth"}'), r"\(meta.json\): not a ExportMeta"),
+    ("model.pt2", lambda p: None, "no exported model there"),
 ])
 def test_a_model_of_the_wrong_kind_is_one_line_naming_the_file(tmp_path, capsys, name, make, message):
     model = tmp_path / name
@@ -110,7 +111,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, option, val
     (tmp_path / "a-file").write_text("")
     value = str(tmp_path / value) if value == "a-file" else value
     with pytest.raises(SystemExit) as exited:  # before the model (missing) is even looked for
-        main(["localize", str(tmp_path / "image.png"), "--model", str(tmp_path / "missing.ts"), option, value])
+        main(["localize", str(tmp_path / "image.png"), "--model", str(tmp_path / "missing.pt2"), option, value])
     assert exited.value.code == 2
     assert stderr_lines(capsys)[-1] == f"wsol localize: error: argument {option}: {message.format(value)}"
 
@@ -120,7 +121,7 @@ def test_same_stem_images_in_two_folders_get_one_overlay_each(tmp_path, capsys):
     for colour, image in zip([(200, 20, 20), (20, 20, 200), (20, 200, 20)], images):
         image.parent.mkdir(exist_ok=True)
         Image.new("RGB", (40, 30), colour).save(image)
-    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    model = blob_export(tmp_path / "model.pt2", BLOB_META)
     assert main(["localize", *map(str, images), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
     found = json.loads(capsys.readouterr().out)
     names = [Path(item["overlay"]).name for item in found]
@@ -145,7 +146,7 @@ def test_overlay_names_are_unique_and_deterministic(tmp_path):
 def test_overlays_are_at_the_image_size_with_the_class_and_score_drawn(tmp_path, capsys, size):
     image = tmp_path / "image.png"
     Image.new("RGB", size, (128, 128, 128)).save(image)
-    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    model = blob_export(tmp_path / "model.pt2", BLOB_META)
     assert main(["localize", str(image), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
     [item] = json.loads(capsys.readouterr().out)
     drawn = cv2.imread(item["overlay"])
@@ -158,7 +159,7 @@ def test_overlays_are_at_the_image_size_with_the_class_and_score_drawn(tmp_path,
 def test_the_json_box_names_its_corners(tmp_path, capsys):
     image = tmp_path / "image.png"
     Image.new("RGB", (448, 224), (128, 128, 128)).save(image)
-    model = blob_export(tmp_path / "model.ts", BLOB_META)
+    model = blob_export(tmp_path / "model.pt2", BLOB_META)
     assert main(["localize", str(image), "--model", str(model)]) == 0
     [item] = json.loads(capsys.readouterr().out)
     assert list(item["box"]) == ["x0", "y0", "x1", "y1"]

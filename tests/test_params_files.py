@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import yaml_io
 from pipeline.config import ConfigError, load_config
 from pipeline.params_file import apply_fragment
 from tests.helpers import params
@@ -50,6 +51,7 @@ def test_every_shipped_params_file_validates(tmp_path):
     for fragment in sorted((ROOT / "infra" / "params").glob("*.yaml")):
         target = tmp_path / f"{fragment.stem}.yaml"
         shutil.copy(ROOT / "params.yaml", target)
+        shutil.copy(ROOT / "sources.yaml", tmp_path)
         apply_fragment(fragment, target)
         config = load_config(target)
         if fragment.stem == "ablation":  # Table 2: every variant beside the full method and ADL
@@ -62,6 +64,7 @@ def test_every_shipped_params_file_validates(tmp_path):
 def test_a_bad_fragment_names_the_key_and_leaves_params_untouched(tmp_path):
     target = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", target)
+    shutil.copy(ROOT / "sources.yaml", tmp_path)
     before = target.read_text()
     (tmp_path / "bad.yaml").write_text("train:\n  lr_classifier_ratio: -1\n  warmup: 3\n")
     with pytest.raises(ConfigError) as error:
@@ -84,3 +87,19 @@ def test_malformed_params_files_name_the_file_line_and_key(tmp_path):
     assert "dataset: Input should be 'synth', 'cub', 'ilsvrc', 'openimages' or 'custom' (got 'mnist')" in message
     assert "backbones.0: Input should be 'vgg16', 'resnet50', 'resnet18' or 'inception_v3'" in message
     assert "evaluate: Value error, iou_thresholds must contain 50" in message
+
+
+def test_download_sources_come_from_sources_yaml_and_a_source_in_params_wins(tmp_path):
+    target = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", target)
+    shutil.copy(ROOT / "sources.yaml", tmp_path)
+    shipped = load_config(target).datasets.cub
+    assert shipped.images.checksum == "md5:97eceeb196236b17998738112f37df78" and shipped.fullsup_images.filename == "CUBV2.tar"
+    data = yaml_io.read(target)
+    data["datasets"]["cub"] = {"images": {"urls": ["https://mirror.example.org/CUB.tgz"], "checksum": None, "filename": "CUB.tgz"}}
+    target.write_text(yaml_io.dump(data))
+    mirrored = load_config(target).datasets.cub
+    assert mirrored.images.urls == ["https://mirror.example.org/CUB.tgz"] and mirrored.fullsup_images == shipped.fullsup_images
+    (tmp_path / "sources.yaml").write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match=r"sources\.yaml: expected a mapping of dataset name -> its sources"):
+        load_config(target)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def params_file(tmp_path) -> Path:
     target = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", target)
+    shutil.copy(ROOT / "sources.yaml", tmp_path)
     return target
 
 
@@ -105,18 +106,18 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "  spg:\n    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n"  # a mapping value
         "  icl:\n    margin: 2.0\n"                           # under the anchored mapping (&icl)
         "datasets:\n  ilsvrc:\n    root: /data/imagenet\n"   # null -> value
-        "  cub:\n    images:\n      checksum: null\n"       # value -> null
+        "backbone_settings:\n  resnet18:\n    pretrained: null\n"   # value -> null
         "train:\n  momentum: 0.9\n")                          # the same value: not rewritten, not counted
     changed = apply_fragment(tmp_path / "fragment.yaml", params_file)
     width = "method_settings.spg.branch_width"  # a mapping descends into params.yaml's mapping, key by key
     assert changed == ["dataset", "seeds", "method_settings.has.drop_rate", f"{width}.vgg16", f"{width}.resnet50",
-                       f"{width}.inception_v3", f"{width}.resnet18", "method_settings.icl.margin", "datasets.ilsvrc.root", "datasets.cub.images.checksum"]
+                       f"{width}.inception_v3", f"{width}.resnet18", "method_settings.icl.margin", "datasets.ilsvrc.root", "backbone_settings.resnet18.pretrained"]
     after = params_file.read_text()
     assert _changed_lines(before, after) == [
         "dataset: synth            # synth | cub | ilsvrc | openimages | custom (settings under datasets.<name>)\n",
         "seeds: [0]                # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
-        '      checksum: "md5:97eceeb196236b17998738112f37df78"\n',
         "    root: null            # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
+        "    pretrained: pretrain\n",
         "  has: {grid_size: 4, drop_rate: 0.5}          # clovaai/wsolevaluation defaults\n",
         "    branch_width: {vgg16: 512, resnet50: 1024, inception_v3: 512, resnet18: 256}\n",
         "    margin: 1.0           # m of Eq. 3\n",
@@ -124,8 +125,8 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
     for line in [
         "dataset: cub              # synth | cub | ilsvrc | openimages | custom (settings under datasets.<name>)\n",
         "seeds: [0, 1, 2]          # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
-        "      checksum: null\n",
         "    root: /data/imagenet  # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
+        "    pretrained: null\n",
         "  has: {grid_size: 4, drop_rate: 0.25}          # clovaai/wsolevaluation defaults\n",
         "    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n",
         "    margin: 2.0           # m of Eq. 3\n",
@@ -137,7 +138,8 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
     from pipeline import yaml_io
 
     data = yaml_io.read(params_file)
-    assert data["datasets"]["cub"]["images"]["checksum"] is None
+    assert data["backbone_settings"]["resnet18"]["pretrained"] is None
+    assert config.datasets.cub.images.filename == "CUB_200_2011.tgz"  # from sources.yaml
     assert data["method_settings"]["icl_no_ca"]["margin"] == 2.0  # the merge key follows its anchor
     assert data["method_settings"]["spg"]["branch_width"]["resnet18"] == 128
 

@@ -1,29 +1,71 @@
 """The report: the paper's tables with intervals and the best of each column in bold, the floor,
-paired differences, where the CAMs go, and a CAM gallery."""
+paired differences, where the CAMs go, training cost, labelled galleries, and the plots' data."""
 
+import csv
 import json
 
 import cv2
+import numpy as np
+import pytest
 
 from pipeline.evaluate import evaluate, evaluate_baseline
-from pipeline.report import build_report
+from pipeline.metrics import BoxRecords
+from pipeline.paths import Layout
+from pipeline.report import Report, Runs, build_report, write_plot_data
+from pipeline.records import RecordError
+from pipeline.run_cost import RunCost
 from tests.conftest import SAVED_METHODS
+from tests.helpers import config
+
+IOUS = (30, 50, 70)
+COST = {"wall_s": 150.0, "images_per_s": 12.34, "device": "cpu", "workers": 1, "epochs": 3}
+HISTORY = "epoch,loss,val_maxboxacc_v2\n1,0.9,10.5\n2,0.7,12.25\n"
 
 
-def test_the_report_has_the_paper_tables_the_floor_and_a_gallery(saved_project):
+def _cells(table: str, *first: str) -> list[str]:
+    """The cells of the table's row that starts with ``first``, after them."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if tuple(cells[:len(first)]) == first:
+            return cells[len(first):]
+    raise AssertionError(f"no row {first} in\n{table}")
+
+
+def _dict_rows(path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _csv_rows(path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def _value(cell: str) -> str:
+    """A cell's value, bold marks kept, without its interval."""
+    return cell.split(" [")[0]
+
+
+def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_gallery(saved_project):
     layout, cfg, _ = saved_project
     for method in SAVED_METHODS:
         evaluate(cfg, layout, "resnet50", method, 0)
     floor = evaluate_baseline(cfg, layout)
+    with pytest.raises(RecordError, match="cost.json"):  # the train stage writes it: the report needs it
+        build_report(cfg, layout)
+    for method in SAVED_METHODS:
+        (layout.run("synth", "resnet50", method, 0) / "cost.json").write_text(json.dumps(COST))
+        (layout.run("synth", "resnet50", method, 0) / "history.csv").write_text(HISTORY)
     text = build_report(cfg, layout).read_text()
     for heading in ("MaxBoxAccV2 (Table 4 layout)", "MaxBoxAcc at each IoU (Table 5 layout)", "Top-1 localization",
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
-                    "Where the CAMs go (the failure modes as numbers)"):
+                    "Where the CAMs go (the failure modes as numbers)", "Cost"):
         assert f"## {heading}" in text
     metrics = {m: json.loads((layout.results("synth", "resnet50", m, 0) / "metrics.json").read_text())
                for m in SAVED_METHODS}
     values = {m: r["maxboxacc_v2"] for m, r in metrics.items()}
     table = text.split("## MaxBoxAccV2 (Table 4 layout)")[1].split("##")[0]
+    assert "| Method | ResNet50 |\n" in table  # one backbone: no Mean column
     best = max(values, key=values.get)
     for method, name in (("cam", "CAM"), ("icl", "Ours (ICL)")):
         shown = f"**{values[method]:.2f}**" if method == best and len(set(values.values())) > 1 else f"{values[method]:.2f}"
@@ -31,10 +73,144 @@ def test_the_report_has_the_paper_tables_the_floor_and_a_gallery(saved_project):
         assert f"| {name} | {shown} [{low:.1f}, {high:.1f}] |" in table
     low, high = floor["ci95"]["maxboxacc_v2"]
     assert f"| Center Gaussian (floor) | {floor['maxboxacc_v2']:.2f} [{low:.1f}, {high:.1f}] |" in table
+    detail = text.split("## MaxBoxAcc at each IoU")[1].split("\n## ")[0]
+    for method, name in (("cam", "CAM"), ("icl", "Ours (ICL)")):
+        run = metrics[method]
+        thresholds = ["–" if run[f"maxboxacc_{d}"] == 0 else f"{run['optimal_threshold'][str(d)]:.2f}" for d in IOUS]
+        assert _cells(detail, name, "ResNet50")[-3:] == thresholds
     paired = text.split("## The paper's claim")[1].split("\n## ")[0]
     assert f"| Ours (ICL) | CAM | ResNet50 | {values['icl'] - values['cam']:+.2f} |" in paired
     assert "the paper's claim" in paired  # a verdict in words
     regions = text.split("## Where the CAMs go")[1].split("\n## ")[0]
     assert "| CAM on part |" in regions.replace("CAM on background | CAM on context | CAM on body | ", "")
-    gallery = cv2.imread(str(layout.report("synth") / "gallery_resnet50.jpg"))
-    assert gallery.shape[0] > 2 * 224 and gallery.shape[1] > 3 * 224  # a row per method, a column per image
+    cost = text.split("## Cost")[1].split("\n## ")[0]
+    assert _cells(cost, "CAM", "ResNet50") == ["2.5 min", "12.3", "cpu", "1", "3"]
+
+    report = layout.report("synth")
+    assert "![CAM gallery, ResNet50](gallery_resnet50.png)" in text and (report / "boxacc_resnet50.png").is_file()
+    gallery = cv2.imread(str(report / "gallery_resnet50.png"))
+    tiles_height, tiles_width = 2 * 224 + 4, 3 * 224 + 2 * 4  # a row per method, a column per image, 4 px gaps
+    top, left = gallery.shape[0] - tiles_height, gallery.shape[1] - tiles_width
+    assert top > 0 and left > 0  # margins for the labels
+    assert (gallery[:top] < 255).any() and (gallery[top:, :left] < 255).any()  # image ids on top, methods left
+
+    runs = {"CAM": "cam", "Ours (ICL)": "icl"}
+    assert _csv_rows(report / "plots" / "val_maxboxacc_v2.csv") == [["run", "epoch", "val_maxboxacc_v2"]] + [
+        [f"ResNet50 {name} seed 0", epoch, value] for name in runs for epoch, value in (("1", "10.5"), ("2", "12.25"))]
+    folders = {f"ResNet50 {name} seed 0": layout.results("synth", "resnet50", m, 0) for name, m in runs.items()}
+    folders["Center Gaussian (floor)"] = layout.baseline("synth")
+    evaluated = {name: _dict_rows(folder / "boxacc.csv") for name, folder in folders.items()}
+    assert _csv_rows(report / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
+        [name, str(d), r["threshold"], r[f"iou_{d}"]] for name, table in evaluated.items() for d in IOUS for r in table]
+    pr = {name: _dict_rows(folder / "pr_curve.csv") for name, folder in folders.items()}
+    assert all(pr.values())  # synth has masks
+    assert _csv_rows(report / "plots" / "pr_curve.csv") == [["run", "recall", "precision"]] + [
+        [name, r["recall"], r["precision"]] for name, table in pr.items() for r in table]
+
+
+def _runs(accuracy: dict[int, float], images: int = 4) -> Runs:
+    """One seed whose MaxBoxAcc at each IoU is ``accuracy`` (a multiple of 100 / images): that share of
+    the images has a hit at τ 0.75, none at τ 0.25; its intervals ±1 around each value."""
+    hits = np.zeros((images, len(IOUS), 2), bool)
+    for k, delta in enumerate(IOUS):
+        hits[:round(accuracy[delta] * images / 100), k, 1] = True
+    records = BoxRecords(np.array([f"{i}.png" for i in range(images)]), np.array([0.25, 0.75]), IOUS,
+                         np.packbits(hits, axis=2), np.ones(images, bool))
+    values = {f"maxboxacc_{d}": float(a) for d, a in accuracy.items()}
+    values["maxboxacc_v2"] = float(np.mean(list(accuracy.values())))
+    metrics = {**values, "ci95": {key: [v - 1, v + 1] for key, v in values.items()},
+               "optimal_threshold": {str(d): 0.75 if a else 0.0 for d, a in accuracy.items()},
+               "bootstrap": {"samples": 200, "seed": 0}}
+    return Runs([metrics], [records], [])
+
+
+ACCURACY = {("resnet18", "cam"): {30: 75, 50: 50, 70: 0}, ("resnet18", "icl"): {30: 50, 50: 25, 70: 0},
+            ("resnet50", "cam"): {30: 25, 50: 25, 70: 0}, ("resnet50", "icl"): {30: 100, 50: 50, 70: 25}}
+FLOOR = {30: 100, 50: 100, 70: 100}  # above every method: never bold
+
+
+def _report(backbones: list[str], seeds: tuple[int, ...] = (0,), costs: dict | None = None) -> Report:
+    cfg = config(**{"backbones": backbones, "methods": ["cam", "icl"], "seeds": list(seeds)})
+    runs = {key: _runs(accuracy) for key, accuracy in ACCURACY.items() if key[0] in backbones}
+    return Report(cfg, runs, _runs(FLOOR), costs or {})
+
+
+def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean_column():
+    table = _report(["resnet18", "resnet50"]).metric_table("maxboxacc_v2")
+    assert table.splitlines()[0] == "| Method | ResNet18 | ResNet50 | Mean |"
+    # MaxBoxAccV2: CAM 41.67 and 16.67, mean 29.17; ICL 25.00 and 58.33, mean 41.67
+    assert [_value(c) for c in _cells(table, "CAM")] == ["**41.67**", "16.67", "29.17"]
+    assert [_value(c) for c in _cells(table, "Ours (ICL)")] == ["25.00", "**58.33**", "**41.67**"]
+    assert [_value(c) for c in _cells(table, "Center Gaussian (floor)")] == ["100.00"] * 3
+    low, high = map(float, _cells(table, "Ours (ICL)")[2].split(" [")[1].strip("]").split(", "))
+    assert low <= 41.67 <= high  # the interval of the mean over backbones, from the pooled records
+
+    alone = _report(["resnet18"]).metric_table("maxboxacc_v2")
+    assert alone.splitlines()[0] == "| Method | ResNet18 |"
+    assert [_value(c) for c in _cells(alone, "CAM")] == ["**41.67**"]
+
+
+def test_the_per_iou_table_bolds_each_backbones_best_and_has_no_threshold_where_nothing_is_correct():
+    table = _report(["resnet18", "resnet50"]).detail_table()
+    # MaxBoxAcc@30, @50, @70, MaxBoxAccV2, then tau*@30, @50, @70; a tie (0 and 0 at IoU 70 on ResNet18) bolds none
+    assert [_value(c) for c in _cells(table, "CAM", "ResNet18")] == [
+        "**75.00**", "**50.00**", "0.00", "**41.67**", "0.75", "0.75", "–"]
+    assert [_value(c) for c in _cells(table, "Ours (ICL)", "ResNet18")] == [
+        "50.00", "25.00", "0.00", "25.00", "0.75", "0.75", "–"]
+    assert [_value(c) for c in _cells(table, "CAM", "ResNet50")] == [
+        "25.00", "25.00", "0.00", "16.67", "0.75", "0.75", "–"]
+    assert [_value(c) for c in _cells(table, "Ours (ICL)", "ResNet50")] == [
+        "**100.00**", "**50.00**", "**25.00**", "**58.33**", "0.75", "0.75", "0.75"]
+    assert [_value(c) for c in _cells(table, "Center Gaussian (floor)", "-")] == [
+        "100.00", "100.00", "100.00", "100.00", "0.75", "0.75", "0.75"]
+
+
+def test_the_cost_section_gives_each_runs_mean_over_seeds():
+    costs = {("resnet18", "cam"): [RunCost(60.0, 10.0, "cpu", 1, 3), RunCost(120.0, 20.0, "cpu", 1, 4)],
+             ("resnet18", "icl"): [RunCost(200.0, 5.0, "NVIDIA H200", 2, 5), RunCost(400.0, 7.0, "NVIDIA H200", 2, 5)]}
+    section = "\n".join(_report(["resnet18"], seeds=(0, 1), costs=costs).cost_section())
+    assert section.startswith("## Cost")
+    assert "| Method | Backbone | Wall time | Images/s | Device | Workers | Epochs |" in section
+    assert _cells(section, "CAM", "ResNet18") == ["90 s", "15.0", "cpu", "1", "3, 4"]
+    assert _cells(section, "Ours (ICL)", "ResNet18") == ["5.0 min", "6.0", "NVIDIA H200", "2", "5"]
+
+
+def test_the_plot_data_holds_every_run_and_point_as_the_stages_wrote_them(tmp_path):
+    layout = Layout(tmp_path)
+    cfg = config(**{"backbones": ["resnet18"], "methods": ["cam", "icl"], "seeds": [0, 1]})
+    header = "threshold,iou_30,iou_50,iou_70\n"
+    boxacc = {"cam": header + "0.0000,8.5000,0.0000,0.0000\n0.5000,60.0000,6.2500,0.7500\n",
+              "icl": header + "0.0000,9.0000,1.0000,0.0000\n"}
+    pr_curve = {"cam": "threshold,precision,recall\n1.0000,0.900000,0.010000\n",
+                "icl": "threshold,precision,recall\n"}  # header only: no masks
+    for method in ("cam", "icl"):
+        for seed in (0, 1):
+            run, results = (layout.run("synth", "resnet18", method, seed),
+                            layout.results("synth", "resnet18", method, seed))
+            run.mkdir(parents=True)
+            results.mkdir(parents=True)
+            (run / "history.csv").write_text(f"epoch,loss,val_maxboxacc_v2\n1,0.5,{seed + 20}.5\n")
+            (results / "boxacc.csv").write_text(boxacc[method])
+            (results / "pr_curve.csv").write_text(pr_curve[method])
+    floor = layout.baseline("synth")
+    floor.mkdir(parents=True)
+    (floor / "boxacc.csv").write_text(header + "0.2500,30.0000,10.0000,1.0000\n")
+    (floor / "pr_curve.csv").write_text("threshold,precision,recall\n")
+    write_plot_data(cfg, layout, tmp_path / "plots")
+
+    runs = {"ResNet18 CAM seed 0": "cam", "ResNet18 CAM seed 1": "cam", "ResNet18 Ours (ICL) seed 0": "icl",
+            "ResNet18 Ours (ICL) seed 1": "icl"}
+    assert _csv_rows(tmp_path / "plots" / "val_maxboxacc_v2.csv") == [
+        ["run", "epoch", "val_maxboxacc_v2"],
+        ["ResNet18 CAM seed 0", "1", "20.5"], ["ResNet18 CAM seed 1", "1", "21.5"],
+        ["ResNet18 Ours (ICL) seed 0", "1", "20.5"], ["ResNet18 Ours (ICL) seed 1", "1", "21.5"]]
+    points = {"cam": [["30", "0.0000", "8.5000"], ["30", "0.5000", "60.0000"], ["50", "0.0000", "0.0000"],
+                      ["50", "0.5000", "6.2500"], ["70", "0.0000", "0.0000"], ["70", "0.5000", "0.7500"]],
+              "icl": [["30", "0.0000", "9.0000"], ["50", "0.0000", "1.0000"], ["70", "0.0000", "0.0000"]]}
+    floor_points = [["30", "0.2500", "30.0000"], ["50", "0.2500", "10.0000"], ["70", "0.2500", "1.0000"]]
+    assert _csv_rows(tmp_path / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
+        [name, *point] for name, method in runs.items() for point in points[method]] + [
+        ["Center Gaussian (floor)", *point] for point in floor_points]
+    assert _csv_rows(tmp_path / "plots" / "pr_curve.csv") == [
+        ["run", "recall", "precision"], ["ResNet18 CAM seed 0", "0.010000", "0.900000"],
+        ["ResNet18 CAM seed 1", "0.010000", "0.900000"]]

@@ -22,11 +22,14 @@ from pipeline.config import load_config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.models import build_model
 from pipeline.paths import Layout
+from pipeline.run_cost import read_cost
 from pipeline.run_folder import read_meta
+from pipeline.tracking import in_project
 from pipeline.train import state as saved
-from pipeline.train.driver import fit, run_identity
+from pipeline.train.driver import fit, prune_checkpoints, run_identity
 from pipeline.train.outputs import write_outputs
 from pipeline.train.recipe import optimizer_for, scheduler_for, seed_everything
+from pipeline.train.worker import node_label
 from pipeline.train.tune import resolve, search_space, settings_of, with_values
 from tests import helpers
 from tests.helpers import config
@@ -86,6 +89,12 @@ def test_the_run_identity_follows_settings_code_and_data(tmp_path):
     assert base != run_identity(cfg, "resnet50", "cam", 0, info, layout)
 
 
+def test_system_metrics_are_labelled_per_node_only_when_the_run_spans_several():
+    assert node_label(0, 2, 2) is None  # two workers on one node
+    assert [node_label(rank, 1, 2) for rank in (0, 1)] == ["node_0", "node_1"]  # one worker on each of two
+    assert node_label(1, 4, 8) == "node_1"
+
+
 def test_training_state_round_trip(tmp_path):
     cfg = config()
     model = build_model("resnet50", "cam", 2, cfg)
@@ -98,6 +107,22 @@ def test_training_state_round_trip(tmp_path):
     assert (restored.epoch, restored.best_epoch, restored.restarts, len(restored.history)) == (3, 2, 1, 3)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     assert torch.equal(saved.final_weights(tmp_path, "best")[0]["w"], torch.ones(1))
+
+
+def test_a_finished_runs_checkpoint_keeps_weights_and_history_only_and_still_restores(tmp_path):
+    cfg = config()
+    model = build_model("resnet50", "cam", 2, cfg)
+    optimizer, scaler = optimizer_for(model, cfg, "resnet50"), torch.amp.GradScaler("cuda", enabled=False)
+    scheduler = scheduler_for(optimizer, cfg, "resnet50")
+    progress = saved.TrainingState(epoch=2, history=[{"epoch": 1}, {"epoch": 2}], device="cpu")
+    saved.save(tmp_path, progress, model, optimizer, scheduler, scaler, best_model=None)
+    torch.save(saved.finished(tmp_path / saved.STATE), tmp_path / saved.STATE)
+    assert not set(saved.read(tmp_path / saved.STATE)) & set(saved.OPTIMIZATION)
+    other = build_model("resnet50", "cam", 2, cfg)
+    fresh = optimizer_for(other, cfg, "resnet50")
+    restored = saved.load(tmp_path, other, fresh, scheduler_for(fresh, cfg, "resnet50"), scaler)
+    assert (restored.epoch, restored.device, restored.restarts) == (2, "cpu", 1)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
 
 
 class _RunsAShellCommand:
@@ -188,28 +213,43 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     assert losses[-1] < losses[0], losses
     assert (Path(layout.ray_storage) / trained.ray_name / "checkpoint_manager_snapshot.json").is_file()
     out = write_outputs(trained, cfg, layout)
-    assert sorted(p.name for p in out.iterdir()) == ["figures", "history.csv", "metrics.json", "model.json", "model.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["cost.json", "figures", "history.csv", "metrics.json", "model.json",
+                                                     "model.pt"]
     assert read_meta(out).selected_epoch == EPOCHS
+    cost = read_cost(out)
+    assert (cost.device, cost.workers, cost.epochs) == ("cpu", 2, EPOCHS) and cost.wall_s > 0 and cost.images_per_s > 0
 
     (run,) = runs_named(layout, "synth-resnet50-icl-seed0")
     client = mlflow_client(layout)
     assert run.info.status == "FINISHED"
-    assert run.data.params["method"] == "icl" and run.data.params["method_settings.hyper.resnet50.drop_rate"] == "0.85"
+    assert run.data.params["method"] == "icl" and run.data.params["method_settings.hyper.drop_rate"] == "0.85"
+    assert run.data.params["method_settings.taps"] == "['layer3.0', 'layer4.0', 'layer4.2']"  # ResNet50's only
     assert run.data.params["backbone_settings.lr"] == "0.002" and run.data.params["ray.num_workers"] == "2"
-    assert run.data.tags["mlflow.source.git.commit"] == "unknown" and run.data.tags["wsol.ray_run"] == trained.ray_name
+    assert run.data.tags["mlflow.user"] and run.data.tags["wsol.ray_run"] == trained.ray_name
+    assert "mlflow.source.git.commit" not in run.data.tags  # not a git checkout: no commit claimed
+    assert {m for m in run.data.metrics if m.startswith("system/")} >= {"system/cpu_utilization_percentage"}
     for metric in ("loss_ca", "loss_fc", "val_maxboxacc_v2", "val_top1_cls"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, EPOCHS + 1))
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model.pt", "model.json", "metrics.json", "history.csv", "figures"} <= artifacts
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/val_boxacc.png",
-                                                                                     "figures/val_gallery.jpg"}
+    with in_project(layout):
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert artifacts == {"model.json", "metrics.json", "history.csv", "cost.json", "figures"}  # weights: not here
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {"figures/val_boxacc.png",
+                                                                                         "figures/val_gallery.png"}
+
+    prune_checkpoints(trained)  # the model is an output now: its checkpoint keeps weights and history only
+    (left,) = [p for p in (Path(layout.ray_storage) / trained.ray_name).glob("checkpoint_*") if p.is_dir()]
+    assert set(saved.read(left / saved.STATE)) == {"epoch", "history", "best_score", "best_epoch", "restarts", "device",
+                                                   "model"}
+    again = fit(cfg, layout, "resnet50", "icl", 0)  # the finished run is found, not retrained
+    assert again.progress.history == trained.progress.history
+    assert all(torch.equal(again.state_dict[k], v) for k, v in trained.state_dict.items())
 
 
 @pytest.mark.slow
 def test_two_nodes_on_one_machine_run_the_same_trainer(tmp_path, fresh_ray):
     from ray.cluster_utils import Cluster
 
-    layout = make_project(tmp_path / "p", **{"backbone_settings.resnet50.epochs": 2})
+    layout = make_project(tmp_path / "p", **{"backbone_settings.resnet50.epochs": 2, "ray.system_metrics_interval": 0.5})
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
@@ -218,6 +258,9 @@ def test_two_nodes_on_one_machine_run_the_same_trainer(tmp_path, fresh_ray):
         # two workers of one CPU each cannot share a node here: the run spans both
         trained = fit(load_config(layout.root / "params.yaml"), layout, "resnet50", "cam", 0)
         assert [row["epoch"] for row in trained.progress.history] == [1, 2]
+        # Ray Train counts workers of one IP address as one node: here one series, unlabelled (node_label)
+        metrics = mlflow_client(layout).get_run(trained.mlflow_run_id).data.metrics
+        assert "system/cpu_utilization_percentage" in metrics
     finally:
         ray.shutdown()
         cluster.shutdown()

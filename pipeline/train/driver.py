@@ -12,7 +12,9 @@ or the cluster at ``cluster.address`` (``$RAY_ADDRESS`` overrides it), whose wor
 at an address of the driver's node they can reach (``reachable_uri``).
 Checkpoints: ``ray_results/`` in the project, or ``cluster.storage_path`` (``$WSOL_RAY_STORAGE``
 overrides it), a shared filesystem or cloud URI as multi-node runs need. Neither makes a stage
-stale or changes a run's identity, so moving to a cluster retrains nothing.
+stale or changes a run's identity, so moving to a cluster retrains nothing. Once the run's model is
+a stage output, its checkpoints are pruned to what a rerun of the finished run needs
+(``prune_checkpoints``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from unittest import mock
 
 import ray
 import ray.train
+import torch
 from ray._private import ray_constants
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -40,9 +43,10 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
 from pipeline.models import pretrained_source
 from pipeline.paths import Layout, run_name
-from pipeline.tracking import (client_for, experiment_id, flatten, git_commit, open_run, reachable_uri, set_tags,
-                               tracking_uri)
+from pipeline.tracking import (SETTINGS_TAG, client_for, experiment_id, flatten, log_dataset_inputs, open_run,
+                               reachable_uri, set_tags, tracking_uri)
 from pipeline.train import ray_guard
+from pipeline.train import state as saved
 from pipeline.train.state import TrainingState, final_weights
 from pipeline.train.worker import train_worker
 
@@ -68,6 +72,7 @@ class TrainedRun:
     mlflow_run_id: str
     ray_name: str
     select: str  # train.select: "last" or "best"
+    result: ray.train.Result  # Ray Train's: where the run's checkpoints are
 
     @property
     def selected_epoch(self) -> int:
@@ -80,14 +85,20 @@ class TrainedRun:
 
 
 def run_settings(config: Config, backbone: str, method: str, seed: int) -> dict:
-    """The settings a training run reads: its MLflow params, and part of its identity."""
+    """The settings a training run reads: its MLflow params, and part of its identity. A method's
+    per-backbone settings (taps, Table 1's hyperparameters) are this backbone's only."""
     return {
         "dataset": config.dataset, "backbone": backbone, "method": method, "seed": seed,
         "data": config.data.model_dump(), "train": config.train.model_dump(),
         "backbone_settings": config.backbone_settings.of(backbone).model_dump(),
-        "method_settings": getattr(config.method_settings, method).model_dump(),
+        "method_settings": getattr(config.method_settings, method).for_backbone(backbone),
         "ray": config.ray.model_dump(include={"num_workers", "use_gpu", "cpus_per_worker"}),
     }
+
+
+def settings_hash(config: Config, backbone: str, method: str, seed: int) -> str:
+    """A hash of the run's settings alone (its identity also hashes code and data)."""
+    return hashlib.sha256(json.dumps(run_settings(config, backbone, method, seed), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _add_files(digest, base: Path, paths) -> None:
@@ -99,7 +110,7 @@ def run_identity(config: Config, backbone: str, method: str, seed: int, info: Da
     """A hash of the run's settings, the code that computes its result (what the workers import,
     pipeline/code_deps.py: not the figures, tracking or outputs, which the train stage may redo
     without retraining), the dataset folder's metadata and the pretrain stage's weights it starts from."""
-    digest = hashlib.sha256(json.dumps(run_settings(config, backbone, method, seed), sort_keys=True).encode())
+    digest = hashlib.sha256(settings_hash(config, backbone, method, seed).encode())
     root = Path(pipeline.__file__).parent.parent
     _add_files(digest, root, identity_code(root))
     _add_files(digest, info.folder, [p for p in info.folder.rglob("*") if p.is_file()])
@@ -160,13 +171,13 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
     name = run_name(backbone, method, seed)
     ray_name = f"{config.dataset}-{name}-{identity}"
     client = client_for(layout)
-    tags = {"mlflow.source.git.commit": git_commit(layout.root), "wsol.ray_run": ray_name,
-            "dvc.params_hash": hashlib.md5(json.dumps(run_settings(config, backbone, method, seed), sort_keys=True).encode()).hexdigest(),
+    tags = {"wsol.ray_run": ray_name, SETTINGS_TAG: settings_hash(config, backbone, method, seed),
             "dataset": config.dataset, "backbone": backbone, "method": method, "seed": str(seed)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{name}",
-                      identity, flatten(run_settings(config, backbone, method, seed)), tags, parent_run_id)
+                      identity, flatten(run_settings(config, backbone, method, seed)), tags, layout.root, parent_run_id)
+    log_dataset_inputs(client, run_id, info, {"train": "training", "val": "validation"}, layout)
     ensure_ray(config)
     uri = tracking_uri(layout)
     if cluster_address(config):  # rank 0 may run on another node
@@ -191,4 +202,16 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
     with result.checkpoint.as_directory() as folder:
         weights, progress = final_weights(Path(folder), config.train.select)
     set_tags(client, run_id, {"wsol.restarts": progress.restarts})
-    return TrainedRun(backbone, method, seed, weights, progress, info, run_id, ray_name, config.train.select)
+    return TrainedRun(backbone, method, seed, weights, progress, info, run_id, ray_name, config.train.select, result)
+
+
+def prune_checkpoints(trained: TrainedRun) -> None:
+    """Cut the Ray checkpoints Ray keeps of a finished run (``ray.keep_checkpoints``) to its weights
+    and history, without the optimizer, scheduler and scaler state: what a rerun of the finished run
+    resumes from. Ray's run snapshot lists each kept checkpoint, so none is deleted. Call it once the
+    run's model is a stage output. Works on any storage Ray writes to."""
+    for checkpoint, _ in trained.result.best_checkpoints:
+        with checkpoint.as_directory() as folder:
+            finished = saved.finished(Path(folder) / saved.STATE)
+        with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{saved.STATE}") as stream:
+            torch.save(finished, stream)

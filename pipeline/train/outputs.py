@@ -3,16 +3,19 @@
     runs/<dataset>/<backbone>-<method>/
         model.pt, model.json   the selected weights and what they are (pipeline/run_folder.py)
         metrics.json           the selected epoch's training and val (train-fullsup) metrics (dvc metrics)
-        history.csv            every epoch's metrics (dvc plots)
+        history.csv            every epoch's metrics (the report's plot data)
+        cost.json              what training took: wall time, images/s, device (RunCost)
         figures/               the val BoxAcc curves and a val CAM gallery
 
-MLflow receives the same files.
+MLflow receives the same files but the weights: the run's model there is the exported network, as
+an MLflow model (the export stage, pipeline/served_model.py).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,12 +24,13 @@ from pipeline.config import Config
 from pipeline.figures import GalleryCollector, boxacc_curves, grid, save_picture
 from pipeline.models import WSOLModel
 from pipeline.paths import Layout, replaced_atomically
-from pipeline.run_folder import RunMeta, read_run, save_run
+from pipeline.run_cost import COST, RunCost
+from pipeline.run_folder import META, RunMeta, read_run, save_run
 from pipeline.scoring import score_split, val_scoring
-from pipeline.tracking import client_for
+from pipeline.tracking import client_for, in_project
 from pipeline.train.driver import TrainedRun
 
-UNTRACKED = ("images_per_s",)  # timings vary from run to run: MLflow only, not in DVC-tracked files
+UNTRACKED = ("images_per_s", "epoch_s")  # timings vary from run to run: MLflow and cost.json, not metrics or history
 
 
 def _tracked(metrics: dict) -> dict:
@@ -43,8 +47,15 @@ def _val_figures(model: WSOLModel, trained: TrainedRun, config: Config, threshol
         boxacc_curves({trained.method: scores.box}, folder / "val_boxacc.png",
                       f"{config.dataset} train-fullsup: {trained.backbone}-{trained.method}")
     if gallery.items:
-        tiles = gallery.tiles(trained.info.metadata("val"), threshold)
-        save_picture(folder / "val_gallery.jpg", grid(tiles, min(4, len(tiles))))
+        tiles = gallery.tiles(trained.info.metadata("val"), threshold, class_names=trained.info.class_names)
+        save_picture(folder / "val_gallery.png", grid(tiles, min(4, len(tiles))))
+
+
+def _cost(trained: TrainedRun, config: Config) -> RunCost:
+    history = trained.progress.history
+    return RunCost(wall_s=sum(row["epoch_s"] for row in history),
+                   images_per_s=sum(row["images_per_s"] for row in history) / len(history),
+                   device=trained.progress.device, workers=config.ray.num_workers, epochs=trained.progress.epoch)
 
 
 def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
@@ -64,10 +75,12 @@ def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
             writer.writeheader()
             writer.writerows(rows)
         figures = staging / "figures"
+        (staging / COST).write_text(json.dumps(asdict(_cost(trained, config)), indent=2) + "\n")
         _val_figures(read_run(staging).model, trained, config, threshold, figures)
         client = client_for(layout)
-        for name in ("model.pt", "model.json", "metrics.json", "history.csv"):
-            client.log_artifact(trained.mlflow_run_id, str(staging / name))
-        client.log_artifacts(trained.mlflow_run_id, str(figures), "figures")
+        with in_project(layout):
+            for name in (META, "metrics.json", "history.csv", COST):
+                client.log_artifact(trained.mlflow_run_id, str(staging / name))
+            client.log_artifacts(trained.mlflow_run_id, str(figures), "figures")
         client.set_terminated(trained.mlflow_run_id, status="FINISHED")
     return out

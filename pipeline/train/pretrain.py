@@ -33,7 +33,7 @@ from pipeline.config import PRETRAIN_STAGE, Config, PretrainConfig
 from pipeline.data import synth
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.paths import PRETRAINED_WEIGHTS, Layout, replaced_atomically
-from pipeline.tracking import client_for, experiment_id, flatten, git_commit, log_metrics, open_run
+from pipeline.tracking import client_for, experiment_id, flatten, log_epoch, log_metrics, open_run
 
 log = logging.getLogger("pipeline.pretrain")
 
@@ -150,10 +150,10 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
     client = client_for(layout)
     run_id = open_run(client, experiment_id(client, "pretrain", layout), f"pretrain-{backbone}",
                       f"pretrain-{backbone}-{time.time_ns()}", flatten({"backbone": backbone, **settings.model_dump()}),
-                      {"mlflow.source.git.commit": git_commit(layout.root), "backbone": backbone})
+                      {"backbone": backbone}, layout.root)
     model = classifier(backbone, classes)
     history, top1 = train_classifier(model, images, settings, device,
-                                     lambda row: log_metrics(client, run_id, row, step=row["epoch"]))
+                                     lambda row: log_epoch(client, run_id, row))
     log_metrics(client, run_id, {"held_out_top1_cls": top1})
     client.set_terminated(run_id)
     log.info("%s: held-out top-1 %.1f %%", backbone, top1)

@@ -13,7 +13,9 @@ import torch
 
 from pipeline.errors import PipelineError
 
-STATE = "state.pt"  # model, optimizer, scheduler, scaler, epoch, history, best
+STATE = "state.pt"  # model, optimizer, scheduler, scaler, epoch, history, best (a finished run's: no optimizer,
+                    # scheduler or scaler; ``finished``)
+OPTIMIZATION = ("optimizer", "scheduler", "scaler")  # what only further epochs need
 # No RNG state: each epoch reseeds every generator from (seed, rank, epoch), so a resumed epoch
 # draws exactly what the interrupted one would have.
 BEST = "best_model.pt"  # state dict of the best model so far by val localization (train.select: best)
@@ -26,12 +28,13 @@ class TrainingState:
     best_score: float = float("-inf")
     best_epoch: int = 0
     restarts: int = 0  # times training resumed from a checkpoint
+    device: str = ""  # what trains it: "cpu", or the GPU's name
 
 
 def save(folder: Path, state: TrainingState, model: torch.nn.Module, optimizer, scheduler, scaler,
          best_model: dict[str, torch.Tensor] | None) -> None:
     torch.save({"epoch": state.epoch, "history": state.history, "best_score": state.best_score,
-                "best_epoch": state.best_epoch, "restarts": state.restarts, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "best_epoch": state.best_epoch, "restarts": state.restarts, "device": state.device, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, folder / STATE)
     if best_model is not None:
         torch.save(best_model, folder / BEST)
@@ -57,16 +60,23 @@ def read(path: Path) -> dict:
 
 
 def _progress(saved: dict) -> TrainingState:
-    return TrainingState(saved["epoch"], saved["history"], saved["best_score"], saved["best_epoch"], saved["restarts"])
+    return TrainingState(saved["epoch"], saved["history"], saved["best_score"], saved["best_epoch"], saved["restarts"],
+                         saved["device"])
+
+
+def finished(path: Path) -> dict:
+    """A state.pt's contents without what only further epochs need: a finished run's last checkpoint."""
+    return {k: v for k, v in read(path).items() if k not in OPTIMIZATION}
 
 
 def load(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> TrainingState:
-    """Restore a checkpoint into the given objects; the returned state counts this restart."""
+    """Restore a checkpoint into the given objects (a finished run's: the model only); the returned
+    state counts this restart."""
     saved = read(folder / STATE)
     model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
+    for name, target in zip(OPTIMIZATION, (optimizer, scheduler, scaler)):
+        if name in saved:
+            target.load_state_dict(saved[name])
     progress = _progress(saved)
     progress.restarts += 1
     return progress

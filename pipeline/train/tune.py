@@ -29,10 +29,9 @@ from pipeline.paths import Layout, run_name
 from pipeline.registry import METHODS
 from pipeline.tracking import client_for, experiment_id, open_run
 from pipeline.train.driver import ensure_ray, fit, storage_path
+from pipeline.train.worker import SELECTION as METRIC
 
 log = logging.getLogger("pipeline.tune")
-
-METRIC = "val_localization"
 
 
 def search_space(config: Config, backbone: str, method: str) -> dict[str, tuple[str, Range]]:
@@ -132,7 +131,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     parent = open_run(client, experiment_id(client, config.dataset, layout), name,
                       f"{name}-{settings.seed}-{settings.num_samples}",
                       {f"tune.{k}": str(dimension) for k, (_, dimension) in dimensions.items()},
-                      {"backbone": backbone, "method": method})
+                      {"backbone": backbone, "method": method}, layout.root)
 
     def trial(sample: dict) -> None:
         trial_config = with_values(config, resolve(sample, dimensions))

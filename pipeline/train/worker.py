@@ -3,11 +3,14 @@
 Per epoch: train on train-weaksup; rank 0 scores train-fullsup (val) with MaxBoxAccV2 (the only
 split the protocol allows for selection), logs the epoch to MLflow and writes a checkpoint of the
 whole training state; every rank reports to Ray. A worker restarted after a failure, or a run
-started again with the same name, resumes from the last checkpoint.
+started again with the same name, resumes from the last checkpoint. The first worker of each node
+samples the node's CPU, memory and GPU use into the MLflow run (``system/...``, per node when the
+run spans several: ``system/node_<k>/...``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 import ray.train
 import ray.train.torch
 import torch
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import validate
@@ -24,11 +28,13 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.models import WSOLModel, build_model
 from pipeline.scoring import score_split, val_scoring
-from pipeline.tracking import log_metrics
+from pipeline.tracking import log_epoch
 from pipeline.train import state as saved
 from pipeline.train.recipe import autocast, grad_scaler, optimizer_for, scheduler_for, seed_everything
 
 log = logging.getLogger("pipeline.train")
+
+SELECTION = "val_localization"  # reported to Ray only (Tune's metric): MLflow and history have it by its own name
 
 
 def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scaler, config, device, epoch: int,
@@ -91,6 +97,34 @@ def _restore(model, optimizer, scheduler, scaler, rank: int, epochs: int) -> tup
     return progress, best_model
 
 
+def node_label(node_rank: int, local_world_size: int, world_size: int) -> str | None:
+    """The node's name in its system metrics (``system/<name>/...``) when the run spans several nodes
+    (Ray Train counts the workers of one IP address as one node); None on one node."""
+    return f"node_{node_rank}" if local_world_size < world_size else None
+
+
+@contextlib.contextmanager
+def _system_metrics(payload: dict, interval: float, resumed: bool):
+    """Sample this node's CPU, memory and GPU use into the MLflow run while the block runs, from the
+    node's first worker only (one series per node, named per node when there are several)."""
+    context = ray.train.get_context()
+    if interval <= 0 or context.get_local_rank() != 0:
+        yield
+        return
+    node = node_label(context.get_node_rank(), context.get_local_world_size(), context.get_world_size())
+    monitor = SystemMetricsMonitor(payload["mlflow_run_id"], sampling_interval=interval, resume_logging=resumed,
+                                   node_id=node, tracking_uri=payload["mlflow_tracking_uri"])
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def train_worker(payload: dict) -> None:
     """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
     backbone, method and seed, the dataset folder, the pretrain stage's folder, and the MLflow
@@ -119,35 +153,39 @@ def train_worker(payload: dict) -> None:
     per_worker = max(1, settings.batch_size // world)
     loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True))
     client = MlflowClient(payload["mlflow_tracking_uri"]) if rank == 0 else None
-
-    for epoch in range(progress.epoch, settings.epochs):
-        seed_everything(payload["seed"], rank, epoch)
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        metrics = {"epoch": epoch + 1, "lr": lr,
-                   **_train_epoch(ddp, model, loader, optimizer, scaler, config, device, epoch, settings.epochs, rank, world)}
-        scheduler.step()
-        if rank != 0:
-            ray.train.report(metrics)
-            continue
-        model.eval()
-        scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device)
-        model.train()
-        metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
-        metrics["val_localization"] = scores.localization
-        if scores.box is not None:
-            metrics["val_cam_threshold"] = scores.box.multi_contour.optimal_threshold[50]
-        progress.epoch = epoch + 1
-        progress.history.append(metrics)
-        if scores.localization > progress.best_score:
-            progress.best_score, progress.best_epoch = scores.localization, epoch + 1
-            if config.train.select == "best":
-                best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s",
-                 epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
-                 scores.top1_cls, metrics["images_per_s"])
-        log_metrics(client, payload["mlflow_run_id"], metrics, step=epoch + 1)
-        with tempfile.TemporaryDirectory() as folder:
-            saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    progress.device = _device_name(device)
+    with _system_metrics(payload, config.ray.system_metrics_interval, resumed=progress.epoch > 0):
+        for epoch in range(progress.epoch, settings.epochs):
+            started = time.perf_counter()
+            seed_everything(payload["seed"], rank, epoch)
+            if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            metrics = {"epoch": epoch + 1, "lr": lr, **_train_epoch(ddp, model, loader, optimizer, scaler, config,
+                                                                    device, epoch, settings.epochs, rank, world)}
+            scheduler.step()
+            if rank != 0:
+                ray.train.report(metrics)
+                continue
+            model.eval()
+            scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device)
+            model.train()
+            metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
+            if scores.box is not None:
+                metrics["val_cam_threshold"] = scores.box.multi_contour.optimal_threshold[50]
+            metrics["epoch_s"] = time.perf_counter() - started  # training and val scoring
+            progress.epoch = epoch + 1
+            progress.history.append(metrics)
+            if scores.localization > progress.best_score:
+                progress.best_score, progress.best_epoch = scores.localization, epoch + 1
+                if config.train.select == "best":
+                    best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s",
+                     epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
+                     scores.top1_cls, metrics["images_per_s"])
+            log_epoch(client, payload["mlflow_run_id"], metrics)
+            with tempfile.TemporaryDirectory() as folder:
+                saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)
+                # Ray Tune selects on the protocol's score whatever the dataset: MaxBoxAccV2, or PxAP (mask-only)
+                ray.train.report({**metrics, SELECTION: scores.localization},
+                                 checkpoint=ray.train.Checkpoint.from_directory(folder))

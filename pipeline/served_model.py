@@ -1,0 +1,69 @@
+"""The exported network in MLflow: logged into its training run as an MLflow model (a pyfunc over
+``model.pt2``, pipeline/pyfunc_network.py) with a tensor signature, and registered as
+``wsol-<dataset>-<backbone>-<method>`` (one version per export; the version is tagged with its seed),
+so ``mlflow models serve -m models:/<name>/<version>`` and ``mlflow.pyfunc.load_model`` use it
+without this repository.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+
+from pipeline.export_folder import PT2, ExportMeta
+from pipeline.metrics.conventions import RESIZE_LENGTH
+from pipeline.paths import Layout
+from pipeline.tracking import client_for, in_project, tracking_uri
+
+log = logging.getLogger(__name__)
+
+NETWORK_CODE = Path(__file__).with_name("pyfunc_network.py")
+
+
+def registered_name(meta: ExportMeta) -> str:
+    return f"wsol-{meta.dataset}-{meta.backbone}-{meta.method}"
+
+
+def signature(meta: ExportMeta) -> ModelSignature:
+    """images (B, 3, S, S) float32 and classes (B,) int64 -> logits (B, K) and CAMs (B, 224, 224) float32."""
+    size, float32 = meta.input_size, np.dtype(np.float32)
+    return ModelSignature(
+        inputs=Schema([TensorSpec(float32, (-1, 3, size, size), "images"), TensorSpec(np.dtype(np.int64), (-1,), "classes")]),
+        outputs=Schema([TensorSpec(float32, (-1, meta.num_classes), "logits"),
+                        TensorSpec(float32, (-1, RESIZE_LENGTH, RESIZE_LENGTH), "cams")]))
+
+
+def _example(meta: ExportMeta) -> dict[str, np.ndarray]:
+    """One mid-grey image (0 after normalisation), CAM of its predicted class."""
+    return {"images": np.zeros((1, 3, meta.input_size, meta.input_size), np.float32), "classes": np.array([-1])}
+
+
+def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) -> int | None:
+    """Log an export folder's model.pt2 into its training run and register it; returns the model
+    version, or None (with a warning) when the store has no such run: the export folder is the record."""
+    if meta.mlflow_run_id is None:
+        return None
+    name = registered_name(meta)
+    mlflow.set_tracking_uri(tracking_uri(layout))
+    try:
+        with in_project(layout), mlflow.start_run(run_id=meta.mlflow_run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(NETWORK_CODE), artifacts={"network": str((folder / PT2).resolve())},
+                signature=signature(meta), input_example=_example(meta), registered_model_name=name, metadata={"class_names": meta.class_names,
+                                                                                  "cam_threshold": meta.cam_threshold},
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"])
+    except MlflowException as error:
+        log.warning("MLflow run %s not found in %s (%s): the model is not registered", meta.mlflow_run_id,
+                    tracking_uri(layout), error.error_code)
+        return None
+    version = int(info.registered_model_version)
+    client_for(layout).set_model_version_tag(name, str(version), "seed", str(seed))
+    log.info("registered %s version %d (MLflow run %s)", name, version, meta.mlflow_run_id)
+    return version
