@@ -7,7 +7,10 @@ without this repository.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -25,6 +28,20 @@ from pipeline.tracking import client_for, in_project, tracking_uri
 log = logging.getLogger(__name__)
 
 NETWORK_CODE = Path(__file__).with_name("pyfunc_network.py")
+
+
+@contextlib.contextmanager
+def fluent_store(layout: Layout) -> Iterator[None]:
+    """MLflow's module-level API (``mlflow.start_run``, ``mlflow.pyfunc``) on the project's store,
+    from its root, for the block only: ``mlflow.set_tracking_uri`` also sets $MLFLOW_TRACKING_URI,
+    which would otherwise send every later client of this process (``tracking_uri``) to that store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri(layout))
+    try:
+        with in_project(layout):
+            yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: unset again
 
 
 def registered_name(meta: ExportMeta) -> str:
@@ -51,9 +68,8 @@ def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) 
     if meta.mlflow_run_id is None:
         return None
     name = registered_name(meta)
-    mlflow.set_tracking_uri(tracking_uri(layout))
     try:
-        with in_project(layout), mlflow.start_run(run_id=meta.mlflow_run_id):
+        with fluent_store(layout), mlflow.start_run(run_id=meta.mlflow_run_id):
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=str(NETWORK_CODE), artifacts={"network": str((folder / PT2).resolve())},
                 signature=signature(meta), input_example=_example(meta), registered_model_name=name, metadata={"class_names": meta.class_names,

@@ -21,8 +21,10 @@ from pipeline import yaml_io
 from pipeline.code_deps import REPORTING_ONLY, code_deps, identity_code, is_code
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.export_folder import load_exported
+from pipeline.paths import Layout
 from pipeline.registry import BACKBONES, METHODS
 from pipeline.stage_runner import matrix_item
+from pipeline.served_model import fluent_store
 from pipeline.tracking import split_digest
 from tests.helpers import params
 
@@ -160,7 +162,7 @@ def _mlflow_records_the_runs(repo: Path) -> None:
     assert any(k.startswith("system/system_memory_usage_megabytes") for k in metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test_maxboxacc_v2")] == [1]  # the last epoch
     assert not [k for k in run.data.params if "vgg16" in k or "inception_v3" in k]  # this backbone's settings only
-    with contextlib.chdir(repo):
+    with fluent_store(Layout(repo)):
         served = mlflow.pyfunc.load_model("models:/wsol-synth-resnet50-icl/1")
     network, meta = load_exported(repo / "exports/synth/resnet50-icl-seed0")
     images = torch.randn(2, 3, meta.input_size, meta.input_size, generator=torch.Generator().manual_seed(0))

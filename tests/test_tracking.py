@@ -1,6 +1,7 @@
 """MLflow as users see it: system tags naming who ran which code, a store that survives moving the
 project, and the exported network served from the model registry (a real SQLite store)."""
 
+import os
 import shutil
 import subprocess
 
@@ -11,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.export_folder import load_exported
 from pipeline.paths import Layout
-from pipeline.served_model import log_served_model
+from pipeline.served_model import fluent_store, log_served_model
 from pipeline.tracking import client_for, experiment_id, in_project, open_run, source_tags
 
 
@@ -61,15 +62,16 @@ def test_a_moved_project_reads_its_own_artifacts(tmp_path):
 
 def test_the_registered_model_serves_what_the_exported_network_computes(saved_project):
     layout, cfg, info = saved_project
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     folder = layout.export("synth", "resnet50", "icl", 0)
     network, meta = load_exported(folder)
     assert log_served_model(folder, meta, 0, layout) == 1
     client = MlflowClient(f"sqlite:///{layout.mlflow_db}")
     version = client.get_model_version("wsol-synth-resnet50-icl", "1")
     assert version.run_id == meta.mlflow_run_id and version.tags["seed"] == "0"
-    mlflow.set_tracking_uri(f"sqlite:///{layout.mlflow_db}")
-    with in_project(layout):
+    with fluent_store(layout):
         served = mlflow.pyfunc.load_model("models:/wsol-synth-resnet50-icl/1")
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # later clients of this process use their own store
     signature = served.metadata.signature
     assert signature.inputs.input_names() == ["images", "classes"] and signature.outputs.input_names() == ["logits", "cams"]
     images = torch.randn(3, 3, meta.input_size, meta.input_size, generator=torch.Generator().manual_seed(1))
