@@ -1,84 +1,228 @@
-"""Training throughput of candidate CPU backbones, side by side: what chose the default profile.
+"""Training throughput side by side: the bare step, our training loop, the data loader alone, and the
+paper's method against CAM, for one backbone, input size, batch and device.
 
-Times forward + backward + SGD steps of the WSOL model the pipeline builds (backbone variant and
-method plug-in), and of torchvision's plain classifier (what the pretrain stage trains), on random
-batches, after two warm-up steps. One process, one line per candidate, images per second:
+- bare: forward + backward + gradient clipping + SGD of the WSOL network the pipeline builds, with the
+  training recipe's optimizer, autocast and step (``pipeline.train.recipe``), on one fixed batch already
+  on the device (the machine's limit for that model and step);
+- loop: our training loop (``pipeline.train.worker._train_epoch``) on the same settings over a generated
+  dataset, data loading included (``--data``: the prepare stage's arrays or the image files), validation
+  excluded; after a warm-up epoch;
+- loader: the training loader alone (decode or slice, resize, crop, flip, normalise, collate) in one
+  process with one thread, as one DataLoader worker runs it, on CUB-like 500x375 JPEGs, from the files
+  and from the prepared uint8 array;
+- ICL / CAM: the step-time ratio of the bare steps, beside the ratio of their floating-point operations
+  (forward + backward, torch.utils.flop_counter): the part of the time ratio that is arithmetic.
 
-    python benchmarks/train_speed.py --threads 2 --batch 16 --crop 80 --steps 6
+    python benchmarks/train_speed.py --backbone resnet50 --crop 80 --resize 96 --batch 16 --threads 2
+    python benchmarks/train_speed.py --backbone resnet50 --crop 224 --resize 256 --batch 64 --device cuda --amp bf16 --channels-last --json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.config import load_config, validate
+from pipeline.data import prepare
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.data.loading import split_images, split_loader
+from pipeline.data.prepared import prepare_splits
 from pipeline.models import build_model
-from pipeline.train.pretrain import classifier
+from pipeline.paths import Layout
+from pipeline.train.recipe import autocast, grad_scaler, optimization_step, optimizer_for, place_model
+from pipeline.train.worker import _train_epoch
 
-CANDIDATES = [  # (backbone, method, large_feature_map)
-    ("resnet50", "cam", True), ("resnet18", "cam", True), ("resnet18", "cam", False),
-    ("resnet18", "adl", True), ("resnet18", "icl", True),
-]
+CLASSES = 4
+PHOTO_SIZE = (500, 375)  # px (width, height): CUB's typical image
 
 
-def _rate(step, batch: int, steps: int) -> float:
+def configuration(args: argparse.Namespace, root: Path | None = None) -> dict:
+    """params.yaml with this run's settings: the backbone from random init, the size, the batch, the device."""
+    data = load_config("params.yaml").model_dump(mode="json")
+    data["backbone_settings"][args.backbone].update(pretrained=None, batch_size=args.batch)
+    data["data"].update(resize=args.resize, crop=args.crop, loader_workers=args.loader_workers,
+                        pin_memory=args.device.startswith("cuda"))
+    data["train"].update(amp=args.amp, channels_last=args.channels_last)
+    if root is not None:
+        data["dataset"], data["datasets"]["custom"]["root"] = "custom", str(root)
+    return data
+
+
+def write_photos(root: Path, images: int, seed: int = 0) -> None:
+    """A dataset in the custom layout: ``images`` JPEGs (quality 90) in train, two in val and test, of
+    smooth random colour fields with pixel noise (entropy near a photo's), one box each."""
+    rng = np.random.default_rng(seed)
+    width, height = PHOTO_SIZE
+    for split, count in (("train", images), ("val", 2), ("test", 2)):
+        folder = root / "metadata" / split
+        folder.mkdir(parents=True)
+        ids = [f"{split}/{k:05d}.jpg" for k in range(count)]
+        (root / split).mkdir()
+        for image_id in ids:
+            coarse = rng.uniform(0, 255, (12, 16, 3)).astype(np.uint8)
+            field = np.asarray(Image.fromarray(coarse).resize(PHOTO_SIZE, Image.BICUBIC), np.float64)
+            pixels = np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / image_id, quality=90)
+        (folder / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
+        (folder / "class_labels.txt").write_text("".join(f"{i},{k % CLASSES}\n" for k, i in enumerate(ids)))
+        (folder / "image_sizes.txt").write_text("".join(f"{i},{width},{height}\n" for i in ids))
+        if split != "train":
+            (folder / "localization.txt").write_text("".join(f"{i},10,10,200,200\n" for i in ids))
+
+
+def _timed(step, repeats: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` after two warm-up calls."""
     for _ in range(2):
         step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     started = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(repeats):
         step()
-    return batch * steps / (time.perf_counter() - started)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - started) / repeats
 
 
-def wsol_rate(backbone: str, method: str, large: bool, batch: int, crop: int, steps: int) -> float:
-    data = load_config("params.yaml").model_dump(mode="json")
-    data["backbone_settings"][backbone].update(large_feature_map=large, pretrained=None)
-    model = build_model(backbone, method, 4, validate(data)).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    images, labels = torch.randn(batch, 3, crop, crop), torch.randint(0, 4, (batch,))
+def _model(config, backbone: str, method: str, device: torch.device):
+    torch.manual_seed(0)
+    model = place_model(build_model(backbone, method, CLASSES, config).train(), config, device)
+    return model, optimizer_for(model, config, backbone), grad_scaler(config, device)
+
+
+def bare_step(config, backbone: str, method: str, batch: int, device: torch.device, steps: int) -> float:
+    """Seconds per training step on one fixed batch on the device."""
+    model, optimizer, scaler = _model(config, backbone, method, device)
+    crop = config.data.crop
+    images = torch.randn(batch, 3, crop, crop, device=device)
+    if config.train.channels_last and device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.arange(batch, device=device) % CLASSES
 
     def step():
         x, targets = model.method.augment(images, labels)
-        loss = sum(model.method.losses(model(x, targets.labels), targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        with autocast(config, device):
+            loss = sum(model.method.losses(model(x, targets.labels), targets).values())
+        optimization_step(loss, model.parameters(), optimizer, scaler, config)
 
-    return _rate(step, batch, steps)
+    return _timed(step, steps, device)
 
 
-def plain_rate(backbone: str, batch: int, crop: int, steps: int) -> float:
-    model = classifier(backbone, 16).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    images, labels = torch.randn(batch, 3, crop, crop), torch.randint(0, 16, (batch,))
+def step_flops(config, backbone: str, method: str) -> float:
+    """Floating-point operations of one image's forward and backward (batch 2, CPU, float32)."""
+    model = build_model(backbone, method, CLASSES, config).train()
+    crop = config.data.crop
+    images, labels = torch.randn(2, 3, crop, crop), torch.arange(2)
+    with FlopCounterMode(display=False) as counter:
+        x, targets = model.method.augment(images, labels)
+        sum(model.method.losses(model(x, targets.labels), targets).values()).backward()
+    return counter.get_total_flops() / 2
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
 
-    return _rate(step, batch, steps)
+def loop_rate(config, backbone: str, method: str, info: DatasetInfo, prepared: Path | None, device: torch.device) -> float:
+    """Images/s of our training loop over the dataset's train split (its second epoch)."""
+    model, optimizer, scaler = _model(config, backbone, method, device)
+    batch = config.backbone_settings.of(backbone).batch_size
+    loader = split_loader(info, "train", config.data, batch, train=True, prepared=prepared)
+    epoch = lambda: _train_epoch(model, model, loader, optimizer, scaler, config, device, 0, 1, 0, 1)
+    epoch()
+    return epoch()["images_per_s"]
+
+
+def loader_rate(info: DatasetInfo, config, prepared: Path | None, batch: int) -> float:
+    """Images/s of one loader process (one thread) over the train split: batches as training gets them."""
+    images = split_images(info, "train", config.data, train=True, prepared=prepared)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a DataLoader worker process runs
+    try:
+        started = time.perf_counter()
+        count = sum(len(labels) for _, labels, _ in DataLoader(images, batch_size=batch, shuffle=True))
+        return count / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        write_photos(root / "photos", args.batch * args.steps)
+        config = validate(configuration(args, root / "photos"), "params.yaml (benchmark settings)")
+        layout = Layout(root)
+        prepare.download(config, layout)
+        info = prepare.split(config, layout)
+        prepared = layout.prepared("custom")
+        started = time.perf_counter()
+        prepare_splits(info, config.data, prepared)
+        prepare_s = time.perf_counter() - started
+        sources = {"files": None, "prepared": prepared}
+        result = {"settings": {**vars(args), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+                               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"},
+                  "loader": {name: loader_rate(info, config, path, args.batch) for name, path in sources.items()},
+                  "prepare_s_per_image": prepare_s / (args.batch * args.steps + 2),
+                  "methods": {}}
+        for method in args.methods:
+            bare = bare_step(config, args.backbone, method, args.batch, device, args.steps)
+            loop = loop_rate(config, args.backbone, method, info, sources[args.data], device)
+            result["methods"][method] = {"bare_images_per_s": args.batch / bare, "loop_images_per_s": loop,
+                                         "loop_share": loop * bare / args.batch, "step_s": bare,
+                                         "gflops_per_image": step_flops(config, args.backbone, method) / 1e9}
+    if "cam" in result["methods"]:
+        cam = result["methods"]["cam"]
+        for method, row in result["methods"].items():
+            row["step_ratio_to_cam"] = row["step_s"] / cam["step_s"]
+            row["flop_ratio_to_cam"] = row["gflops_per_image"] / cam["gflops_per_image"]
+    return result
+
+
+def table(result: dict) -> str:
+    s = result["settings"]
+    lines = [f"{s['backbone']} at {s['crop']} px (resize {s['resize']}), batch {s['batch']}, {s['device_name']}, "
+             f"{s['threads']} threads, amp {s['amp']}, channels_last {s['channels_last']}, torch {s['torch']}; "
+             f"loop data: {s['data']}, {s['loader_workers']} loader workers",
+             f"{'method':8s} {'bare img/s':>10s} {'loop img/s':>10s} {'loop/bare':>9s} {'GFLOP/img':>9s} "
+             f"{'step/CAM':>8s} {'FLOP/CAM':>8s}"]
+    for method, row in result["methods"].items():
+        ratios = (f"{row['step_ratio_to_cam']:8.2f} {row['flop_ratio_to_cam']:8.2f}" if "step_ratio_to_cam" in row
+                  else f"{'':8s} {'':8s}")
+        lines.append(f"{method:8s} {row['bare_images_per_s']:10.1f} {row['loop_images_per_s']:10.1f} "
+                     f"{row['loop_share']:9.0%} {row['gflops_per_image']:9.2f} {ratios}")
+    loader = result["loader"]
+    lines.append(f"loader, one worker (1 thread), {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs -> {s['crop']} px: "
+                 f"files {loader['files']:.0f} img/s, prepared {loader['prepared']:.0f} img/s "
+                 f"({loader['prepared'] / loader['files']:.1f}x); preparing: {result['prepare_s_per_image'] * 1e3:.1f} ms/img once")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--methods", nargs="+", default=["cam", "icl"])
     parser.add_argument("--crop", type=int, default=80)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--resize", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps (and loop batches per epoch)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--loader-workers", type=int, default=0, help="the loop's DataLoader processes (data.loader_workers)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--data", choices=["prepared", "files"], default="prepared", help="the loop's data source")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(f"{args.threads} threads, batch {args.batch}, {args.crop} px, {args.steps} timed steps; images/s")
-    for backbone, method, large in CANDIDATES:
-        rate = wsol_rate(backbone, method, large, args.batch, args.crop, args.steps)
-        print(f"{backbone:9s} {method:4s} WSOL variant, {'large' if large else 'small'} map: {rate:6.1f}")
-    for backbone in ("resnet50", "resnet18"):
-        print(f"{backbone:9s} plain torchvision classifier (pretrain):   {plain_rate(backbone, args.batch, args.crop, args.steps):6.1f}")
+    result = measure(args)
+    print(json.dumps(result, indent=2) if args.json else table(result))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.registry import BACKBONES, METHODS
 from pipeline.metrics import evaluate_scoremap_folder
@@ -92,6 +91,7 @@ def _name_the_mean(result: dict) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
+    from pipeline.config import load_config
     from pipeline.train.tune import search  # Ray and PyTorch: imported only when needed
 
     config = load_config(args.params)
@@ -111,6 +111,7 @@ def _localize(args: argparse.Namespace) -> int:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> None:
+    from pipeline.config import load_config
     from pipeline.imports import import_run
 
     config = load_config(args.params)
@@ -121,6 +122,7 @@ def _import_checkpoint(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from pipeline.config import load_config
     from pipeline.export import export
 
     config = load_config(args.params)
@@ -130,6 +132,7 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from pipeline.config import load_config
     from pipeline.evaluate import evaluate_exported
 
     config = load_config(args.params)

@@ -138,8 +138,10 @@ class DataConfig(Section):
 
     resize: Annotated[int, Field(ge=16)]
     crop: Annotated[int, Field(ge=16)]
-    loader_workers: Annotated[int, Field(ge=0)]
+    loader_workers: Annotated[int, Field(ge=0)]  # DataLoader processes per training worker; 0: in the training process
+    prefetch_batches: Annotated[int, Field(ge=1)]  # batches each loader process keeps ready (DataLoader's prefetch_factor)
     pin_memory: bool
+    prepared: bool  # the prepare stage stores train and val as uint8 arrays (false: decode the files every epoch)
 
     @model_validator(mode="after")
     def _crop_fits(self):

@@ -42,8 +42,7 @@ class ExportMeta(ModelIdentity):
 
     def input_settings(self, data: DataConfig) -> DataConfig:
         """Loading settings for this network: images resized to its input size, loader options from ``data``."""
-        return DataConfig(resize=self.input_size, crop=self.input_size, loader_workers=data.loader_workers,
-                          pin_memory=data.pin_memory)
+        return data.model_copy(update={"resize": self.input_size, "crop": self.input_size})
 
 
 def load_exported(path: Path) -> tuple[nn.Module, ExportMeta]:

@@ -3,6 +3,7 @@
     data/downloads/              archives and files as downloaded (kept across runs: not a DVC output)
     data/raw/<dataset>/          the download stage's output: images and the dataset's own annotations
     data/splits/<dataset>/       the split stage's output: metadata/{train,val,test}/ and dataset.json
+    data/prepared/<dataset>/     the prepare stage's output: train and val as uint8 arrays (pipeline/data/prepared.py)
     runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
     exports/<dataset>/<run>/     torch.export (.pt2) and ONNX inference network, export.json
     results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv, records/
@@ -83,6 +84,9 @@ class Layout:
 
     def split(self, dataset: str) -> Path:
         return self.root / "data" / "splits" / dataset
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
 
     def pretrained(self, backbone: str) -> Path:
         return self.root / "pretrained" / backbone

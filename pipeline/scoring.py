@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,10 +92,11 @@ def region_evaluator(info: DatasetInfo, split: str, cam_curve_interval: float) -
 
 @torch.no_grad()
 def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConfig, settings: Scoring,
-                device: torch.device, observe: BatchObserver | None = None, regions: bool = False) -> SplitScores:
+                device: torch.device, observe: BatchObserver | None = None, regions: bool = False,
+                prepared: Path | None = None) -> SplitScores:
     """Score the CAMs of every image of a split (the caller puts a model in eval mode); images are
-    loaded with the test transform of ``data``. ``observe`` sees each batch; ``regions`` adds the
-    region shares."""
+    loaded with the test transform of ``data``, from the prepare stage's ``prepared`` folder when it
+    holds the split. ``observe`` sees each batch; ``regions`` adds the region shares."""
     metadata = info.metadata(split)
     boxes = BoxEvaluator(metadata, settings.cam_curve_interval, settings.iou_thresholds) \
         if metadata.boxes is not None else None
@@ -103,7 +105,7 @@ def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConf
         if mask_folder is not None else None
     shares = region_evaluator(info, split, settings.cam_curve_interval) if regions else None
     correct = total = 0
-    for images, labels, image_ids in split_loader(info, split, data, settings.batch_size, train=False):
+    for images, labels, image_ids in split_loader(info, split, data, settings.batch_size, train=False, prepared=prepared):
         logits, maps = cams(images.to(device), labels.to(device))
         predicted = logits.argmax(dim=1).cpu() if logits is not None else None
         maps = maps.float().cpu().numpy()

@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, ScoremapError
-from pipeline.metrics.conventions import quantise
+from pipeline.metrics.box_evaluator import _hit_counts, _pack
+from pipeline.metrics.contour_boxes import multi_contour_hits
+from pipeline.metrics.conventions import cam_thresholds, check_scoremaps, integer_thresholds, quantise
 from tests.helpers import write_box_metadata
 
 SIZE = (224, 224)
@@ -196,3 +198,36 @@ def test_records_keep_each_image_hits_and_class_flag(tmp_path):
     assert hits.shape == (3, 3, 100) and hits[:2].all() and not hits[2].any()
     assert records.classified.tolist() == [True, False, True]
     assert evaluate(tmp_path / "no-classes", images, [blob] * 3).records.classified is None
+
+
+def test_criteria_in_any_order_score_each_as_alone():
+    # The sweeps take the criteria ascending; the answer keeps the order given.
+    rng = np.random.default_rng(5)
+    quantised = quantise(rng.random((3, 40, 48)) ** 3)
+    cuts = integer_thresholds(cam_thresholds(0.05), quantised)
+    gt = np.array([[5, 5, 30, 30], [0, 10, 47, 39], [10, 0, 20, 39]], np.int64)
+    start, stop = np.arange(3), np.arange(1, 4)
+    criteria = np.array([0.5, 0.1, 0.7, 0.3, 0.1])
+    hits = multi_contour_hits(quantised, cuts, gt, start, stop, criteria)
+    for d, criterion in enumerate(criteria):
+        alone = multi_contour_hits(quantised, cuts, gt, start, stop, np.array([criterion]))
+        np.testing.assert_array_equal(hits[..., d], alone[..., 0])
+
+
+def test_hit_counts_over_chunks_equal_the_unpacked_sums():
+    rng = np.random.default_rng(1)
+    hits = rng.random((11, 100, 3)) < 0.4  # (N, K, D), as multi_contour_hits gives them
+    rows = rng.random(11) < 0.5
+    packed = _pack(hits)
+    np.testing.assert_array_equal(_hit_counts(packed, 100, chunk=4), hits.sum(axis=0).T)
+    np.testing.assert_array_equal(_hit_counts(packed, 100, rows, chunk=4), hits[rows].sum(axis=0).T)
+
+
+def test_check_scoremaps_returns_the_quantised_maps(tmp_path):
+    rng = np.random.default_rng(2)
+    maps = rng.random((2, 224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(check_scoremaps(maps, ["a", "b"]), quantise(maps))
+    images = {"a.jpg": (0, SIZE, [(0, 0, 10, 10)])}
+    evaluator = BoxEvaluator(load_metadata(write_box_metadata(tmp_path / "meta", images)))
+    with pytest.raises(ValueError, match="expected 1 quantised \\(224, 224\\) uint8 maps, got float32"):
+        evaluator.accumulate_quantised(maps[:1], ["a.jpg"])

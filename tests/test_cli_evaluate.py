@@ -59,6 +59,9 @@ def test_evaluates_a_scoremap_folder(split):
     (lambda p: p.write_bytes(b"not a numpy file"), "not a readable .npy file"),
     (lambda p: np.save(p, np.zeros((224, 224), np.uint8)),
      r"expected floating point values in \[0, 1\], got dtype uint8"),
+    (lambda p: p.write_bytes(b""), "not a readable .npy file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:1000]), "not a readable .npy file"),  # truncated
+    (lambda p: (p.unlink(), p.mkdir()), "is missing"),  # a folder where the file should be
 ])
 def test_bad_scoremap_names_file_and_image(split, breakage, message):
     path = split / "maps" / "y" / "b.jpg.npy"
@@ -67,6 +70,20 @@ def test_bad_scoremap_names_file_and_image(split, breakage, message):
     assert done.returncode == 2
     assert "'y/b.jpg'" in done.stderr and re.search(message, done.stderr)
     assert str(path) in done.stderr
+
+
+def test_any_float_npy_layout_reads_as_the_plain_one(split):
+    # The fast reader reads C-order arrays of any plain dtype itself; Fortran order goes through np.load.
+    args = ("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
+    plain = run_wsol(*args)
+    assert plain.returncode == 0, plain.stderr
+    path = split / "maps" / "x" / "a.jpg.npy"
+    blob = np.load(path)
+    for stored in (blob.astype(np.float32), blob.astype(">f8"), np.asfortranarray(blob), blob.astype(np.float16)):
+        np.save(path, stored)
+        done = run_wsol(*args)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == json.loads(plain.stdout), stored.dtype
 
 
 def test_bootstrap_intervals_and_records(split):

@@ -202,7 +202,8 @@ def _pushed_then_pulled_into_a_clone(repo: Path, remote: Path, clone: Path) -> N
 def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     first = dvc(repo, "repro")
     runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in ("cam", "icl")]
-    assert stages_run(first) == {"download", "split", "pretrain@resnet50", "baseline", "report", *runs}
+    assert stages_run(first) == {"download", "split", "prepare", "pretrain@resnet50", "baseline", "report", *runs}
+    assert np.load(repo / "data/prepared/synth/train.npy", mmap_mode="r").dtype == np.uint8  # training's pixels
     report = repo / "report" / "synth" / "report.md"
     assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.png").is_file()
     assert "| Center Gaussian (floor) |" in report.read_text()

@@ -16,7 +16,8 @@ from pipeline.data import prepare
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo, region_map_path
 from pipeline.data.download import ChecksumError
 from pipeline.data.images import ImageReadError, load_rgb
-from pipeline.data.loading import SplitImages, split_loader, eval_transform, train_transform
+from pipeline.data.loading import PreparedImages, SplitImages, eval_transform, split_images, split_loader, train_transform
+from pipeline.data.prepared import prepare_splits
 from pipeline.data.synth import generate, render, sample_scene, tight_box
 from pipeline.paths import Layout
 from tests.helpers import config, make_project, tarball, zipped
@@ -460,3 +461,54 @@ def test_a_corrupt_image_is_an_error_naming_the_file(synth_info, tmp_path):
     (tmp_path / first).write_bytes(b"\x89PNG broken")
     with pytest.raises(ImageReadError, match=f"{tmp_path / first} \\(image '{first}'\\): cannot decode image"):
         SplitImages(broken, "test", eval_transform(cfg.data))[0]
+
+
+# -------------------------------------------------------------------------------- the prepare stage
+
+def _same_samples(first, second, seed: int = 0) -> None:
+    """Every sample of two datasets equal to the bit, each drawn after the same torch seed."""
+    assert len(first) == len(second)
+    for index in range(len(first)):
+        torch.manual_seed(seed + index)
+        image, label, image_id = first[index]
+        torch.manual_seed(seed + index)
+        other, other_label, other_id = second[index]
+        assert (label, image_id) == (other_label, other_id)
+        assert other.dtype == torch.float32 and torch.equal(image, other), f"{image_id}: differs"
+
+
+@pytest.mark.parametrize("resize", [64, 56])  # crop 56: a random crop, then no crop draw at all
+def test_prepared_arrays_give_the_file_paths_tensors_to_the_bit(synth_info, tmp_path, resize):
+    cfg, info = synth_info
+    data = cfg.data.model_copy(update={"resize": resize, "crop": 56})
+    manifest = prepare_splits(info, data, tmp_path / "prepared")
+    assert manifest["splits"]["train"]["size"] == resize and manifest["splits"]["val"]["size"] == 56
+    train = np.load(tmp_path / "prepared" / "train.npy", mmap_mode="r")
+    assert train.dtype == np.uint8 and train.shape == (len(info.metadata("train", "none")), resize, resize, 3)
+    for split, train_mode in (("train", True), ("val", False)):
+        from_files = split_images(info, split, data, train_mode)
+        from_arrays = split_images(info, split, data, train_mode, tmp_path / "prepared")
+        assert isinstance(from_arrays, PreparedImages) and not isinstance(from_files, PreparedImages)
+        _same_samples(from_files, from_arrays)
+    # the flips and crops vary: not every training sample is the same crop of its image
+    torch.manual_seed(0)
+    firsts = {split_images(info, "train", data, True, tmp_path / "prepared")[0][0].sum().item() for _ in range(8)}
+    assert len(firsts) > 1 or resize == 56
+
+
+def test_without_prepared_pixels_training_reads_the_files(synth_info, tmp_path):
+    cfg, info = synth_info
+    data = cfg.data.model_copy(update={"prepared": False})
+    assert prepare_splits(info, data, tmp_path / "prepared") == {"pixels": False, "splits": {}}
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["prepared.json"]
+    assert type(split_images(info, "train", data, True, tmp_path / "prepared")) is SplitImages
+
+
+def test_a_stale_or_missing_prepared_folder_is_an_error_naming_the_manifest(synth_info, tmp_path):
+    cfg, info = synth_info
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'prepared' / 'prepared.json'} is missing: run the prepare stage"):
+        split_images(info, "train", cfg.data, True, tmp_path / "prepared")
+    prepare_splits(info, cfg.data, tmp_path / "prepared")
+    other = cfg.data.model_copy(update={"resize": cfg.data.resize + 8})
+    with pytest.raises(DatasetError, match="prepared for other images or sizes than split 'train' at .* rerun the prepare stage"):
+        split_images(info, "train", other, True, tmp_path / "prepared")

@@ -8,6 +8,7 @@ import torchvision
 
 from pipeline.config import ConfigError
 from pipeline.models import PretrainedWeightsError, build_backbone, build_model
+from pipeline.models.attention import NonLocalAttention, attention_thresholds, dropped_foreground_mask
 from pipeline.models.methods.base import normalize_maps
 from pipeline.models.methods.spg import IGNORE, guidance_mask
 from pipeline.registry import BACKBONES, METHODS
@@ -320,3 +321,63 @@ def test_table2_variants_are_the_paper_method_without_one_component(method, miss
     assert missing not in terms and {"cls", "ca", "fc"} - {missing} <= set(terms)
     with pytest.raises(ConfigError, match="method_settings.icl_no_ca.ablation.contrastive must be false"):
         config(**{"method_settings.icl_no_ca.ablation.contrastive": True})
+
+
+def _captured_maps(monkeypatch, method: str) -> list:
+    """What the method's at_tap hands select_map: (importance map, dropping mask) per call."""
+    seen = []
+    monkeypatch.setattr(f"pipeline.models.methods.{method}.select_map",
+                        lambda importance, dropping, rate: seen.append((importance, dropping)) or dropping)
+    return seen
+
+
+def test_the_non_local_attention_is_taken_to_float32_under_bf16_autocast(monkeypatch):
+    """CPU bf16 autocast runs the GPU path's code: the block gives bf16 there; A, its thresholds and
+    the masks are float32, equal to float32 arithmetic on the block's output."""
+    torch.manual_seed(0)
+    model = build_model("resnet50", "icl", 3, config(**{"method_settings.icl.ablation.contrastive": False})).train()
+    seen = _captured_maps(monkeypatch, "icl")
+    tap, feature, state = model.method.taps[0], torch.randn(2, 1024, 6, 6).bfloat16(), {}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.method.at_tap(tap, feature, state)
+        block = model.method.attention[tap.replace(".", "_")](feature)
+    assert out.dtype == block.dtype == torch.bfloat16  # autocast's dtype for the feature and the block
+    attention, (importance, dropping) = state["attention"][0], seen[0]
+    assert attention.dtype == importance.dtype == dropping.dtype == torch.float32
+    assert torch.equal(attention, block.float())
+    hyper = model.method.hyper
+    assert torch.equal(dropping, dropped_foreground_mask(attention, *attention_thresholds(attention, hyper.gamma_fg, hyper.gamma_bg)))
+    assert torch.equal(importance, torch.sigmoid(attention))
+
+
+@pytest.mark.parametrize("method, overrides", [
+    ("adl", {}),
+    ("icl", {"method_settings.icl.ablation.non_local": False, "method_settings.icl.ablation.contrastive": False}),
+])
+def test_a_value_between_the_bf16_and_float32_thresholds_is_masked_as_in_float32(method, overrides, monkeypatch):
+    """A = [[1, v], [0, 0]] (the channel mean) with v = bf16(gamma): v < gamma * max(A) in float32, so
+    v is kept by ADL's drop mask and inside ICL's M_dfg (v > theta_bg = 1.2 mean(A) = 0.57); with the
+    threshold rounded to bf16 (= v) it would be dropped."""
+    model = build_model("resnet50", method, 3, config(**overrides)).train()
+    gamma = model.method.threshold if method == "adl" else model.method.hyper.gamma_fg  # 0.9, 0.95
+    v = torch.tensor(gamma).bfloat16().float().item()  # 0.8984375, 0.94921875
+    assert v < gamma and torch.tensor(gamma * 1.0).bfloat16().item() == v
+    seen = _captured_maps(monkeypatch, method)
+    feature = torch.tensor([[1.0, v], [0.0, 0.0]]).expand(1, 1024, 2, 2).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.method.at_tap(model.method.taps[0], feature, {})
+    dropping = seen[0][1]
+    assert dropping.dtype == torch.float32
+    assert dropping[0, 0, 0, 1] == 1  # float32 thresholds: v kept
+    expected = [[0.0, 1.0], [1.0, 1.0]] if method == "adl" else [[0.0, 1.0], [0.0, 0.0]]
+    assert torch.equal(dropping[0, 0], torch.tensor(expected))
+
+
+def test_the_non_local_block_keeps_one_hw_by_hw_tensor_for_its_backward():
+    block = NonLocalAttention(8)
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        block(x)
+    square = {t.untyped_storage().data_ptr() for t in saved if t.shape[-2:] == (30, 30)}
+    assert len(square) == 1  # the softmax's output; not the logits, nor a (B, C, HW, HW) one

@@ -56,6 +56,9 @@ def test_every_shipped_params_file_validates(tmp_path):
         config = load_config(target)
         if fragment.stem == "ablation":  # Table 2: every variant beside the full method and ADL
             assert {"adl", "icl", "icl_no_ca", "icl_no_fc", "icl_no_nl", "icl_no_dfg"} == set(config.methods)
+        elif fragment.stem == "gpu-smoke":  # the default benchmark on a GPU, in bf16, channels-last
+            assert config.ray.use_gpu and config.train.amp == "bf16" and config.train.channels_last
+            assert config.methods == load_config(ROOT / "params.yaml").methods
         else:
             assert len(config.backbones) == 3 and len(config.methods) == 7
         assert "# The benchmark's one configuration" in target.read_text()  # comments kept

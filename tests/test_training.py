@@ -28,8 +28,8 @@ from pipeline.tracking import in_project
 from pipeline.train import state as saved
 from pipeline.train.driver import fit, prune_checkpoints, run_identity
 from pipeline.train.outputs import write_outputs
-from pipeline.train.recipe import optimizer_for, scheduler_for, seed_everything
-from pipeline.train.worker import node_label
+from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything
+from pipeline.train.worker import _train_epoch, node_label
 from pipeline.train.tune import resolve, search_space, settings_of, with_values
 from tests import helpers
 from tests.helpers import config
@@ -355,3 +355,29 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     intervals = _trial_intervals(layout.ray_storage / "tune-synth-resnet50-icl-seed0")
     assert len(intervals) == 3
     assert all(end <= next_start + 1 for (_, end), (next_start, _) in zip(intervals, intervals[1:])), intervals
+
+
+def _epoch_on(batches, log_every: int = 5) -> dict[str, float]:
+    """One epoch of the training loop (no Ray) of an untrained ResNet18 CAM over these (images, labels) batches."""
+    torch.manual_seed(0)
+    cfg = config(**{"train.log_every": log_every, "backbone_settings.resnet18.pretrained": None})
+    model = build_model("resnet18", "cam", 3, cfg).train()
+    optimizer, scaler = optimizer_for(model, cfg, "resnet18"), grad_scaler(cfg, torch.device("cpu"))
+    loader = [(images, labels, [f"{k}.png" for k in range(len(labels))]) for images, labels in batches]
+    return _train_epoch(model, model, loader, optimizer, scaler, cfg, torch.device("cpu"), 0, 1, 0, 1)
+
+
+def test_the_loop_reports_the_means_over_its_images():
+    torch.manual_seed(1)
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))]
+    stats = _epoch_on(batches)
+    assert stats["loss"] == pytest.approx(stats["loss_cls"]) and stats["loss"] > 0
+    assert stats["train_top1_cls"] in {k * 100 / 6 for k in range(7)}  # a count of 6 images
+    assert stats["images_per_s"] > 0
+
+
+def test_a_non_finite_loss_stops_the_loop_naming_its_first_step():
+    images = [torch.randn(2, 3, 32, 32) for _ in range(3)]
+    images[1][0, 0, 0, 0] = float("nan")  # step 2's loss is NaN, read at step 3 (log_every 3)
+    with pytest.raises(FloatingPointError, match="epoch 1, step 2: the loss is not finite; lower the learning rate"):
+        _epoch_on([(x, torch.tensor([0, 1])) for x in images], log_every=3)

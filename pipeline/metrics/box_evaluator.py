@@ -32,7 +32,6 @@ from pipeline.metrics.conventions import (
     cam_thresholds,
     check_scoremaps,
     integer_thresholds,
-    quantise,
     rescale_boxes,
 )
 
@@ -176,12 +175,24 @@ class BoxResult:
         return out
 
 
-def _contour_result(hits: np.ndarray, classified: np.ndarray | None, deltas: tuple[int, ...],
+def _hit_counts(packed: np.ndarray, taus: int, rows: np.ndarray | None = None, chunk: int = 4096) -> np.ndarray:
+    """Images hit at each (delta, tau), (D, K) int64, from packed hits (N, D, ceil(K / 8)) uint8,
+    unpacked ``chunk`` images at a time (memory O(chunk * D * K), not O(N * D * K)); ``rows``: (N,)
+    bool, count only those images."""
+    counts = np.zeros((packed.shape[1], taus), np.int64)
+    for i in range(0, len(packed), chunk):
+        part = packed[i:i + chunk] if rows is None else packed[i:i + chunk][rows[i:i + chunk]]
+        counts += _unpack(part, taus).sum(axis=0)
+    return counts
+
+
+def _contour_result(packed: np.ndarray, classified: np.ndarray | None, deltas: tuple[int, ...],
                     reported: tuple[int, ...], taus: np.ndarray) -> ContourResult:
-    """Scores of per-image hits (N, D, K) bool at (deltas[d], taus[k]); classified: (N,) bool or None."""
+    """Scores of per-image packed hits (N, D, ceil(K / 8)) at (deltas[d], taus[k]); classified: (N,)
+    bool or None."""
     g = deltas.index(GT_KNOWN_IOU)
-    top1_correct = None if classified is None else hits[classified, g].sum(axis=0)[None]
-    boxacc, best, top1_loc = accuracies(hits.sum(axis=0)[None], top1_correct, len(hits), deltas)
+    top1_correct = None if classified is None else _hit_counts(packed, len(taus), classified)[g][None]
+    boxacc, best, top1_loc = accuracies(_hit_counts(packed, len(taus))[None], top1_correct, len(packed), deltas)
     boxacc, best = boxacc[0], best[0]
     rows = {d: deltas.index(d) for d in reported}
     return ContourResult(
@@ -236,7 +247,16 @@ class BoxEvaluator:
                    predicted_labels: Sequence[int] | None = None, sources: Sequence[str] | None = None) -> None:
         """Add a batch: scoremaps (B, 224, 224) float in [0, 1], their image ids, and optionally the
         predicted classes (B,) for top-1 loc/cls. ``sources`` (e.g. file paths) only label errors."""
-        check_scoremaps(scoremaps, image_ids, self.resize_length, sources)
+        quantised = check_scoremaps(scoremaps, image_ids, self.resize_length, sources)
+        self.accumulate_quantised(quantised, image_ids, predicted_labels)
+
+    def accumulate_quantised(self, quantised: np.ndarray, image_ids: Sequence[str],
+                             predicted_labels: Sequence[int] | None = None) -> None:
+        """Add a batch of maps already checked and quantised (by ``check_scoremaps`` or
+        ``check_scoremap``): (B, 224, 224) uint8, as :meth:`accumulate` otherwise."""
+        if quantised.dtype != np.uint8 or quantised.shape != (len(image_ids), self.resize_length, self.resize_length):
+            raise ValueError(f"expected {len(image_ids)} quantised ({self.resize_length}, {self.resize_length}) "
+                             f"uint8 maps, got {quantised.dtype} of shape {quantised.shape}")
         rows = self._coverage.rows(image_ids)
         with_classes = predicted_labels is not None
         if self._with_classes is None:
@@ -249,7 +269,6 @@ class BoxEvaluator:
                 raise ValueError(f"{len(predicted)} predicted labels for {len(rows)} score maps")
             self._classified[rows] = predicted == self._labels[rows]
 
-        quantised = quantise(scoremaps)
         cuts = integer_thresholds(self.taus, quantised)
         self._multi[rows] = _pack(multi_contour_hits(quantised, cuts, self._gt, self._gt_start[rows],
                                                      self._gt_stop[rows], self._fractions))
@@ -270,8 +289,8 @@ class BoxEvaluator:
             images=images,
             thresholds=self.taus,
             iou_thresholds=self.iou_thresholds,
-            multi_contour=_contour_result(records.hits(), *args),
-            single_contour=_contour_result(_unpack(self._single, len(self.taus)), *args)
+            multi_contour=_contour_result(self._multi, *args),
+            single_contour=_contour_result(self._single, *args)
             if self._single is not None else None,
             top1_cls=float(classified.sum() * 100.0 / float(images)) if classified is not None else None,
             records=records,

@@ -16,16 +16,20 @@ So one union-find sweep over the pixels in decreasing value (8-connectivity) and
 increasing value (4-connectivity, with a flag for reaching the frame) give every component's box
 at every uint8 level, in O(pixels) per map instead of one contour search per threshold.
 
-Only whether *some* box reaches each IoU criterion matters, so each sweep keeps, per criterion,
-the number of live components whose box does; a component's IoU is recomputed only at the
-levels that are evaluated and only when it changed since. A pixel whose set neighbours form one
-connected group (a 256-entry table over the ring of 8 around it) joins their component with a
-single find; only a pixel between two or more groups looks up each neighbour's root and merges.
+Only whether *some* box reaches each IoU criterion matters, so each sweep keeps the number of live
+components whose box reaches each number of criteria (they are sorted: reaching one reaches every
+lower one); a component's IoU is recomputed only at the levels that are evaluated, only when it
+changed since, and only when its area leaves IoU >= the lowest criterion possible. Pixels carry
+component ids, and the union-find runs over a table of the components (created in order, so the
+live ones are few and close in memory); each pixel also keeps which of the pixels above, at and
+below it are set, so the 3x3 neighbourhood of a new pixel is three loads. A pixel whose set
+neighbours form one connected group (a 512-entry table over the neighbourhood) joins their
+component with a single find; only a pixel between two or more groups looks up each neighbour's
+component and merges. Indices are unsigned, which spares numba's negative-index wraparound.
 """
 
 from __future__ import annotations
 
-import cv2
 import numba
 import numpy as np
 
@@ -60,6 +64,28 @@ def _ring_groups(diagonal: bool) -> np.ndarray:
 OUTER_GROUPS = _ring_groups(diagonal=True)  # 8-connectivity: every ring pixel is a neighbour
 HOLE_GROUPS = _ring_groups(diagonal=False)  # 4-connectivity: N, E, S, W; the diagonals only link them
 
+# The 3x3 neighbourhood of a pixel as 9 bits: bit 3 * (dx + 1) + (dy + 1) is the pixel at (x + dx, y + dy),
+# i.e. bits 0-2 the column to the west (NW, W, SW), 3-5 its own (N, itself, S), 6-8 the east (NE, E, SE).
+NEIGHBOURHOOD = tuple((bit // 3 - 1, bit % 3 - 1) for bit in range(9))  # (dx, dy)
+
+
+def _neighbourhood_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per 9-bit neighbourhood (the centre bit ignored): the RING groups of 8- and of 4-connectivity
+    (as OUTER_GROUPS, HOLE_GROUPS), and the bit of its first set 8-neighbour and 4-neighbour."""
+    ring = np.zeros(512, np.int64)
+    first8 = np.zeros(512, np.int64)
+    first4 = np.zeros(512, np.int64)
+    for mask in range(512):
+        set_bits = [bit for bit in range(9) if (mask >> bit) & 1 and bit != 4]
+        for bit in set_bits:
+            ring[mask] |= 1 << RING.index(NEIGHBOURHOOD[bit])
+        first8[mask] = next(iter(set_bits), 0)
+        first4[mask] = next((bit for bit in set_bits if 0 in NEIGHBOURHOOD[bit]), 0)
+    return OUTER_GROUPS[ring], HOLE_GROUPS[ring], first8, first4
+
+
+OUTER_GROUPS9, HOLE_GROUPS9, FIRST8, FIRST4 = _neighbourhood_tables()
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _find(parent, i):
@@ -92,42 +118,65 @@ def _pixels_by_value(quantised):
 
 @numba.njit(cache=True, nogil=True)
 def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits):
-    """One union-find sweep over a map's pixels, ORing into hits (LEVELS, D).
+    """One union-find sweep over a map's pixels, ORing into hits (LEVELS, D); iou_thresholds (D,)
+    ascending.
 
     holes=False: levels 255 -> 1 add the pixels of that value to the on-set; afterwards it is
     {value > level - 1}, so threshold t = level - 1 is scored on its 8-connected components.
     holes=True: levels 0 -> 255 add the pixels of that value to the off-set {value <= t}, t = level,
     scored on its 4-connected components that do not reach the frame.
-    Work arrays live on the grid padded by one pixel (no bounds checks); in the hole sweep the
-    padding ring is off at every level and starts as one component, the frame.
+    Pixel arrays live on the grid padded by one pixel (no bounds checks); in the hole sweep the
+    padding ring is off at every level and is component 0, the frame, which every merge keeps (the
+    older component survives a merge).
     """
-    ring_groups = HOLE_GROUPS if holes else OUTER_GROUPS
+    groups_of = HOLE_GROUPS9 if holes else OUTER_GROUPS9
+    first_of = FIRST4 if holes else FIRST8
     wp = width + 2
     n = (height + 2) * wp
     n_crit = iou_thresholds.shape[0]
-    parent = np.full(n, -1, np.int32)  # -1: pixel not in the set yet
-    size = np.empty(n, np.int32)
-    box = np.empty((n, 4), np.int32)  # x0, y0, x1, y1 in padded coordinates, valid at roots
-    iou = np.empty(n, np.float64)  # a root's best IoU, counted in n_reaching; < 0: not counted
-    touched = np.empty(n, np.int32)  # roots changed since the last scored level
-    is_touched = np.zeros(n, np.bool_)
+    label = np.full(n, -1, np.int32)  # a set pixel's component, or one merged into another since; -1: not set
+    column = np.zeros(n, np.uint8)  # bit 0: the pixel above is set; 1: this one; 2: the one below
+    # Per component (ids in order of creation; valid at roots): parent, box x0, y0, x1, y1 in padded
+    # coordinates, how many criteria its box reaches as counted in n_reaching, changed since scored.
+    parent = np.empty(n, np.uint32)
+    box = np.empty((n, 4), np.int32)
+    reach = np.empty(n, np.int64)
+    is_touched = np.empty(n, np.bool_)
+    touched = np.empty(n, np.uint32)
     n_touched = 0
-    n_reaching = np.zeros(n_crit, np.int64)  # live components whose box reaches each criterion
+    n_comp = 0
+    n_reaching = np.zeros(n_crit + 1, np.int64)  # [k >= 1]: live components whose box reaches exactly k criteria
     n_active = 0
-    # neighbour offsets for the slow path: the 4-neighbours first, then the diagonals
-    around = np.array([-wp, -1, 1, wp, -wp - 1, -wp + 1, wp - 1, wp + 1], np.int64)
+    one, three, six = np.uint64(1), np.uint64(3), np.uint64(6)
+    offsets = np.empty(9, np.uint64)  # NEIGHBOURHOOD bits as index offsets (unsigned: -1 wraps around)
+    for bit in range(9):
+        offsets[bit] = np.uint64((bit % 3 - 1) * wp + bit // 3 - 1)
+    north, south = offsets[3], offsets[5]
+    around = offsets[np.array([3, 1, 7, 5, 0, 2, 6, 8])]  # N, W, E, S, then the diagonals
     n_around = 4 if holes else 8
-    frame = -1
+    inv_wp = 1.0 / wp  # y = int(p * inv_wp): exact, as p / wp is at least 1 / wp from an integer
     if holes:
-        frame = 0
-        for x in range(wp):
-            parent[x] = 0
-            parent[n - wp + x] = 0
-        for y in range(height + 2):
-            parent[y * wp] = 0
-            parent[y * wp + wp - 1] = 0
-        size[0] = n
-        iou[0] = -1.0
+        # The padding ring: the top and bottom rows, the left and right columns.
+        for p in np.concatenate((np.arange(wp), np.arange(n - wp, n), np.arange(wp, n - wp, wp),
+                                 np.arange(2 * wp - 1, n - wp, wp))):
+            label[p] = 0
+            column[p] |= 2
+            if p >= wp:
+                column[p - wp] |= 4
+            if p < n - wp:
+                column[p + wp] |= 1
+        parent[0] = 0
+        reach[0] = 0
+        is_touched[0] = False
+        n_comp = 1
+    # A box of area a can reach IoU >= iou_thresholds[0] with GT box g only if low[g] <= a <= high[g]
+    # (IoU <= min(a, area) / max(a, area)); the bounds are widened by a relative 1e-9.
+    low = np.empty(gt.shape[0], np.float64)
+    high = np.empty(gt.shape[0], np.float64)
+    for g in range(gt.shape[0]):
+        area = (gt[g, 2] - gt[g, 0] + 1) * (gt[g, 3] - gt[g, 1] + 1)
+        low[g] = area * iou_thresholds[0] * (1 - 1e-9)
+        high[g] = area / (iou_thresholds[0] * (1 - 1e-9)) if iou_thresholds[0] > 0 else np.inf
 
     t_min, t_max = LEVELS, -1  # scored thresholds lie in [t_min, t_max]
     for t in range(LEVELS):
@@ -142,74 +191,55 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
 
     while True:
         for k in range(start[level], start[level + 1]):
-            p = order[k]
-            y = p // wp
-            x = p - y * wp
+            p = np.uint64(order[k])
+            y = np.int64(order[k] * inv_wp)
+            x = np.int64(order[k]) - y * wp
             n_active += 1
-            # The neighbours' parents, loaded at once.
-            v0 = parent[p - wp - 1]
-            v1 = parent[p - wp]
-            v2 = parent[p - wp + 1]
-            v3 = parent[p - 1]
-            v4 = parent[p + 1]
-            v5 = parent[p + wp - 1]
-            v6 = parent[p + wp]
-            v7 = parent[p + wp + 1]
-            # Which of the 8 around p are in the set, as a RING mask; only if p joins two or more
-            # groups of them (see _ring_groups) may components need merging.
-            ring = (np.int64(v1 >= 0) | (np.int64(v2 >= 0) << 1) | (np.int64(v4 >= 0) << 2)
-                    | (np.int64(v7 >= 0) << 3) | (np.int64(v6 >= 0) << 4) | (np.int64(v5 >= 0) << 5)
-                    | (np.int64(v3 >= 0) << 6) | (np.int64(v0 >= 0) << 7))
-            groups = ring_groups[ring]
-            if holes:
-                largest = max(max(v1, v3), max(v4, v6))
-            else:
-                largest = max(max(max(v0, v1), max(v2, v3)), max(max(v4, v5), max(v6, v7)))
+            around_p = (np.uint64(column[p - one]) | (np.uint64(column[p]) << three)
+                        | (np.uint64(column[p + one]) << six))
+            column[p + north] |= 4  # p is the pixel below the one above it
+            column[p] |= 2
+            column[p + south] |= 1
+            groups = groups_of[around_p]
             if groups == 0:  # no neighbour in the set: a new component
-                r = p
-                parent[p] = p
-                size[p] = 1
-                box[p, 0] = x
-                box[p, 1] = y
-                box[p, 2] = x
-                box[p, 3] = y
-                iou[p] = -1.0
+                r = np.uint32(n_comp)
+                n_comp += 1
+                parent[r] = r
+                box[r, 0] = x
+                box[r, 1] = y
+                box[r, 2] = x
+                box[r, 3] = y
+                reach[r] = 0
+                is_touched[r] = False
             else:  # join one neighbour's component; look further only if p joins several groups
-                r = _find(parent, largest)
-                parent[p] = r
-                size[r] += 1
+                r = _find(parent, np.uint32(label[p + offsets[first_of[around_p]]]))
                 box[r, 0] = min(box[r, 0], x)
                 box[r, 1] = min(box[r, 1], y)
                 box[r, 2] = max(box[r, 2], x)
                 box[r, 3] = max(box[r, 3], y)
                 if groups > 1:
                     for j in range(n_around):
-                        q = p + around[j]
-                        if parent[q] < 0:
+                        lq = label[p + around[j]]
+                        if lq < 0:
                             continue
-                        rq = _find(parent, parent[q])
+                        rq = _find(parent, np.uint32(lq))
                         if rq != r:
-                            if size[rq] > size[r]:  # union by size: the larger tree's root survives
+                            if rq < r:  # the older component survives: the frame stays 0
                                 r, rq = rq, r
                             parent[rq] = r
-                            size[r] += size[rq]
-                            if rq == frame:
-                                frame = r
                             box[r, 0] = min(box[r, 0], box[rq, 0])
                             box[r, 1] = min(box[r, 1], box[rq, 1])
                             box[r, 2] = max(box[r, 2], box[rq, 2])
                             box[r, 3] = max(box[r, 3], box[rq, 3])
-                            if iou[rq] >= 0:  # the absorbed component is gone
-                                for d in range(n_crit):
-                                    if iou[rq] >= iou_thresholds[d]:
-                                        n_reaching[d] -= 1
-                    # Point the pixel and its neighbours straight at the root: the next pixel
-                    # beside them then takes the fast path.
-                    parent[p] = r
+                            if reach[rq] > 0:  # the absorbed component is gone
+                                n_reaching[reach[rq]] -= 1
+                    # Point the neighbours straight at the component: the next pixel beside them
+                    # then takes the fast path.
                     for j in range(n_around):
                         q = p + around[j]
-                        if parent[q] >= 0:
-                            parent[q] = r
+                        if label[q] >= 0:
+                            label[q] = r
+            label[p] = r
             if not is_touched[r]:
                 is_touched[r] = True
                 touched[n_touched] = r
@@ -222,29 +252,40 @@ def _sweep(order, start, height, width, holes, needed, gt, iou_thresholds, hits)
                 is_touched[r] = False
                 if parent[r] != r:  # absorbed since it was touched: already uncounted
                     continue
-                if iou[r] >= 0:
-                    for d in range(n_crit):
-                        if iou[r] >= iou_thresholds[d]:
-                            n_reaching[d] -= 1
-                    iou[r] = -1.0
-                if r == frame:  # reaches the frame: background, not a hole
+                if reach[r] > 0:
+                    n_reaching[reach[r]] -= 1
+                    reach[r] = 0
+                if holes and r == 0:  # the frame: background, not a hole
                     continue
                 # Padded -> image coordinates: x - 1. Outer border: (x0, y0, x1 + 1, y1 + 1);
                 # hole border: (x0 - 1, y0 - 1, x1 + 2, y1 + 2); x1, y1 clipped to W - 1, H - 1.
                 grow = 1 if holes else 0
-                iou[r] = best_iou(box[r, 0] - 1 - grow, box[r, 1] - 1 - grow,
-                                  min(box[r, 2] + grow, width - 1), min(box[r, 3] + grow, height - 1), gt)
-                for d in range(n_crit):
-                    if iou[r] >= iou_thresholds[d]:
-                        n_reaching[d] += 1
+                x0, y0 = box[r, 0] - 1 - grow, box[r, 1] - 1 - grow
+                x1, y1 = min(box[r, 2] + grow, width - 1), min(box[r, 3] + grow, height - 1)
+                area = (x1 - x0 + 1) * (y1 - y0 + 1)
+                possible = False
+                for g in range(gt.shape[0]):
+                    possible = possible or low[g] <= area <= high[g]
+                if not possible:
+                    continue
+                iou = best_iou(x0, y0, x1, y1, gt)
+                reached = 0
+                while reached < n_crit and iou >= iou_thresholds[reached]:
+                    reached += 1
+                if reached > 0:
+                    reach[r] = reached
+                    n_reaching[reached] += 1
             n_touched = 0
+            reached = n_crit  # the most criteria any live component reaches
+            while reached > 0 and n_reaching[reached] == 0:
+                reached -= 1
             if not holes and n_active == 0:
                 # No contour at all: the reference scores the box (0, 0, 0, 0).
                 empty = best_iou(0, 0, 0, 0, gt)
-                for d in range(n_crit):
-                    hits[t, d] = hits[t, d] or empty >= iou_thresholds[d]
-            for d in range(n_crit):
-                hits[t, d] = hits[t, d] or n_reaching[d] > 0
+                while reached < n_crit and empty >= iou_thresholds[reached]:
+                    reached += 1
+            for d in range(reached):
+                hits[t, d] = True
         if level == last:
             break
         level += step
@@ -279,8 +320,10 @@ def multi_contour_hits(quantised: np.ndarray, thresholds: np.ndarray, gt: np.nda
     batch = np.arange(len(quantised))
     needed = np.zeros((len(quantised), LEVELS), np.bool_)
     needed[batch[:, None], thresholds] = True
-    hits = _batch_hits(np.ascontiguousarray(quantised), needed, gt, gt_start, gt_stop, iou_thresholds)
-    return hits[batch[:, None], thresholds]
+    ascending = np.argsort(iou_thresholds, kind="stable")
+    hits = _batch_hits(np.ascontiguousarray(quantised), needed, gt, gt_start, gt_stop,
+                       np.ascontiguousarray(iou_thresholds[ascending], np.float64))
+    return hits[batch[:, None], thresholds][..., np.argsort(ascending)]
 
 
 def largest_contour_box(quantised: np.ndarray, cut: int) -> tuple[int, int, int, int]:
@@ -288,6 +331,8 @@ def largest_contour_box(quantised: np.ndarray, cut: int) -> tuple[int, int, int,
     ``cv2.contourArea`` among all RETR_TREE contours (the first one on ties, as Python's ``max``);
     (0, 0, 0, 0) when there is none. quantised: (H, W) uint8.
     """
+    import cv2  # only the single-contour mode needs OpenCV, whose import takes ~0.2 s
+
     height, width = quantised.shape
     contours = cv2.findContours((quantised > cut).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
     if not contours:

@@ -5,6 +5,7 @@ They are part of the metric's definition: each function names the convention it 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numba
@@ -31,19 +32,52 @@ def quantise(scoremaps: np.ndarray) -> np.ndarray:
 
     float32 maps are widened to float64 first, exactly as if they had been saved as float64.
     """
-    scoremaps = np.ascontiguousarray(scoremaps)
-    if scoremaps.dtype not in (np.float32, np.float64):
-        scoremaps = scoremaps.astype(np.float64)
-    return _quantise(scoremaps.reshape(-1)).reshape(scoremaps.shape)
+    return _scan(scoremaps)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_values(values, out):
+    """(N,) float32/float64 -> out (N,) uint8 as ``(float64(s) * 255).astype(uint8)`` (values outside
+    [0, 1] give unspecified bytes), in one pass that also returns whether some value is NaN, and
+    the smallest and largest value."""
+    nan = False
+    low, high = np.inf, -np.inf
+    for i in range(values.shape[0]):
+        value = np.float64(values[i])
+        nan |= value != value
+        low = min(low, value)
+        high = max(high, value)
+        out[i] = np.uint8(value * 255.0)
+    return nan, low, high
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _quantise(values):
-    """(N,) float32/float64 in [0, 1] -> (N,) uint8, as ``(float64(s) * 255).astype(uint8)``."""
-    out = np.empty(values.shape[0], np.uint8)
-    for i in numba.prange(values.shape[0]):
-        out[i] = np.uint8(np.float64(values[i]) * 255.0)
-    return out
+def _scan_rows(values, out):
+    """_scan_values of each row of (B, N) values into out (B, N): (B,) NaN flags, minima, maxima."""
+    nan = np.empty(values.shape[0], np.bool_)
+    low = np.empty(values.shape[0], np.float64)
+    high = np.empty(values.shape[0], np.float64)
+    for b in numba.prange(values.shape[0]):
+        nan[b], low[b], high[b] = _scan_values(values[b], out[b])
+    return nan, low, high
+
+
+def _scan(scoremaps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Maps (B, ...) -> quantised (B, ...) uint8, and per map (B,) NaN flags, minima and maxima (in
+    the maps' own float dtype, as numpy's min and max would give them). Parallel over the maps on
+    numba's threads: call it from one thread at a time."""
+    scoremaps = np.asarray(scoremaps)
+    values = np.ascontiguousarray(_floats(scoremaps))
+    rows = values.reshape(len(values), math.prod(values.shape[1:])) if values.ndim > 1 else values.reshape(1, -1)
+    out = np.empty(rows.shape, np.uint8)
+    nan, low, high = _scan_rows(rows, out)
+    dtype = scoremaps.dtype if np.issubdtype(scoremaps.dtype, np.floating) else np.float64
+    return out.reshape(scoremaps.shape), nan, low.astype(dtype), high.astype(dtype)
+
+
+def _floats(scoremaps: np.ndarray) -> np.ndarray:
+    """float32 and float64 maps as they are, any other dtype as float64."""
+    return scoremaps if scoremaps.dtype in (np.float32, np.float64) else scoremaps.astype(np.float64)
 
 
 def integer_thresholds(taus: np.ndarray, quantised: np.ndarray) -> np.ndarray:
@@ -68,16 +102,21 @@ def rescale_boxes(boxes: Sequence[Sequence[int]], image_size: tuple[int, int],
     return (np.asarray(boxes, dtype=np.float64) * float(length) / scale).astype(np.int64)
 
 
+def _raise_on_values(where: str, nan: bool, low: float, high: float) -> None:
+    if nan:
+        raise ScoremapError(f"{where}: contains NaN")
+    if low < 0 or high > 1:
+        raise ScoremapError(f"{where}: values must lie in [0, 1], found min {low}, max {high}")
+
+
 def check_scoremaps(scoremaps: np.ndarray, image_ids: Sequence[str], length: int = RESIZE_LENGTH,
-                    sources: Sequence[str] | None = None) -> None:
-    """Raise :class:`ScoremapError` unless every map is a finite (length, length) array in [0, 1].
+                    sources: Sequence[str] | None = None) -> np.ndarray:
+    """Raise :class:`ScoremapError` unless every map is a finite (length, length) array in [0, 1];
+    return the maps quantised (:func:`quantise`), from the same pass over the values.
 
-    scoremaps: (B, length, length) float.
+    scoremaps: (B, length, length) float -> (B, length, length) uint8. NaN is reported before values
+    out of range, each for the first such map.
     """
-    def where(i: int) -> str:
-        source = f" ({sources[i]})" if sources is not None else ""
-        return f"score map of image {image_ids[i]!r}{source}"
-
     scoremaps = np.asarray(scoremaps)
     if scoremaps.ndim != 3 or scoremaps.shape[1:] != (length, length):
         raise ScoremapError(
@@ -87,21 +126,28 @@ def check_scoremaps(scoremaps: np.ndarray, image_ids: Sequence[str], length: int
         raise ScoremapError(f"{len(scoremaps)} score maps for {len(image_ids)} image ids")
     if not np.issubdtype(scoremaps.dtype, np.floating):
         raise ScoremapError(f"score maps must be floating point in [0, 1], got dtype {scoremaps.dtype}")
-    flat = scoremaps.reshape(len(scoremaps), -1)
-    for i in np.flatnonzero(np.isnan(flat).any(axis=1)):
-        raise ScoremapError(f"{where(i)}: contains NaN")
-    low, high = flat.min(axis=1), flat.max(axis=1)
-    for i in np.flatnonzero((low < 0) | (high > 1)):
-        raise ScoremapError(f"{where(i)}: values must lie in [0, 1], found min {low[i]}, max {high[i]}")
+    quantised, nan, low, high = _scan(scoremaps)
+    bad = np.flatnonzero(nan) if nan.any() else np.flatnonzero((low < 0) | (high > 1))
+    if len(bad):
+        i = bad[0]
+        source = f" ({sources[i]})" if sources is not None else ""
+        _raise_on_values(f"score map of image {image_ids[i]!r}{source}", nan[i], low[i], high[i])
+    return quantised
 
 
-def check_scoremap_shape(scoremap: np.ndarray, image_id: str, source: str, length: int = RESIZE_LENGTH) -> None:
-    """One map as loaded from a file must be 2-D (length, length)."""
+def check_scoremap(scoremap: np.ndarray, image_id: str, source: str, length: int = RESIZE_LENGTH) -> np.ndarray:
+    """One map as loaded from a file (``source``): raise :class:`ScoremapError` unless it is a finite
+    2-D (length, length) float array in [0, 1]; return it quantised, (length, length) uint8. Runs in
+    the calling thread (numba without the GIL), so several threads may check maps at once."""
+    where = f"score map of image {image_id!r} ({source})"
     if scoremap.ndim != 2 or scoremap.shape != (length, length):
-        raise ScoremapError(
-            f"score map of image {image_id!r} ({source}): expected a 2-D ({length}, {length}) array, "
-            f"got shape {scoremap.shape}"
-        )
+        raise ScoremapError(f"{where}: expected a 2-D ({length}, {length}) array, got shape {scoremap.shape}")
+    if not np.issubdtype(scoremap.dtype, np.floating):
+        raise ScoremapError(f"{where}: expected floating point values in [0, 1], got dtype {scoremap.dtype}")
+    out = np.empty(scoremap.shape, np.uint8)
+    nan, low, high = _scan_values(np.ascontiguousarray(_floats(scoremap)).reshape(-1), out.reshape(-1))
+    _raise_on_values(where, nan, scoremap.dtype.type(low), scoremap.dtype.type(high))
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

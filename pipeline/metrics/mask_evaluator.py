@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipeline.metadata import MaskFiles, Metadata
@@ -93,6 +92,8 @@ class MaskResult:
 
 def _read_mask(path: Path, image_id: str, length: int) -> np.ndarray:
     """A mask image -> (length, length) bool of its pixels > 0.5 after nearest-neighbour resizing."""
+    import cv2  # only PxAP reads masks; OpenCV's import takes ~0.2 s
+
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ScoremapError(f"mask of image {image_id!r}: {path} is missing or not a readable image")

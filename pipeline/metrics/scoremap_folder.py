@@ -1,10 +1,18 @@
 """Evaluate score maps saved by any WSOL code, in the reference's layout: one
-``<scoremap_root>/<image_id>.npy`` (a 2-D float array in [0, 1]) per image of the metadata folder."""
+``<scoremap_root>/<image_id>.npy`` (a 2-D float array in [0, 1]) per image of the metadata folder.
+
+Files are read, checked and (for boxes) quantised to uint8 by a pool of threads that keeps up to
+two batches ahead of the evaluator, so reading overlaps evaluation; memory holds those batches,
+not the split.
+"""
 
 from __future__ import annotations
 
+import io
+import math
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -14,28 +22,80 @@ import numpy as np
 from pipeline.metadata import Metadata, load_metadata, read_labels
 from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
-from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap_shape
+from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap
 from pipeline.metrics.mask_evaluator import MaskEvaluator
+
+READ_AHEAD = 2  # batches being read while one is evaluated
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...]]] = {}  # .npy header -> (dtype, shape), of plain arrays
 
 
 def scoremap_path(scoremap_root: Path, image_id: str) -> Path:
     return scoremap_root / f"{image_id}.npy"
 
 
-def load_scoremap(scoremap_root: Path, image_id: str, length: int = RESIZE_LENGTH) -> np.ndarray:
-    """One image's (length, length) float score map; a missing, unreadable, misshapen or integer file is an error."""
-    path = scoremap_path(scoremap_root, image_id)
-    if not path.is_file():
-        raise ScoremapError(f"score map of image {image_id!r}: {path} is missing")
+def _header(head: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
+    """(dtype, shape) of a .npy file's header (magic to the end of its dict); None unless a C-order
+    array of a plain dtype in format 1.0 or 2.0."""
+    if head not in _HEADERS:
+        file = io.BytesIO(head)
+        version = np.lib.format.read_magic(file)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read(file)
+        if fortran_order or dtype.hasobject:
+            return None
+        _HEADERS[head] = dtype, shape
+    return _HEADERS[head]
+
+
+def _read_npy(path: Path) -> np.ndarray | None:
+    """The array of a .npy file of a C-order array of a plain dtype, read straight into it (no header
+    parsing when the header was seen before); None for any other file, which ``np.load`` then reads
+    or refuses with its own error. Raises the OSError of ``os.open``."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        scoremap = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+        prefix = os.read(fd, 12)  # magic (6), version (2), header length (2 or 4)
+        if len(prefix) < 12 or not prefix.startswith(np.lib.format.MAGIC_PREFIX) or prefix[6] not in (1, 2):
+            return None
+        size = 8 + (2 if prefix[6] == 1 else 4)
+        length = int.from_bytes(prefix[8:size], "little")
+        head = prefix + os.read(fd, size + length - len(prefix))
+        try:
+            parsed = _header(head)
+        except ValueError:
+            return None
+        if parsed is None or os.fstat(fd).st_size - len(head) < parsed[0].itemsize * math.prod(parsed[1]):
+            return None  # or truncated
+        array = np.empty(parsed[1], parsed[0])
+        view, done = memoryview(array.reshape(-1).view(np.uint8)), 0
+        while done < array.nbytes:
+            got = os.readv(fd, [view[done:]])
+            if got == 0:
+                return None  # truncated since
+            done += got
+        return array
+    finally:
+        os.close(fd)
+
+
+def load_scoremap(scoremap_root: Path, image_id: str) -> np.ndarray:
+    """One image's score map as stored; a missing or unreadable file is an error."""
+    path = scoremap_path(scoremap_root, image_id)
+    try:
+        scoremap = _read_npy(path)
+        return np.load(path, allow_pickle=False) if scoremap is None else scoremap
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise ScoremapError(f"score map of image {image_id!r}: {path} is missing") from None
+    except (OSError, ValueError, EOFError) as error:
         raise ScoremapError(f"score map of image {image_id!r}: {path} is not a readable .npy file: {error}") from None
-    check_scoremap_shape(scoremap, image_id, str(path), length)
-    if not np.issubdtype(scoremap.dtype, np.floating):
-        raise ScoremapError(f"score map of image {image_id!r} ({path}): expected floating point values in [0, 1], "
-                            f"got dtype {scoremap.dtype}")
-    return scoremap
+
+
+def _load_checked(scoremap_root: Path, image_id: str, quantised: bool, length: int = RESIZE_LENGTH) -> np.ndarray:
+    """One image's checked map, (length, length): quantised to uint8, or as stored (float)."""
+    scoremap = load_scoremap(scoremap_root, image_id)
+    uint8 = check_scoremap(scoremap, image_id, str(scoremap_path(scoremap_root, image_id)), length)
+    return uint8 if quantised else scoremap
 
 
 def _check_inside(scoremap_root: Path, metadata: Metadata) -> None:
@@ -47,12 +107,22 @@ def _check_inside(scoremap_root: Path, metadata: Metadata) -> None:
                                 f"outside {scoremap_root}")
 
 
-def _batches(scoremap_root: Path, image_ids: Sequence[str], batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
-    """(image ids, (B, 224, 224) maps) batches in metadata order; each batch's files read by 4 threads."""
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for i in range(0, len(image_ids), batch_size):
-            chunk = list(image_ids[i:i + batch_size])
-            yield chunk, np.stack(list(pool.map(partial(load_scoremap, scoremap_root), chunk)))
+def _batches(image_ids: Sequence[str], batch_size: int, load: Callable[[str], np.ndarray],
+             ) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(image ids, (B, ...) stacked ``load(image_id)``) batches in metadata order, loaded by one thread
+    per core while up to READ_AHEAD further batches are in flight; the first failing map of a batch
+    (in metadata order) raises."""
+    chunks = [list(image_ids[i:i + batch_size]) for i in range(0, len(image_ids), batch_size)]
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        ahead = deque([pool.submit(load, i) for i in chunk] for chunk in chunks[:READ_AHEAD + 1])
+        for k, chunk in enumerate(chunks):
+            futures = ahead.popleft()
+            if k + READ_AHEAD + 1 < len(chunks):
+                ahead.append([pool.submit(load, i) for i in chunks[k + READ_AHEAD + 1]])
+            yield chunk, np.stack([future.result() for future in futures])
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Path, mask_root: str | Path | None = None,
@@ -79,13 +149,13 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
     else:
         evaluator = BoxEvaluator(metadata, cam_curve_interval, iou_thresholds, single_contour)
     predicted = read_labels(predictions, metadata.image_ids) if predictions is not None else None
-    for image_ids, scoremaps in _batches(scoremap_root, metadata.image_ids, batch_size):
-        sources = [str(scoremap_path(scoremap_root, i)) for i in image_ids]
+    load = partial(_load_checked, scoremap_root, quantised=mask_root is None)
+    for image_ids, scoremaps in _batches(metadata.image_ids, batch_size, load):
         if mask_root is not None:
-            evaluator.accumulate(scoremaps, image_ids, sources=sources)
+            evaluator.accumulate(scoremaps, image_ids)
         else:
             labels = [predicted[i] for i in image_ids] if predicted is not None else None
-            evaluator.accumulate(scoremaps, image_ids, labels, sources=sources)
+            evaluator.accumulate_quantised(scoremaps, image_ids, labels)
     result = evaluator.compute()
     if records is not None:
         Path(records).parent.mkdir(parents=True, exist_ok=True)

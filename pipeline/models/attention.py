@@ -12,13 +12,19 @@ from torch import nn
 
 
 class NonLocalAttention(nn.Module):
-    """Eq. 5: ``A = mean_C(softmax(f(x)^T g(x)) z(x))``, with f, g: 1x1 convs to C/2 channels (as the
-    non-local block of Wang et al.) and z: a 1x1 conv to C channels. Position i of A is
-    ``sum_j softmax_j(f_i . g_j) mean_C(z_j)``.
+    """Eq. 5: ``A = mean_C(softmax(f(x)^T g(x)) z(x))``, with f, g: 1x1 convs to C~ = C/2 channels (the
+    paper leaves C~ open; C/2 is the non-local block of Wang et al.) and z: a 1x1 conv to C channels.
+    Position i of A is ``sum_j softmax_j(f_i . g_j) mean_C(z_j)``.
 
     The channel mean is linear, so it is taken before the (HW x HW) product: mean_C(z(x)) is the 1x1
-    conv with z's weights and bias averaged over output channels. Values and gradients are those of
-    the formula as written, at C times less work.
+    conv with z's weights and bias averaged over output channels. f, g and that averaged z run as one
+    1x1 conv of C~ + C~ + 1 outputs (one GEMM forward, one backward). Values and gradients are those
+    of the formula as written; the one (B, HW, HW) tensor kept for the backward is the softmax.
+    ``scaled_dot_product_attention`` would compute the same thing, but its fused kernels need values
+    as wide as the keys (here 1 wide): it would run this same math, or C~ times more work on padding.
+
+    Cost: f and g are two C x C/2 GEMMs per pixel, as much as a ResNet50 bottleneck block at layer4;
+    ``benchmarks/train_speed.py`` prints the FLOP ratio ICL / CAM that this sets.
     """
 
     def __init__(self, channels: int):
@@ -30,16 +36,18 @@ class NonLocalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        f = self.f(x).flatten(2)  # (B, C~, N)
-        g = self.g(x).flatten(2)
+        k = self.f.out_channels
+        weight = torch.cat([self.f.weight, self.g.weight, self.z.weight.mean(0, keepdim=True)])
+        bias = torch.cat([self.f.bias, self.g.bias, self.z.bias.mean(0, keepdim=True)])
+        f, g, z_mean = F.conv2d(x, weight, bias).flatten(2).split([k, k, 1], dim=1)  # (B, C~, N) twice, (B, 1, N)
         similarity = torch.softmax(f.transpose(1, 2) @ g, dim=-1)  # (B, N, N), row i: weights over j
-        z_mean = F.conv2d(x, self.z.weight.mean(0, keepdim=True), self.z.bias.mean(0, keepdim=True))
-        return (z_mean.flatten(2) @ similarity.transpose(1, 2)).view(b, 1, h, w)
+        return (z_mean @ similarity.transpose(1, 2)).view(b, 1, h, w)
 
 
 def channel_mean_attention(feature: torch.Tensor) -> torch.Tensor:
-    """ADL's attention: the feature map averaged over channels."""
-    return feature.mean(dim=1, keepdim=True)
+    """ADL's attention: the feature map averaged over channels, accumulated and returned in float32
+    (under autocast too: the thresholds and masks read from it are float32)."""
+    return feature.mean(dim=1, keepdim=True, dtype=torch.float32)
 
 
 def attention_thresholds(attention: torch.Tensor, gamma_fg: float, gamma_bg: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,6 +184,7 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
         uri = reachable_uri(uri, ray.util.get_node_ip_address())
     payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
                "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
+               "prepared_folder": str(layout.prepared(config.dataset)),
                "mlflow_tracking_uri": uri, "mlflow_run_id": run_id}
     trainer = TorchTrainer(
         train_worker, train_loop_config=payload,

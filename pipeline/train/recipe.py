@@ -31,6 +31,13 @@ def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: st
                                            gamma=config.train.lr_decay_factor)
 
 
+def place_model(model: WSOLModel, config: Config, device: torch.device) -> WSOLModel:
+    """The model on ``device``, in channels-last memory format when train.channels_last asks for it
+    on a GPU (the loop gives it channels-last batches then)."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if config.train.channels_last and device.type == "cuda" else model
+
+
 def autocast(config: Config, device: torch.device) -> AbstractContextManager:
     """bf16/fp16 autocast on GPU when train.amp asks for it; nothing on CPU."""
     if config.train.amp == "none" or device.type != "cuda":
@@ -41,6 +48,19 @@ def autocast(config: Config, device: torch.device) -> AbstractContextManager:
 def grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 on GPU; a pass-through otherwise."""
     return torch.amp.GradScaler("cuda", enabled=config.train.amp == "fp16" and device.type == "cuda")
+
+
+def optimization_step(loss: torch.Tensor, parameters, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                      config: Config) -> None:
+    """Backward of ``loss`` (scaled for fp16), the global gradient norm clipped to train.grad_clip
+    (unless 0), the optimizer's step."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if config.train.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def seed_everything(seed: int, rank: int, epoch: int) -> None:

@@ -30,7 +30,8 @@ from pipeline.models import WSOLModel, build_model
 from pipeline.scoring import score_split, val_scoring
 from pipeline.tracking import log_epoch
 from pipeline.train import state as saved
-from pipeline.train.recipe import autocast, grad_scaler, optimizer_for, scheduler_for, seed_everything
+from pipeline.train.recipe import (autocast, grad_scaler, optimization_step, optimizer_for, place_model, scheduler_for,
+                                   seed_everything)
 
 log = logging.getLogger("pipeline.train")
 
@@ -39,13 +40,19 @@ SELECTION = "val_localization"  # reported to Ray only (Tune's metric): MLflow a
 
 def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scaler, config, device, epoch: int,
                  epochs: int, rank: int, world: int) -> dict[str, float]:
-    """One pass over the training split; returns mean loss terms and training top-1 (rank 0's share)."""
-    sums: dict[str, float] = defaultdict(float)
-    seen = correct = 0
+    """One pass over the training split; returns mean loss terms and training top-1 (rank 0's share).
+
+    Sums stay on the device and are read every ``train.log_every`` steps and at the end: a GPU never
+    waits for the host between those steps. A non-finite loss is caught at the next read, naming
+    its first step; the run then stops, its last checkpoint (the previous epoch's) untouched."""
+    sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    first_bad = torch.zeros((), dtype=torch.long, device=device)  # first step whose loss was not finite; 0: none
+    seen = 0
     started = time.perf_counter()
     channels_last = config.train.channels_last and device.type == "cuda"
     for step, (images, labels, _) in enumerate(loader, start=1):
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         images, targets = model.method.augment(images, labels)
@@ -53,30 +60,26 @@ def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scal
             outputs = ddp(images, targets.labels)
             terms = model.method.losses(outputs, targets)
             loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            values = ", ".join(f"{k} {v.item():.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"epoch {epoch + 1}, step {step}: the loss is not finite ({values}); "
-                                     "lower the learning rate or set train.grad_clip")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if config.train.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(ddp.parameters(), config.train.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        optimization_step(loss, ddp.parameters(), optimizer, scaler, config)
         batch = len(labels)
         seen += batch
-        correct += int((outputs["logits"].argmax(dim=1) == labels).sum())
-        sums["loss"] += loss.item() * batch
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+        correct += (outputs["logits"].detach().argmax(dim=1) == labels).sum()
+        sums["loss"] += loss.detach().float() * batch
         for name, value in terms.items():
-            sums[f"loss_{name}"] += value.item() * batch
-        if rank == 0 and (step % config.train.log_every == 0 or step == len(loader)):
-            rate = seen * world / (time.perf_counter() - started)
-            parts = " ".join(f"{k.removeprefix('loss_')} {v / seen:.3f}" for k, v in sums.items() if k != "loss")
-            log.info("epoch %d/%d step %d/%d: loss %.3f (%s) %.1f img/s", epoch + 1, epochs, step, len(loader),
-                     sums["loss"] / seen, parts, rate)
-    stats = {k: v / seen for k, v in sums.items()}
-    stats["train_top1_cls"] = correct * 100.0 / seen
+            sums[f"loss_{name}"] += value.detach().float() * batch
+        if step % config.train.log_every == 0 or step == len(loader):
+            if first_bad.item():
+                raise FloatingPointError(f"epoch {epoch + 1}, step {first_bad.item()}: the loss is not finite; "
+                                         "lower the learning rate or set train.grad_clip")
+            if rank == 0:
+                rate = seen * world / (time.perf_counter() - started)
+                means = {k: v.item() / seen for k, v in sums.items()}
+                parts = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in means.items() if k != "loss")
+                log.info("epoch %d/%d step %d/%d: loss %.3f (%s) %.1f img/s", epoch + 1, epochs, step, len(loader),
+                         means["loss"], parts, rate)
+    stats = {k: v.item() / seen for k, v in sums.items()}
+    stats["train_top1_cls"] = correct.item() * 100.0 / seen
     stats["images_per_s"] = seen * world / (time.perf_counter() - started)
     return stats
 
@@ -127,8 +130,8 @@ def _device_name(device: torch.device) -> str:
 
 def train_worker(payload: dict) -> None:
     """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
-    backbone, method and seed, the dataset folder, the pretrain stage's folder, and the MLflow
-    tracking URI and run id."""
+    backbone, method and seed, the dataset folder, the prepare and pretrain stages' folders, and the
+    MLflow tracking URI and run id."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     config = validate(payload["config"], "params.yaml (as sent to the worker)")
     backbone, method = payload["backbone"], payload["method"]
@@ -141,9 +144,8 @@ def train_worker(payload: dict) -> None:
     settings = config.backbone_settings.of(backbone)
 
     seed_everything(payload["seed"], 0, -1)  # the same initial weights on every rank
-    model = build_model(backbone, method, info.num_classes, config, Path(payload["pretrained_folder"])).to(device)
-    if config.train.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = place_model(build_model(backbone, method, info.num_classes, config, Path(payload["pretrained_folder"])),
+                        config, device)
     optimizer = optimizer_for(model, config, backbone)
     scheduler = scheduler_for(optimizer, config, backbone)
     scaler = grad_scaler(config, device)
@@ -151,7 +153,9 @@ def train_worker(payload: dict) -> None:
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
         "find_unused_parameters": model.method.may_skip_parameters})
     per_worker = max(1, settings.batch_size // world)
-    loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True))
+    prepared = Path(payload["prepared_folder"])
+    loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True,
+                                                              prepared=prepared))
     client = MlflowClient(payload["mlflow_tracking_uri"]) if rank == 0 else None
     progress.device = _device_name(device)
     with _system_metrics(payload, config.ray.system_metrics_interval, resumed=progress.epoch > 0):
@@ -168,7 +172,7 @@ def train_worker(payload: dict) -> None:
                 ray.train.report(metrics)
                 continue
             model.eval()
-            scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device)
+            scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device, prepared=prepared)
             model.train()
             metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
             if scores.box is not None:

@@ -12,7 +12,8 @@ from pipeline.registry import AdlConfig
 
 class ADL(CAM):
     """At each tap, A = channel mean of F; F is multiplied either by the drop mask
-    1[A < threshold * max A] (probability drop_rate) or by the importance map sigmoid(A)."""
+    1[A < threshold * max A] (probability drop_rate) or by the importance map sigmoid(A). A, its
+    threshold and both maps are float32 under autocast too."""
 
     def __init__(self, backbone: Backbone, num_classes: int, settings: AdlConfig):
         super().__init__(backbone, num_classes, settings)
@@ -25,4 +26,5 @@ class ADL(CAM):
             return feature
         attention = channel_mean_attention(feature)
         theta = self.threshold * attention.amax(dim=(1, 2, 3), keepdim=True)
-        return feature * select_map(torch.sigmoid(attention), drop_mask(attention, theta), self.drop_rate)
+        selected = select_map(torch.sigmoid(attention), drop_mask(attention, theta), self.drop_rate)
+        return feature * selected.to(feature.dtype)

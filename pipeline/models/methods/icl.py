@@ -42,6 +42,9 @@ class ICL(CAM):
     or negative: it is left out of Eq. 3's mean. The ablation switches of Table 2
     replace the non-local block by the channel mean, or M_dfg (in the forward only; L_ca keeps its
     definition) by ADL's drop mask, or drop L_ca or L_fc.
+
+    Under mixed precision A is taken to float32 before anything reads it: its thresholds, the three
+    masks, the importance map and L_fc are float32 whatever autocast gives the block.
     """
 
     may_skip_parameters = True  # when M_dfg is drawn, the last tap's block gets no gradient
@@ -67,6 +70,7 @@ class ICL(CAM):
             return feature
         key = _module_key(tap)
         attention = self.attention[key](feature) if self.attention is not None else channel_mean_attention(feature)
+        attention = attention.float()  # under autocast too: Eq. 1's thresholds and masks in float32
         theta_fg, theta_bg = attention_thresholds(attention, self.hyper.gamma_fg, self.hyper.gamma_bg)
         dropped_fg = dropped_foreground_mask(attention, theta_fg, theta_bg)
         state.setdefault("attention", []).append(attention)
@@ -77,7 +81,8 @@ class ICL(CAM):
             present = pooled[0][1] & pooled[1][1] & pooled[2][1]
             state.setdefault("ca", []).append(contrastive_attention_loss(*z, self.margin, present))
         dropping = dropped_fg if self.ablation.dfg_mask else drop_mask(attention, theta_fg)
-        return feature * select_map(torch.sigmoid(attention), dropping, self.hyper.drop_rate)
+        selected = select_map(torch.sigmoid(attention), dropping, self.hyper.drop_rate)
+        return feature * selected.to(feature.dtype)
 
     def head(self, feature, labels, state):
         outputs = super().head(feature, labels, state)
