@@ -10,10 +10,13 @@ paper's method against CAM, for one backbone, input size, batch and device.
 - loader: the training loader alone (decode or slice, resize, crop, flip, normalise, collate) in one
   process with one thread, as one DataLoader worker runs it, on CUB-like 500x375 JPEGs, from the files
   and from the prepared uint8 array;
+- bare in Ray (``--in-ray``): the same bare step in a Ray task holding ``--threads`` CPUs, as a Ray Train
+  worker runs it (Ray's process, niceness and environment; its other processes beside it);
 - ICL / CAM: the step-time ratio of the bare steps, beside the ratio of their floating-point operations
   (forward + backward, torch.utils.flop_counter): the part of the time ratio that is arithmetic.
 
     python benchmarks/train_speed.py --backbone resnet50 --crop 80 --resize 96 --batch 16 --threads 2
+    python benchmarks/train_speed.py --backbone resnet18 --methods cam --in-ray
     python benchmarks/train_speed.py --backbone resnet50 --crop 224 --resize 256 --batch 64 --device cuda --amp bf16 --channels-last --json
 """
 
@@ -118,6 +121,22 @@ def bare_step(config, backbone: str, method: str, batch: int, device: torch.devi
     return _timed(step, steps, device)
 
 
+def bare_step_in_ray(config, backbone: str, method: str, batch: int, device: torch.device, steps: int,
+                     threads: int) -> float:
+    """``bare_step`` in a task of a local Ray holding ``threads`` CPUs (the GPU too on CUDA)."""
+    import ray
+
+    ray.init(num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False,
+             logging_level="WARNING")
+    try:
+        def task():
+            torch.set_num_threads(threads)  # as the Ray Train worker does (pipeline.train.worker)
+            return bare_step(config, backbone, method, batch, device, steps)
+        return ray.get(ray.remote(num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0)(task).remote())
+    finally:
+        ray.shutdown()
+
+
 def step_flops(config, backbone: str, method: str) -> float:
     """Floating-point operations of one image's forward and backward (batch 2, CPU, float32)."""
     model = build_model(backbone, method, CLASSES, config).train()
@@ -178,6 +197,9 @@ def measure(args: argparse.Namespace) -> dict:
             result["methods"][method] = {"bare_images_per_s": args.batch / bare, "loop_images_per_s": loop,
                                          "loop_share": loop * bare / args.batch, "step_s": bare,
                                          "gflops_per_image": step_flops(config, args.backbone, method) / 1e9}
+            if args.in_ray:
+                in_ray = bare_step_in_ray(config, args.backbone, method, args.batch, device, args.steps, args.threads)
+                result["methods"][method]["bare_in_ray_images_per_s"] = args.batch / in_ray
     if "cam" in result["methods"]:
         cam = result["methods"]["cam"]
         for method, row in result["methods"].items():
@@ -192,12 +214,13 @@ def table(result: dict) -> str:
              f"{s['threads']} threads, amp {s['amp']}, channels_last {s['channels_last']}, torch {s['torch']}; "
              f"loop data: {s['data']}, {s['loader_workers']} loader workers",
              f"{'method':8s} {'bare img/s':>10s} {'loop img/s':>10s} {'loop/bare':>9s} {'GFLOP/img':>9s} "
-             f"{'step/CAM':>8s} {'FLOP/CAM':>8s}"]
+             f"{'step/CAM':>8s} {'FLOP/CAM':>8s}" + (f" {'bare in Ray':>11s}" if s["in_ray"] else "")]
     for method, row in result["methods"].items():
         ratios = (f"{row['step_ratio_to_cam']:8.2f} {row['flop_ratio_to_cam']:8.2f}" if "step_ratio_to_cam" in row
                   else f"{'':8s} {'':8s}")
         lines.append(f"{method:8s} {row['bare_images_per_s']:10.1f} {row['loop_images_per_s']:10.1f} "
-                     f"{row['loop_share']:9.0%} {row['gflops_per_image']:9.2f} {ratios}")
+                     f"{row['loop_share']:9.0%} {row['gflops_per_image']:9.2f} {ratios}"
+                     + (f" {row['bare_in_ray_images_per_s']:11.1f}" if s["in_ray"] else ""))
     loader = result["loader"]
     lines.append(f"loader, one worker (1 thread), {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEGs -> {s['crop']} px: "
                  f"files {loader['files']:.0f} img/s, prepared {loader['prepared']:.0f} img/s "
@@ -219,6 +242,7 @@ def main() -> None:
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--data", choices=["prepared", "files"], default="prepared", help="the loop's data source")
+    parser.add_argument("--in-ray", action="store_true", help="also time the bare step in a Ray task")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
     result = measure(args)

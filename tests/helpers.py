@@ -1,5 +1,5 @@
 """Test helpers: metadata folders written by hand, configurations derived from params.yaml, and the
-tiny project (params, a generated synthetic dataset, its splits) that most end-to-end tests start from."""
+tiny project (params, a generated synthetic dataset, its splits, their prepared arrays) that most end-to-end tests start from."""
 
 import copy
 import io
@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline import yaml_io
 from pipeline.config import SOURCES_FILE, Config, load_config, validate, with_sources
 from pipeline.data import prepare
+from pipeline.data.prepared import prepare_splits
 from pipeline.paths import Layout
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -45,14 +46,15 @@ def config(**overrides) -> Config:
 
 
 def make_project(root: Path, **overrides) -> Layout:
-    """A project folder: params.yaml (with dotted-key overrides) and its synthetic dataset, generated
-    and split as the download and split stages do."""
+    """A project folder: params.yaml (with dotted-key overrides) and its synthetic dataset, generated,
+    split and prepared as the download, split and prepare stages do."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml_io.dump(params(**overrides)))
     layout = Layout(root.resolve())
     cfg = load_config(root / "params.yaml")
     prepare.download(cfg, layout)
-    prepare.split(cfg, layout)
+    info = prepare.split(cfg, layout)
+    prepare_splits(info, cfg.data, layout.prepared(cfg.dataset))
     return layout
 
 
