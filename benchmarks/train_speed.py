@@ -126,13 +126,13 @@ def bare_step_in_ray(config, backbone: str, method: str, batch: int, device: tor
     """``bare_step`` in a task of a local Ray holding ``threads`` CPUs (the GPU too on CUDA)."""
     import ray
 
-    ray.init(num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0, include_dashboard=False,
-             logging_level="WARNING")
+    gpus = 1 if device.type == "cuda" else 0
+    ray.init(num_cpus=threads, num_gpus=gpus, include_dashboard=False, logging_level="WARNING")
     try:
         def task():
             torch.set_num_threads(threads)  # as the Ray Train worker does (pipeline.train.worker)
             return bare_step(config, backbone, method, batch, device, steps)
-        return ray.get(ray.remote(num_cpus=threads, num_gpus=1 if device.type == "cuda" else 0)(task).remote())
+        return ray.get(ray.remote(num_cpus=threads, num_gpus=gpus)(task).remote())
     finally:
         ray.shutdown()
 
