@@ -6,7 +6,9 @@ paper's method against CAM, for one backbone, input size, batch and device.
   on the device (the machine's limit for that model and step);
 - loop: our training loop (``pipeline.train.worker._train_epoch``) on the same settings over a generated
   dataset, data loading included (``--data``: the prepare stage's arrays or the image files), validation
-  excluded; after a warm-up epoch;
+  excluded; after a warm-up epoch; and the same loop without the per-term gradient norms
+  (``train.grad_terms_every: 0``): the cost of that diagnostic, one extra backward per loss term on the
+  first of the epoch's ``--steps`` steps (the DAG measures one step in 25);
 - loader: the training loader alone (decode or slice, resize, crop, flip, normalise, collate) in one
   process with one thread, as one DataLoader worker runs it, on CUB-like 500x375 JPEGs, from the files
   and from the prepared uint8 array;
@@ -177,7 +179,10 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         write_photos(root / "photos", args.batch * args.steps)
-        config = validate(configuration(args, root / "photos"), "params.yaml (benchmark settings)")
+        settings = configuration(args, root / "photos")
+        config = validate(settings, "params.yaml (benchmark settings)")
+        undiagnosed = validate({**settings, "train": {**settings["train"], "grad_terms_every": 0}},
+                               "params.yaml (benchmark settings, no term gradient norms)")
         layout = Layout(root)
         prepare.download(config, layout)
         info = prepare.split(config, layout)
@@ -194,7 +199,9 @@ def measure(args: argparse.Namespace) -> dict:
         for method in args.methods:
             bare = bare_step(config, args.backbone, method, args.batch, device, args.steps)
             loop = loop_rate(config, args.backbone, method, info, sources[args.data], device)
+            plain = loop_rate(undiagnosed, args.backbone, method, info, sources[args.data], device)
             result["methods"][method] = {"bare_images_per_s": args.batch / bare, "loop_images_per_s": loop,
+                                         "loop_no_term_norms_images_per_s": plain,
                                          "loop_share": loop * bare / args.batch, "step_s": bare,
                                          "gflops_per_image": step_flops(config, args.backbone, method) / 1e9}
             if args.in_ray:
@@ -213,12 +220,13 @@ def table(result: dict) -> str:
     lines = [f"{s['backbone']} at {s['crop']} px (resize {s['resize']}), batch {s['batch']}, {s['device_name']}, "
              f"{s['threads']} threads, amp {s['amp']}, channels_last {s['channels_last']}, torch {s['torch']}; "
              f"loop data: {s['data']}, {s['loader_workers']} loader workers",
-             f"{'method':8s} {'bare img/s':>10s} {'loop img/s':>10s} {'loop/bare':>9s} {'GFLOP/img':>9s} "
+             f"{'method':8s} {'bare img/s':>10s} {'loop img/s':>10s} {'no norms':>8s} {'loop/bare':>9s} {'GFLOP/img':>9s} "
              f"{'step/CAM':>8s} {'FLOP/CAM':>8s}" + (f" {'bare in Ray':>11s}" if s["in_ray"] else "")]
     for method, row in result["methods"].items():
         ratios = (f"{row['step_ratio_to_cam']:8.2f} {row['flop_ratio_to_cam']:8.2f}" if "step_ratio_to_cam" in row
                   else f"{'':8s} {'':8s}")
         lines.append(f"{method:8s} {row['bare_images_per_s']:10.1f} {row['loop_images_per_s']:10.1f} "
+                     f"{row['loop_no_term_norms_images_per_s']:8.1f} "
                      f"{row['loop_share']:9.0%} {row['gflops_per_image']:9.2f} {ratios}"
                      + (f" {row['bare_in_ray_images_per_s']:11.1f}" if s["in_ray"] else ""))
     loader = result["loader"]

@@ -7,6 +7,7 @@ naming the file, the dotted key and what is wrong. ``params.yaml`` documents eac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -200,6 +201,7 @@ class TrainConfig(Section):
     nesterov: bool
     weight_decay: Annotated[float, Field(ge=0)]
     grad_clip: Annotated[float, Field(ge=0)]  # max gradient L2 norm; 0: off
+    grad_terms_every: Annotated[int, Field(ge=0)]  # steps between measurements of each loss term's gradient norm; 0: never
     amp: Literal["none", "bf16", "fp16"]  # mixed precision, GPU only
     channels_last: bool  # GPU only
     select: Literal["last", "best"]  # final model: last epoch, or best val MaxBoxAccV2
@@ -317,9 +319,10 @@ class Config(Section):
         faults = []
         for method, spec in METHODS.items():
             settings = getattr(self.method_settings, method)
-            if spec.ablates is not None and getattr(settings.ablation, spec.ablates):
-                faults.append(f"method_settings.{method}.ablation.{spec.ablates} must be false: {method} is the "
-                              f"paper's method without it (Table 2)")
+            for key, value in (spec.variant_of_icl or {}).items():
+                if _dotted(settings, key) != value:
+                    faults.append(f"method_settings.{method}.{key} must be {json.dumps(value)}: {method} is the "
+                                  f"paper's method with that change (Table 2's row {spec.display!r})")
             taps = getattr(settings, "taps", None)
             for backbone, listed in (taps.root.items() if taps is not None else ()):
                 valid = BACKBONES[backbone].taps[spec.architecture]
@@ -338,6 +341,13 @@ class Config(Section):
         if faults:
             raise ValueError("\n  ".join(faults))
         return self
+
+
+def _dotted(section: Section, key: str) -> object:
+    """The value at a dotted key of a section ("ablation.contrastive")."""
+    for part in key.split("."):
+        section = getattr(section, part)
+    return section
 
 
 def _location(loc: tuple) -> str:

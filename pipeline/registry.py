@@ -159,9 +159,44 @@ class IclConfig(Section):
     embedding_dim: PositiveInt
     ca_weight: Annotated[float, Field(ge=0)]
     fc_weight: Annotated[float, Field(ge=0)]
+    # Where the paper is silent (FREE_CHOICES; README, "The paper's free choices"): what each value does
+    # is documented where it acts (pipeline/models/attention.py, methods/icl.py, model.py).
+    attention_sign: Literal["nonnegative", "free"]  # A >= 0 (ReLU on Eq. 5's value path), or as written
+    attention_init: Literal["channel_mean", "reference"]  # A at step 0 = the smoothed channel mean, or the reference's init
+    similarity_scale: Literal["sqrt_key", "none"]  # Eq. 5's logits f.g scaled by 1/sqrt(C~), or not
+    embedding_norm: Literal["l2", "none"]  # L_ca's embeddings on the unit sphere, or raw
+    empty_dfg: Literal["importance", "zero"]  # an image whose M_dfg is empty gets sigmoid(A), or a zero feature
+    tap_reduction: Literal["mean", "sum"]  # L_ca and L_fc averaged over taps, or summed
+    fc_pixels: Literal["mean", "sum", "foreground"]  # Eq. 4 per pixel, summed over pixels, or per pixel of the reference's M_fg
+    fc_scale: Literal["max", "raw"]  # Eq. 4 on maps divided by their maximum, or as they are
+    attention_lr: Literal["classifier", "backbone"]  # the blocks and embeddings at the new layers' lr, or the backbone's
     ablation: IclAblation
     hyper: PerBackbone[IclHyper]
     taps: PerBackbone[list[str]]  # the last one is L_fc's reference layer
+
+
+@dataclass(frozen=True)
+class FreeChoice:
+    """A setting of the paper's method that its text leaves open, with the reading closest to the text."""
+
+    key: str  # its IclConfig field
+    literal: str  # the formula as written, or where the text says nothing, what the code did before the choice was named
+    short: str  # its Table 2 variant is the method icl_lit_<short>
+    label: str  # that variant's row in the report
+
+
+FREE_CHOICES = (
+    FreeChoice("attention_sign", "free", "sign", "A of free sign"),
+    FreeChoice("attention_init", "reference", "init", "reference init of f, g, z"),
+    FreeChoice("similarity_scale", "none", "scale", "unscaled f.g"),
+    FreeChoice("embedding_norm", "none", "norm", "unnormalised embedding"),
+    FreeChoice("empty_dfg", "zero", "empty", "empty M_dfg zeroes the feature"),
+    FreeChoice("tap_reduction", "sum", "taps", "losses summed over taps"),
+    FreeChoice("fc_pixels", "sum", "fc", "L_fc summed over pixels"),
+    FreeChoice("fc_scale", "raw", "fcscale", "L_fc on raw maps"),
+    FreeChoice("attention_lr", "classifier", "lr", "attention at the new layers' lr"),
+)
+AS_WRITTEN = {choice.key: choice.literal for choice in FREE_CHOICES}  # every choice at its literal reading
 
 
 # ----------------------------------------------------------------------------------------- methods
@@ -175,11 +210,19 @@ class MethodEntry:
     implementation: str  # "module:class" of the Method plug-in
     # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
     tunable: Mapping[str, str]
-    ablates: str | None = None  # a Table 2 variant of the paper's method: the IclAblation switch it turns off
+    # A Table 2 row of the paper's method: the settings (dotted keys of its section) that differ from icl's
+    variant_of_icl: Mapping[str, object] | None = None
 
 
 def _own(method: str, *keys: str) -> dict[str, str]:
     return {key: f"method_settings.{method}.{key}" for key in keys}
+
+
+def _icl_entry(name: str, display: str, changes: Mapping[str, object] | None = None) -> MethodEntry:
+    """The paper's method, or (``changes``) a Table 2 variant of it."""
+    return MethodEntry(name, display, IclConfig, "adl", "pipeline.models.methods.icl:ICL",
+                       {key: f"method_settings.{name}.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")},
+                       variant_of_icl=changes)
 
 
 _SPG_THRESHOLDS = {f"threshold_{step + 1}{side}": f"method_settings.spg.thresholds.{step}.{index}"
@@ -195,15 +238,16 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("cutmix", "CutMix", CutmixConfig, "cam", "pipeline.models.methods.input_erasing:CutMix",
                 _own("cutmix", "beta", "prob")),
     # The paper's method attaches where ADL does (Sec. 4.1: "the same with the baseline method [9]").
-    MethodEntry("icl", "Ours (ICL)", IclConfig, "adl", "pipeline.models.methods.icl:ICL",
-                {key: f"method_settings.icl.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")}),
-    # Table 2: the paper's method without one component, each its own run. Its method_settings
-    # section is icl's (params.yaml merges it in) with that switch off, so a run of each can sit in
-    # one DAG beside icl and a change to icl's settings reruns them too.
-    *(MethodEntry(f"icl_no_{short}", f"Ours w/o {label}", IclConfig, "adl", "pipeline.models.methods.icl:ICL",
-                  {key: f"method_settings.icl_no_{short}.hyper.{{backbone}}.{key}" for key in ("drop_rate", "gamma_fg", "gamma_bg")},
-                  ablates=switch)
+    _icl_entry("icl", "Ours (ICL)"),
+    # Table 2: the paper's method without one component, or with one free choice (or all) at its literal
+    # reading, each its own run. Its method_settings section is icl's (params.yaml merges it in) with
+    # those settings changed, so a run of each can sit in one DAG beside icl and a change to icl's
+    # settings reruns them too.
+    *(_icl_entry(f"icl_no_{short}", f"Ours w/o {label}", {f"ablation.{switch}": False})
       for short, switch, label in (("ca", "contrastive", "contrastive"), ("fc", "consistency", "L_fc"),
                                    ("nl", "non_local", "non-local"), ("dfg", "dfg_mask", "M_dfg"))),
+    *(_icl_entry(f"icl_lit_{choice.short}", f"Ours, {choice.label}", {choice.key: choice.literal})
+      for choice in FREE_CHOICES),
+    _icl_entry("icl_as_written", "Ours, every choice as written", AS_WRITTEN),
 )}
 MethodName = Literal[tuple(METHODS)]

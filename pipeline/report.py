@@ -147,20 +147,41 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def _load(config: Config, layout: Layout) -> tuple[dict[Key, Runs], Runs, dict[Key, list[RunCost]]]:
-    """(runs, the floor, costs) of every backbone x method, over the config's seeds."""
+History = list[dict[str, float]]  # a training run's history.csv: one row per epoch
+
+
+def _history(path: Path) -> History:
+    """history.csv's rows, every value a number (an empty cell: NaN)."""
+    return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in _rows(path)]
+
+
+def _load(config: Config, layout: Layout) -> tuple[dict[Key, Runs], Runs, dict[Key, list[RunCost]], dict[Key, list[History]]]:
+    """(runs, the floor, costs, training histories) of every backbone x method, over the config's seeds."""
     runs = {(b, m): Runs.load([layout.results(config.dataset, b, m, s) for s in config.seeds])
             for b in config.backbones for m in config.methods}
     costs = {(b, m): [read_cost(layout.run(config.dataset, b, m, s)) for s in config.seeds]
              for b in config.backbones for m in config.methods}
-    return runs, Runs.load([layout.baseline(config.dataset)]), costs
+    histories = {(b, m): [_history(layout.run(config.dataset, b, m, s) / "history.csv") for s in config.seeds]
+                 for b in config.backbones for m in config.methods}
+    return runs, Runs.load([layout.baseline(config.dataset)]), costs, histories
+
+
+def _tap_figures(history: History) -> dict[str, dict[str, float]]:
+    """The last epoch's attention figures by tap: {tap: {figure: value}} (history.csv's attention/<tap>/<figure>)."""
+    figures: dict[str, dict[str, float]] = {}
+    for key, value in history[-1].items():
+        if key.startswith("attention/"):
+            _, tap, name = key.split("/")
+            figures.setdefault(tap, {})[name] = value
+    return figures
 
 
 class Report:
-    """The report's sections, from the loaded runs and their training costs."""
+    """The report's sections, from the loaded runs, their training costs and histories."""
 
-    def __init__(self, config: Config, runs: dict[Key, Runs], floor: Runs, costs: dict[Key, list[RunCost]]):
-        self.config, self.runs, self.floor, self.costs = config, runs, floor, costs
+    def __init__(self, config: Config, runs: dict[Key, Runs], floor: Runs, costs: dict[Key, list[RunCost]],
+                 histories: dict[Key, list[History]]):
+        self.config, self.runs, self.floor, self.costs, self.histories = config, runs, floor, costs, histories
         first = next(iter(runs.values())).metrics[0]
         self.bootstrap = first["bootstrap"]
         self.ious = tuple(config.evaluate.iou_thresholds)
@@ -258,7 +279,7 @@ class Report:
     def ablation_section(self) -> list[str]:
         """Table 2's layout: the paper's method without each component, with paired differences to the full one."""
         config = self.config
-        variants = [m for m in config.methods if METHODS[m].ablates is not None]
+        variants = [m for m in config.methods if METHODS[m].variant_of_icl is not None]
         if not variants or PAPER_METHOD not in config.methods:
             return []
         lines = ["## Ablation (Table 2 layout)", "",
@@ -287,6 +308,41 @@ class Report:
                  f"{np.std(runs.values('maxboxacc_v2'), ddof=1):.2f}"] for (b, m), runs in self.runs.items()]
         return ["## Seeds", "", "MaxBoxAccV2 of each seed and their standard deviation.", "",
                 _table(["Method", "Backbone", *(f"seed {s}" for s in self.config.seeds), "std"], rows), ""]
+
+    def training_section(self) -> list[str]:
+        """Did training hold, and did the attention learn anything: per run, the largest epoch loss as a
+        multiple of the first epoch's, the last epoch's train top-1 (under the method's masks) and clipped
+        steps; per tap of a method with an attention, its last epoch's figures (mean over seeds)."""
+        rows, taps = [], []
+        for (backbone, method), histories in self.histories.items():
+            ratio = max(max(r["loss"] for r in h) / h[0]["loss"] for h in histories)
+            clipped = [sum(r.get("grad/clipped_steps", 0) for r in h) for h in histories]
+            rows.append([NAMES[method], BACKBONE_NAMES[backbone], f"{ratio:.2f}",
+                         ", ".join(f"{h[-1]['train_top1_cls']:.1f}" for h in histories),
+                         ", ".join(f"{h[-1]['val_top1_cls']:.1f}" for h in histories), ", ".join(f"{c:.0f}" for c in clipped)])
+            per_seed = [_tap_figures(h) for h in histories]
+            for tap in per_seed[0]:
+                def mean(name: str, scale: float = 1.0, digits: int = 1) -> str:
+                    values = [seed[tap].get(name) for seed in per_seed]
+                    return "-" if None in values else f"{scale * np.mean(values):.{digits}f}"
+                taps.append([NAMES[method], BACKBONE_NAMES[backbone], tap, mean("negative", 100),
+                             mean("drop_empty", 100), mean("drop_area", 100), mean("variation", digits=2),
+                             mean("val_auc_attention", digits=3), mean("val_auc_channel_mean", digits=3)])
+        seeds = "; several seeds: each seed's value, comma-separated" if len(self.config.seeds) > 1 else ""
+        lines = ["## Training", "",
+                 f"Loss ratio: the largest epoch loss over the first epoch's (a run that diverges shows it); top-1 of "
+                 f"the last epoch on train-weaksup (under the method's masks) and on train-fullsup; steps whose "
+                 f"gradient the clip shortened, over the run{seeds} (runs/{self.config.dataset}/<run>/history.csv).", "",
+                 _table(["Method", "Backbone", "Loss ratio", "Train top-1", "Val top-1", "Clipped steps"], rows), ""]
+        if taps:
+            lines += ["Each tap's attention at the last epoch (mean over seeds): share of pixels with A < 0, of images whose "
+                      "dropping mask is empty (M_dfg; ADL's drop mask), the mask's area, A's spatial variation (std over "
+                      "mean |A|), and on train-fullsup, with the plain network's features, the object AUC (cells inside "
+                      "the boxes against the rest; 0.5 for a flat map) of A and of the channel mean of the same feature "
+                      "(ADL's A is the channel mean).", "",
+                      _table(["Method", "Backbone", "Tap", "A < 0 (%)", "Empty mask (%)", "Mask area (%)", "Variation",
+                              "AUC of A", "AUC of channel mean"], taps), ""]
+        return lines
 
     def cost_section(self) -> list[str]:
         """What training each run took (its cost.json), mean over seeds."""
@@ -374,8 +430,8 @@ def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
 
 
 def build_report(config: Config, layout: Layout) -> Path:
-    runs, floor, costs = _load(config, layout)
-    report = Report(config, runs, floor, costs)
+    runs, floor, costs, histories = _load(config, layout)
+    report = Report(config, runs, floor, costs, histories)
     info = DatasetInfo.load(layout.split(config.dataset))
     out = layout.report(config.dataset)
     first = floor.metrics[0]
@@ -425,7 +481,8 @@ def build_report(config: Config, layout: Layout) -> Path:
     if floor.values("pxap") is not None:
         parts += ["## PxAP", "", "Pixel average precision of the CAMs against the object masks.", "",
                   report.metric_table("pxap"), ""]
-    parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(), *report.cost_section()]
+    parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(),
+              *report.training_section(), *report.cost_section()]
     with replaced_atomically(out) as staging:
         for backbone in config.backbones:
             name = BACKBONE_NAMES[backbone]

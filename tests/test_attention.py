@@ -7,6 +7,7 @@ import torch
 
 from pipeline.models.attention import (
     NonLocalAttention,
+    attention_figures,
     attention_thresholds,
     background_mask,
     channel_mean_attention,
@@ -16,7 +17,10 @@ from pipeline.models.attention import (
     foreground_consistency_loss,
     foreground_mask,
     masked_average,
+    reduce_taps,
     select_map,
+    spatial_variation,
+    unit_embedding,
 )
 
 # A 3x3 attention map: max 8, mean 4.
@@ -157,10 +161,130 @@ def test_eq4_is_the_squared_l2_norm_per_pixel_and_stops_at_the_reference():
     assert late.grad is None  # no gradient into the reference layer
 
 
-def test_eq4_averages_images_resizes_the_reference_and_sums_over_layers():
+def test_eq4_averages_images_resizes_the_reference_and_sums_or_averages_over_layers():
     early_big = torch.cat([grid([[1, 2], [3, 4]]), grid([[2, 2], [2, 2]])])  # two images
     early_same = torch.cat([grid([[2]]), grid([[5]])])
     late = torch.cat([grid([[2]]), grid([[2]])])  # upsampled bilinearly to 2x2: all 2
-    loss = foreground_consistency_loss([early_big, early_same, late])
     # layer 1: images (1 + 0 + 1 + 4) / 4 and 0, mean 0.75; layer 2: images 0 and 9, mean 4.5
-    assert loss.item() == pytest.approx(0.75 + 4.5)
+    assert foreground_consistency_loss([early_big, early_same, late]).item() == pytest.approx(0.75 + 4.5)
+    assert foreground_consistency_loss([early_big, early_same, late], taps="mean").item() == pytest.approx((0.75 + 4.5) / 2)
+
+
+def test_eq4_as_written_sums_over_the_pixels():
+    early, late = grid([[1, 2], [3, 4]]), grid([[0, 0], [0, 0]])
+    assert foreground_consistency_loss([early, late], pixels="sum").item() == pytest.approx(1 + 4 + 9 + 16)
+
+
+def test_eq4_on_the_reference_foreground_counts_only_where_the_late_map_sees_the_object():
+    late = grid([[0, 0], [0, 4]])  # mean 1: M_fg (A > 1.2) is the bottom-right pixel only
+    early = grid([[9, 9], [9, 1]]).requires_grad_(True)
+    loss = foreground_consistency_loss([early, late], pixels="foreground", gamma_bg=1.2)
+    assert loss.item() == pytest.approx((1 - 4) ** 2)  # the background's 9s are left free
+    loss.backward()
+    assert torch.equal(early.grad, grid([[0, 0], [0, 2 * (1 - 4)]]))
+    flat = grid([[1, 1], [1, 1]])  # no pixel above 1.2 x its mean: an empty M_fg adds 0
+    assert foreground_consistency_loss([early, flat], pixels="foreground", gamma_bg=1.2).item() == 0.0
+
+
+def test_eq4_on_max_normalised_maps_compares_shapes_not_scales():
+    early = grid([[2, 4], [1, 4]]).requires_grad_(True)
+    late = grid([[1, 2], [1, 2]])  # divided by its max 2: [[0.5, 1], [0.5, 1]]
+    loss = foreground_consistency_loss([early, late], scale="max")  # early / 4 = [[0.5, 1], [0.25, 1]]
+    assert loss.item() == pytest.approx(0.25**2 / 4)
+    loss.backward()  # the maximum is a constant: the gradient is that of (A / 4 - target)^2 / 4
+    assert torch.allclose(early.grad, grid([[0, 0], [2 * -0.25 / 4 / 4, 0]]))
+    same_shape = foreground_consistency_loss([10 * late, late], scale="max")
+    assert same_shape.item() == 0.0 and foreground_consistency_loss([10 * late, late]).item() > 1  # raw: the scale counts
+    dead = torch.zeros(1, 1, 2, 2, requires_grad=True)  # a map that is 0 everywhere: a guarded denominator
+    foreground_consistency_loss([dead, late], scale="max").backward()
+    assert torch.isfinite(dead.grad).all()
+
+
+def test_taps_are_summed_or_averaged():
+    values = [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(6.0)]
+    assert reduce_taps(values, "sum").item() == 9.0 and reduce_taps(values, "mean").item() == 3.0
+
+
+# ------------------------------------------------------------------------ the free choices
+
+def test_a_nonnegative_block_never_gives_negative_attention():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 5, 5)  # features of both signs: zbar is negative at some positions
+    free, nonnegative = NonLocalAttention(6), NonLocalAttention(6, nonnegative=True)
+    nonnegative.load_state_dict(free.state_dict())
+    with torch.no_grad():
+        a_free, a = free(x), nonnegative(x)
+    assert (a_free < 0).any()  # as written, A takes the sign of its values
+    assert (a >= 0).all()  # a softmax-weighted average of ReLU(zbar)
+    assert (a >= a_free).all() and not torch.equal(a, a_free)
+
+
+def test_the_channel_mean_start_is_the_channel_mean_smoothed_over_similar_positions_by_hand():
+    """C = 8, C~ = 4, a 2x2 map whose position p holds c_p on channel p only (c = 1, 2, 3, 4): the channel
+    mean is c_p / 8. f = k [I_4 | 0] gives f_p = k c_p e_p, so f_i . f_j = k^2 c_i^2 when i = j and 0
+    otherwise: row i of the softmax is e^{a_i} at i and 1 elsewhere, a_i = s k^2 c_i^2, s = 1/sqrt(4)."""
+    c = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x = torch.zeros(1, 8, 2, 2)
+    for p in range(4):
+        x[0, p, p // 2, p % 2] = c[p]
+    block = NonLocalAttention(8, nonnegative=True, scaled=True)
+    k = 0.5
+    with torch.no_grad():
+        block.f.weight.copy_(k * torch.eye(4, 8).view(4, 8, 1, 1))
+        block.f.bias.zero_()
+    block.start_as_channel_mean()
+    assert torch.equal(block.z.weight.view(8, 8), torch.eye(8)) and torch.equal(block.g.weight, block.f.weight)
+    mean = c / 8
+    a = 0.5 * k**2 * c**2
+    expected = torch.stack([(math.exp(a[i]) * mean[i] + mean.sum() - mean[i]) / (math.exp(a[i]) + 3) for i in range(4)])
+    assert torch.allclose(block(x).flatten(), expected)
+    with torch.no_grad():  # a sharp similarity (large k): A is the channel mean itself
+        block.f.weight.mul_(20)
+        block.g.weight.copy_(block.f.weight)
+    assert torch.allclose(block(x).flatten(), mean)
+    assert torch.allclose(channel_mean_attention(x).flatten(), mean)
+
+
+def test_the_scaled_similarity_divides_the_logits_by_the_root_of_the_key_width():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 3, 3)
+    plain, scaled = NonLocalAttention(6), NonLocalAttention(6, scaled=True)
+    scaled.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # C~ = 3: scaling f by 1/sqrt(3) scales the logits f.g as the scaled block does
+        plain.f.weight.div_(math.sqrt(3))
+        plain.f.bias.div_(math.sqrt(3))
+    assert torch.allclose(plain(x), scaled(x), atol=1e-6)
+
+
+def test_unit_embeddings_make_eq3_independent_of_the_embedding_scale():
+    torch.manual_seed(0)
+    z = [torch.randn(5, 16) for _ in range(3)]
+    losses = {scale: contrastive_attention_loss(*(unit_embedding(e * scale) for e in z), margin=1.0).item()
+              for scale in (0.01, 1.0, 300.0)}
+    assert losses[0.01] == pytest.approx(losses[1.0]) == pytest.approx(losses[300.0])
+    raw = {scale: contrastive_attention_loss(*(e * scale for e in z), margin=1.0).item() for scale in (1.0, 300.0)}
+    assert raw[300.0] > 10 * raw[1.0]  # unnormalised, the hinge grows with the scale
+    assert torch.allclose(unit_embedding(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.6, 0.8]]))
+    zero = torch.zeros(1, 2, requires_grad=True)  # a zero embedding: the guarded denominator keeps it finite
+    unit_embedding(zero).sum().backward()
+    assert torch.isfinite(zero.grad).all()
+
+
+# ------------------------------------------------------------------------------ diagnostics
+
+def test_attention_figures_of_a_hand_drawn_map():
+    a = torch.cat([grid([[-1, 0], [2, 4]]),  # mean 1.25
+                   grid([[1, 1], [1, 1]])])  # flat
+    theta_fg, theta_bg = attention_thresholds(a, gamma_fg=0.9, gamma_bg=1.0)  # 3.6 and 1.25; 0.9 and 1
+    dropping = dropped_foreground_mask(a, theta_fg, theta_bg)  # image 1: only the 2; image 2: empty
+    figures = attention_figures(a, dropping, theta_fg)
+    assert figures["negative"].item() == pytest.approx(1 / 8)
+    assert figures["fg_above_max"].item() == 0.0  # every theta_fg is below its max
+    assert figures["drop_empty"].item() == pytest.approx(1 / 2)
+    assert figures["drop_area"].item() == pytest.approx((1 / 4 + 0) / 2)
+    std = math.sqrt(((-1 - 1.25) ** 2 + 1.25**2 + 0.75**2 + 2.75**2) / 4)
+    assert figures["variation"].item() == pytest.approx((std / (7 / 4) + 0) / 2)
+    negative = -torch.ones(1, 1, 2, 2)  # max -1: theta_fg = 0.9 x -1 = -0.9 lies above every pixel
+    assert attention_figures(negative, dropped_foreground_mask(negative, *attention_thresholds(negative, 0.9, 1.0)),
+                             attention_thresholds(negative, 0.9, 1.0)[0])["fg_above_max"].item() == 1.0
+    assert spatial_variation(torch.zeros(1, 1, 2, 2)).item() == 0.0  # no 0/0

@@ -11,7 +11,7 @@ from pipeline.models import PretrainedWeightsError, build_backbone, build_model
 from pipeline.models.attention import NonLocalAttention, attention_thresholds, dropped_foreground_mask
 from pipeline.models.methods.base import normalize_maps
 from pipeline.models.methods.spg import IGNORE, guidance_mask
-from pipeline.registry import BACKBONES, METHODS
+from pipeline.registry import BACKBONES, FREE_CHOICES, METHODS
 from tests.helpers import config
 
 CFG = config(**{"backbone_settings.resnet18.pretrained": None})  # random init: no pretrain stage here
@@ -25,7 +25,7 @@ def _step(model, images, labels):
     return terms
 
 
-@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.ablates is None])
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.variant_of_icl is None])
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_pair_trains_a_step_and_yields_cams(backbone, method):
     torch.manual_seed(0)
@@ -145,17 +145,22 @@ def test_incomplete_or_unreadable_weights_are_errors(tmp_path):
 # The parameters clovaai/wsolevaluation trains at lr x lr_classifier_ratio (main.py, _set_optimizer),
 # in our names: VGG16 and InceptionV3 all but their ImageNet `features` / `Mixed*`, `Conv2d_*` layers;
 # ResNet50 only layer4 and fc (so its ACoL and SPG heads at lr). VGG-SPG's conv4 and conv5 are
-# SPG_A_1 and SPG_A_2 there, not `features`. ICL's modules, which the reference lacks, are new layers.
+# SPG_A_1 and SPG_A_2 there, not `features`. ICL's modules, which the reference lacks, are new layers
+# with attention_lr "classifier" (icl_lit_lr) and at the backbone's lr with "backbone" (icl's default).
 VGG_SPG_CONVS = tuple(f"backbone.net.features.{i}." for i in (17, 19, 21, 24, 26, 28))
 RATIO_GROUP = {
     **{("resnet50", m): ("backbone.net.layer4.", "method.classifier.") for m in ("cam", "has", "adl", "cutmix")},
-    ("resnet50", "icl"): ("backbone.net.layer4.", "method.classifier.", "method.attention.", "method.embedding."),
+    ("resnet50", "icl"): ("backbone.net.layer4.", "method.classifier."),  # attention_lr: backbone (the default)
+    ("resnet50", "icl_lit_lr"): ("backbone.net.layer4.", "method.classifier.", "method.attention.", "method.embedding."),
     ("resnet50", "acol"): ("backbone.net.layer4.",),
     ("resnet50", "spg"): ("backbone.net.layer4.",),
-    **{("vgg16", m): ("backbone.net.conv6.", "method.") for m in ("cam", "has", "adl", "cutmix", "icl")},
+    **{("vgg16", m): ("backbone.net.conv6.", "method.") for m in ("cam", "has", "adl", "cutmix", "icl_lit_lr")},
+    ("vgg16", "icl"): ("backbone.net.conv6.", "method.classifier."),
     ("vgg16", "acol"): ("method.",),
     ("vgg16", "spg"): (*VGG_SPG_CONVS, "backbone.net.conv6.", "method."),
-    **{("inception_v3", m): ("backbone.net.neck.", "method.") for m in METHODS if METHODS[m].ablates is None},
+    **{("inception_v3", m): ("backbone.net.neck.", "method.") for m in ("cam", "has", "acol", "spg", "adl", "cutmix",
+                                                                       "icl_lit_lr")},
+    ("inception_v3", "icl"): ("backbone.net.neck.", "method.classifier."),
 }
 
 
@@ -312,6 +317,43 @@ def test_spg_guidance_labels_confident_pixels_and_ignores_the_rest():
     assert ((mask == IGNORE) == ((attention >= 0.05) & (attention <= 0.7))).all()
     few = guidance_mask(attention, high=0.95, low=0.05)  # 4 pixels above 0.95 < 30: falls back to 0.7 * max
     assert torch.equal(few == 1, attention > 0.7)
+
+
+@pytest.mark.parametrize("empty_dfg", ["importance", "zero"])
+def test_an_image_whose_dropped_foreground_mask_is_empty_keeps_its_feature_unless_as_written(empty_dfg):
+    """Two images, A their channel mean (the non-local block off, so A is drawn by hand): a flat one,
+    where nothing lies between 1.2 mean(A) and 0.95 max(A), so M_dfg is empty, and one whose A is
+    0..15, whose M_dfg is 10..14. With M_dfg drawn (drop_rate 1), the flat image is multiplied by its
+    importance map sigmoid(A) (default) or, as written, by the empty mask: a zero feature."""
+    cfg = config(**{"backbone_settings.resnet18.pretrained": None, "method_settings.icl.empty_dfg": empty_dfg,
+                    "method_settings.icl.hyper.resnet18.drop_rate": 1.0,
+                    "method_settings.icl.ablation": {"contrastive": True, "consistency": True, "non_local": False,
+                                                     "dfg_mask": True}})
+    model = build_model("resnet18", "icl", 3, cfg).train()
+    flat, varied = torch.ones(1, 256, 4, 4), torch.arange(16.0).view(1, 1, 4, 4).expand(1, 256, 4, 4)
+    state = {}
+    out = model.method.at_tap("layer3.0", torch.cat([flat, varied]), state)
+    assert state["figures"]["layer3.0"]["drop_empty"].item() == 0.5  # the flat image's, counted before any fallback
+    if empty_dfg == "zero":
+        assert torch.equal(out[0], torch.zeros_like(out[0]))
+    else:
+        assert torch.allclose(out[0], flat[0] * torch.sigmoid(torch.tensor(1.0)))
+    kept = ((varied[0, 0] > 9) & (varied[0, 0] < 14.25)).float()  # 10, 11, 12, 13, 14
+    assert torch.equal(out[1], varied[0] * kept)
+
+
+def test_every_free_choice_has_a_table2_row_that_differs_from_icl_in_it_alone():
+    cfg = config()
+    icl = cfg.method_settings.icl.model_dump()
+    for choice in FREE_CHOICES:
+        variant = getattr(cfg.method_settings, f"icl_lit_{choice.short}").model_dump()
+        assert variant[choice.key] == choice.literal != icl[choice.key]
+        assert {k: v for k, v in variant.items() if k != choice.key} == {k: v for k, v in icl.items() if k != choice.key}
+    assert {k: v for k, v in cfg.method_settings.icl_as_written.model_dump().items() if icl[k] != v} == \
+        {choice.key: choice.literal for choice in FREE_CHOICES}
+    with pytest.raises(ConfigError, match=r"method_settings\.icl_lit_sign\.attention_sign must be \"free\": icl_lit_sign "
+                                          r"is the paper's method with that change \(Table 2's row 'Ours, A of free sign'\)"):
+        config(**{"method_settings.icl_lit_sign.attention_sign": "nonnegative"})
 
 
 @pytest.mark.parametrize("method, missing", [("icl_no_ca", "ca"), ("icl_no_fc", "fc")])

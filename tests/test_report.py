@@ -19,7 +19,12 @@ from tests.helpers import config
 
 IOUS = (30, 50, 70)
 COST = {"wall_s": 150.0, "images_per_s": 12.34, "device": "cpu", "workers": 1, "epochs": 3}
-HISTORY = "epoch,loss,val_maxboxacc_v2\n1,0.9,10.5\n2,0.7,12.25\n"
+HISTORY = "epoch,loss,train_top1_cls,val_top1_cls,grad/clipped_steps,val_maxboxacc_v2\n1,0.9,50,60,2,10.5\n2,1.2,75,80,1,12.25\n"
+# ICL's history also has each tap's attention figures (one tap here)
+FIGURES = {"negative": (0.5, 0.0), "drop_empty": (0.25, 0.03), "drop_area": (0.1, 0.15), "variation": (0.2, 0.41),
+           "val_auc_attention": (0.5, 0.8125), "val_auc_channel_mean": (0.7, 0.75)}
+ICL_HISTORY = "\n".join(line + "," + ",".join(f"attention/layer3.0/{k}" if i == 0 else str(v[i - 1]) for k, v in FIGURES.items())
+                        for i, line in enumerate(HISTORY.strip().splitlines())) + "\n"
 
 
 def _cells(table: str, *first: str) -> list[str]:
@@ -55,11 +60,11 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
         build_report(cfg, layout)
     for method in SAVED_METHODS:
         (layout.run("synth", "resnet50", method, 0) / "cost.json").write_text(json.dumps(COST))
-        (layout.run("synth", "resnet50", method, 0) / "history.csv").write_text(HISTORY)
+        (layout.run("synth", "resnet50", method, 0) / "history.csv").write_text(ICL_HISTORY if method == "icl" else HISTORY)
     text = build_report(cfg, layout).read_text()
     for heading in ("MaxBoxAccV2 (Table 4 layout)", "MaxBoxAcc at each IoU (Table 5 layout)", "Top-1 localization",
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
-                    "Where the CAMs go (the failure modes as numbers)", "Cost"):
+                    "Where the CAMs go (the failure modes as numbers)", "Training", "Cost"):
         assert f"## {heading}" in text
     metrics = {m: json.loads((layout.results("synth", "resnet50", m, 0) / "metrics.json").read_text())
                for m in SAVED_METHODS}
@@ -85,6 +90,9 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     assert "| CAM on part |" in regions.replace("CAM on background | CAM on context | CAM on body | ", "")
     cost = text.split("## Cost")[1].split("\n## ")[0]
     assert _cells(cost, "CAM", "ResNet50") == ["2.5 min", "12.3", "cpu", "1", "3"]
+    training = text.split("## Training")[1].split("\n## ")[0]
+    assert _cells(training, "CAM", "ResNet50") == ["1.33", "75.0", "80.0", "3"]  # loss 1.2 / 0.9; 2 + 1 clipped
+    assert _cells(training, "Ours (ICL)", "ResNet50", "layer3.0") == ["0.0", "3.0", "15.0", "0.41", "0.812", "0.750"]
 
     report = layout.report("synth")
     assert "![CAM gallery, ResNet50](gallery_resnet50.png)" in text and (report / "boxacc_resnet50.png").is_file()
@@ -132,7 +140,7 @@ FLOOR = {30: 100, 50: 100, 70: 100}  # above every method: never bold
 def _report(backbones: list[str], seeds: tuple[int, ...] = (0,), costs: dict | None = None) -> Report:
     cfg = config(**{"backbones": backbones, "methods": ["cam", "icl"], "seeds": list(seeds)})
     runs = {key: _runs(accuracy) for key, accuracy in ACCURACY.items() if key[0] in backbones}
-    return Report(cfg, runs, _runs(FLOOR), costs or {})
+    return Report(cfg, runs, _runs(FLOOR), costs or {}, {})
 
 
 def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean_column():

@@ -2,6 +2,7 @@
 a real MLflow store, and the Ray Tune search."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from pipeline.tracking import in_project
 from pipeline.train import state as saved
 from pipeline.train.driver import fit, prune_checkpoints, run_identity
 from pipeline.train.outputs import write_outputs
-from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything
+from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything, term_gradient_norms
 from pipeline.train.worker import _train_epoch, node_label
 from pipeline.train.tune import resolve, search_space, settings_of, with_values
 from tests import helpers
@@ -209,8 +210,11 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     cfg = load_config(layout.root / "params.yaml")
     trained = fit(cfg, layout, "resnet50", "icl", 0)
     assert_whole_history(trained.progress.history)
-    losses = [row["loss"] for row in trained.progress.history]
-    assert losses[-1] < losses[0], losses
+    assert all(math.isfinite(row["loss"]) for row in trained.progress.history)
+    seed_everything(0, 0, -1)  # the initial weights, as every worker built them
+    initial = build_model("resnet50", "icl", 2, cfg).state_dict()
+    changed = [k for k, v in trained.state_dict.items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert any(k.startswith("backbone.") for k in changed) and any(k.startswith("method.attention.") for k in changed)
     assert (Path(layout.ray_storage) / trained.ray_name / "checkpoint_manager_snapshot.json").is_file()
     out = write_outputs(trained, cfg, layout)
     assert sorted(p.name for p in out.iterdir()) == ["cost.json", "figures", "history.csv", "metrics.json", "model.json",
@@ -228,8 +232,15 @@ def test_two_gloo_workers_train_checkpoint_and_track_in_mlflow(tmp_path, fresh_r
     assert run.data.tags["mlflow.user"] and run.data.tags["wsol.ray_run"] == trained.ray_name
     assert "mlflow.source.git.commit" not in run.data.tags  # not a git checkout: no commit claimed
     assert {m for m in run.data.metrics if m.startswith("system/")} >= {"system/cpu_utilization_percentage"}
-    for metric in ("loss_ca", "loss_fc", "val_maxboxacc_v2", "val_top1_cls"):
+    diagnostics = ("attention/layer3.0/drop_empty", "attention/layer4.2/val_auc_attention",
+                   "attention/layer4.2/val_auc_channel_mean", "grad/clipped_steps", "grad/ca/share")
+    for metric in ("loss_ca", "loss_fc", "val_maxboxacc_v2", "val_top1_cls", *diagnostics):
         assert [m.step for m in client.get_metric_history(run.info.run_id, metric)] == list(range(1, EPOCHS + 1))
+    history = (out / "history.csv").read_text().splitlines()
+    assert set(diagnostics) <= set(history[0].split(",")) and len(history) == EPOCHS + 1
+    selected = json.loads((out / "metrics.json").read_text())  # dvc metrics: results, not diagnostics
+    assert "val_maxboxacc_v2" in selected and not any("/" in key for key in selected)
+    assert all(0 <= row["attention/layer4.2/val_auc_attention"] <= 1 for row in trained.progress.history)
     with in_project(layout):
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert artifacts == {"model.json", "metrics.json", "history.csv", "cost.json", "figures"}  # weights: not here
@@ -357,11 +368,11 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     assert all(end <= next_start + 1 for (_, end), (next_start, _) in zip(intervals, intervals[1:])), intervals
 
 
-def _epoch_on(batches, log_every: int = 5) -> dict[str, float]:
-    """One epoch of the training loop (no Ray) of an untrained ResNet18 CAM over these (images, labels) batches."""
+def _epoch_on(batches, log_every: int = 5, method: str = "cam", **overrides) -> dict[str, float]:
+    """One epoch of the training loop (no Ray) of an untrained ResNet18 over these (images, labels) batches."""
     torch.manual_seed(0)
-    cfg = config(**{"train.log_every": log_every, "backbone_settings.resnet18.pretrained": None})
-    model = build_model("resnet18", "cam", 3, cfg).train()
+    cfg = config(**{"train.log_every": log_every, "backbone_settings.resnet18.pretrained": None, **overrides})
+    model = build_model("resnet18", method, 3, cfg).train()
     optimizer, scaler = optimizer_for(model, cfg, "resnet18"), grad_scaler(cfg, torch.device("cpu"))
     loader = [(images, labels, [f"{k}.png" for k in range(len(labels))]) for images, labels in batches]
     return _train_epoch(model, model, loader, optimizer, scaler, cfg, torch.device("cpu"), 0, 1, 0, 1)
@@ -374,6 +385,35 @@ def test_the_loop_reports_the_means_over_its_images():
     assert stats["loss"] == pytest.approx(stats["loss_cls"]) and stats["loss"] > 0
     assert stats["train_top1_cls"] in {k * 100 / 6 for k in range(7)}  # a count of 6 images
     assert stats["images_per_s"] > 0
+
+
+def test_the_loop_counts_clipped_steps_and_averages_the_attention_figures_over_images():
+    torch.manual_seed(1)
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))]
+    clipped_all = _epoch_on(batches, method="icl", **{"train.grad_clip": 1e-9})
+    assert clipped_all["grad/clipped_steps"] == 2 and clipped_all["grad/norm"] > 1e-9
+    assert _epoch_on(batches, method="icl", **{"train.grad_clip": 1e9})["grad/clipped_steps"] == 0
+    assert "grad/clipped_steps" not in _epoch_on(batches, **{"train.grad_clip": 0.0})  # clipping off: nothing to count
+    for tap in ("layer3.0", "layer4.0", "layer4.1"):  # ResNet18's ICL taps: every figure, as a share
+        figures = {k.split("/")[2]: v for k, v in clipped_all.items() if k.startswith(f"attention/{tap}/")}
+        assert {"negative", "fg_above_max", "drop_empty", "drop_area", "variation", "fg_empty", "bg_empty",
+                "embedding_norm"} == set(figures)
+        assert all(0 <= figures[k] <= 1 for k in ("negative", "drop_empty", "drop_area", "fg_empty", "bg_empty"))
+        assert figures["negative"] == 0  # attention_sign: nonnegative
+    # each loss term's gradient norm on the backbone, measured on the first step (every 25 steps)
+    shares = [clipped_all[f"grad/{t}/share"] for t in ("cls", "ca", "fc")]
+    assert sum(shares) == pytest.approx(1) and all(0 < v < 1 for v in shares)
+    assert "grad/cls/share" not in _epoch_on(batches, **{"train.grad_terms_every": 0})
+
+
+def test_term_gradient_norms_by_hand_leave_the_gradients_alone():
+    weight = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    terms = {"a": 3 * weight[0] + 4 * weight[1], "b": (weight**2).sum()}  # gradients (3, 4) and (2, 4)
+    norms = term_gradient_norms(terms, [weight], grad_scaler(config(), torch.device("cpu")))
+    assert norms["a"].item() == pytest.approx(5.0) and norms["b"].item() == pytest.approx(math.sqrt(20))
+    assert weight.grad is None
+    sum(terms.values()).backward()  # the graph is still there for the step's own backward
+    assert torch.equal(weight.grad, torch.tensor([5.0, 8.0]))
 
 
 def test_a_non_finite_loss_stops_the_loop_naming_its_first_step():

@@ -14,7 +14,16 @@ from torch import nn
 class NonLocalAttention(nn.Module):
     """Eq. 5: ``A = mean_C(softmax(f(x)^T g(x)) z(x))``, with f, g: 1x1 convs to C~ = C/2 channels (the
     paper leaves C~ open; C/2 is the non-local block of Wang et al.) and z: a 1x1 conv to C channels.
-    Position i of A is ``sum_j softmax_j(f_i . g_j) mean_C(z_j)``.
+    Position i of A is ``sum_j softmax_j(s f_i . g_j) zbar_j``, zbar = mean_C(z), s the logits' scale.
+
+    Two choices the paper leaves open (``method_settings.icl``, README "The paper's free choices"):
+
+    * ``nonnegative``: zbar goes through a ReLU, so A, a softmax-weighted average of zbar, is >= 0. The
+      paper calls A an "intensity" and thresholds it at gamma_fg max(A) and gamma_bg mean(A) (Sec. 4.1),
+      as ADL does its channel mean of post-ReLU features; on a map of free sign those thresholds no
+      longer mean "the top part" and "above average". False: the formula as written.
+    * ``scaled``: the logits f_i . g_j are scaled by s = 1/sqrt(C~) (the scaled dot product of Vaswani
+      et al.), so their spread does not grow with C~. False: s = 1, Eq. 5 as written.
 
     The channel mean is linear, so it is taken before the (HW x HW) product: mean_C(z(x)) is the 1x1
     conv with z's weights and bias averaged over output channels. f, g and that averaged z run as one
@@ -27,20 +36,36 @@ class NonLocalAttention(nn.Module):
     ``benchmarks/train_speed.py`` prints the FLOP ratio ICL / CAM that this sets.
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, nonnegative: bool = False, scaled: bool = False):
         super().__init__()
         key_channels = max(1, channels // 2)
         self.f = nn.Conv2d(channels, key_channels, 1)
         self.g = nn.Conv2d(channels, key_channels, 1)
         self.z = nn.Conv2d(channels, channels, 1)
+        self.nonnegative = nonnegative
+        self.logit_scale = key_channels ** -0.5 if scaled else 1.0
+
+    @torch.no_grad()
+    def start_as_channel_mean(self) -> None:
+        """z = identity (no bias) and g = f: at step 0, zbar is the channel mean of x (ADL's attention)
+        and A_i its average over the positions j weighted by softmax_j(s f_i . f_j), the channel mean
+        smoothed over positions whose features resemble i's. f keeps its initialisation."""
+        channels = self.z.in_channels
+        self.z.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
+        self.z.bias.zero_()
+        self.g.weight.copy_(self.f.weight)
+        self.g.bias.copy_(self.f.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C, H, W) -> A (B, 1, H, W)."""
         b, _, h, w = x.shape
         k = self.f.out_channels
         weight = torch.cat([self.f.weight, self.g.weight, self.z.weight.mean(0, keepdim=True)])
         bias = torch.cat([self.f.bias, self.g.bias, self.z.bias.mean(0, keepdim=True)])
         f, g, z_mean = F.conv2d(x, weight, bias).flatten(2).split([k, k, 1], dim=1)  # (B, C~, N) twice, (B, 1, N)
-        similarity = torch.softmax(f.transpose(1, 2) @ g, dim=-1)  # (B, N, N), row i: weights over j
+        if self.nonnegative:
+            z_mean = F.relu(z_mean)
+        similarity = torch.softmax(self.logit_scale * (f.transpose(1, 2) @ g), dim=-1)  # (B, N, N), row i: weights over j
         return (z_mean @ similarity.transpose(1, 2)).view(b, 1, h, w)
 
 
@@ -78,6 +103,11 @@ def drop_mask(attention: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return (attention < theta).to(attention.dtype)
 
 
+def is_empty(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) mask -> (B, 1, 1, 1) bool: no pixel is 1."""
+    return mask.amax(dim=(1, 2, 3), keepdim=True) == 0
+
+
 def select_map(importance: torch.Tensor, dropping: torch.Tensor, drop_rate: float) -> torch.Tensor:
     """One draw per call (per batch, as ADL): the dropping mask with probability drop_rate, else the
     importance map sigmoid(A)."""
@@ -96,11 +126,21 @@ def masked_average(feature: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     return total / area.clamp_min(1), nonempty
 
 
+UNIT_EPS = 1e-6  # below this norm an embedding is divided by it instead: the normalisation's gradient stays <= 1e6
+
+
+def unit_embedding(z: torch.Tensor) -> torch.Tensor:
+    """(B, D) embeddings -> each divided by its L2 norm (by UNIT_EPS when the norm is smaller)."""
+    return F.normalize(z, dim=1, eps=UNIT_EPS)
+
+
 def contrastive_attention_loss(z_dfg: torch.Tensor, z_fg: torch.Tensor, z_bg: torch.Tensor, margin: float,
                                present: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 3: mean over images of max(0, d(z_dfg, z_fg) - d(z_dfg, z_bg) + m), d the L2 distance.
     z: (B, D) embeddings; ``present`` (B,) bool: the images whose three masks are all non-empty, the
-    only ones the mean runs over (0 when there is none)."""
+    only ones the mean runs over (0 when there is none). On unit embeddings d is in [0, 2], so the
+    margin m = 1 asks the anchor to be nearer its positive than its negative by half their largest
+    distance; on raw ones the hinge grows with the embedding's scale."""
     positive = torch.linalg.vector_norm(z_dfg - z_fg, dim=1)
     negative = torch.linalg.vector_norm(z_dfg - z_bg, dim=1)
     hinge = F.relu(positive - negative + margin)
@@ -109,21 +149,78 @@ def contrastive_attention_loss(z_dfg: torch.Tensor, z_fg: torch.Tensor, z_bg: to
     return torch.where(present, hinge, torch.zeros_like(hinge)).sum() / present.sum().clamp_min(1)
 
 
-def foreground_consistency_loss(attentions: list[torch.Tensor]) -> torch.Tensor:
-    """Eq. 4 for every earlier layer i against the last (reference) layer j, summed over i:
-    ||A_i - A_j||_2^2 per pixel, i.e. the mean squared difference over the map's pixels (PyTorch's
-    MSELoss), averaged over images. A_j is resized bilinearly (half-pixel centres) to A_i's size and
-    detached: no gradient reaches the reference layer.
+MAX_EPS = 1e-6  # a map whose maximum is below this is divided by it instead (scale "max")
 
-    Per pixel, not summed over the map: the sum grows with the map's area (100 pixels at 80 px input,
-    784 at 224 px) and with the unnormalised maps' scale; on the default benchmark at lr 0.01 it
-    drove the loss from 3.95 in epoch 1 to 7.54 in epoch 3 (L_fc 6.39; README, "The default benchmark")."""
+
+def foreground_consistency_loss(attentions: list[torch.Tensor], pixels: str = "mean", taps: str = "sum",
+                                gamma_bg: float = 1.0, scale: str = "raw") -> torch.Tensor:
+    """Eq. 4, ||A_i - A_j||_2^2, for every earlier layer i against the last (reference) layer j, per
+    image, averaged over images; over the earlier layers summed (``taps="sum"``) or averaged ("mean").
+    A_j is resized bilinearly (half-pixel centres) to A_i's size and detached: no gradient reaches the
+    reference layer.
+
+    ``scale``: "raw" compares the maps as they are, so L_fc also asks A_i to take A_j's magnitude,
+    which differs from layer to layer (on the default benchmark at step 0 the mean A of the first tap
+    is 6x the last's, and that mismatch is most of L_fc); "max" divides each map by its own maximum
+    over the map (a detached denominator, at least MAX_EPS), so L_fc compares where each map is high
+    relative to its peak, what Eq. 1's thresholds read, and leaves each tap its own scale.
+
+    ``pixels``:
+
+    * "sum": the squared L2 norm as written, summed over A_i's pixels. It grows with the map's area
+      (100 pixels at 80 px input, 784 at 224 px) and the maps' scale: on the default benchmark at lr
+      0.01 it drove the loss from 3.95 in epoch 1 to 7.54 in epoch 3 (README, "The default benchmark").
+    * "mean": per pixel (PyTorch's MSELoss).
+    * "foreground": per pixel over the reference's M_fg only (Eq. 2 on the resized A_j: A_j > gamma_bg
+      mean(A_j)): the early map is pulled to the late one where the late one sees the object (the
+      paper's aim, Sec. 3.3, "boosts activations in the object"), its background left to L_ca. An
+      image whose reference M_fg is empty adds 0."""
     *earlier, last = attentions
+    if scale == "max":
+        earlier = [a / a.detach().amax(dim=(1, 2, 3), keepdim=True).clamp_min(MAX_EPS) for a in earlier]
+        last = last / last.amax(dim=(1, 2, 3), keepdim=True).clamp_min(MAX_EPS)
     reference = last.detach()
-    total = last.new_zeros(())
+    per_tap = []
     for attention in earlier:
         target = reference
         if target.shape[-2:] != attention.shape[-2:]:
             target = F.interpolate(reference, size=attention.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + (attention - target).pow(2).flatten(1).mean(dim=1).mean()
-    return total
+        squared = (attention - target).pow(2)
+        if pixels == "sum":
+            per_image = squared.sum(dim=(1, 2, 3))
+        elif pixels == "mean":
+            per_image = squared.mean(dim=(1, 2, 3))
+        else:
+            inside = foreground_mask(target, gamma_bg * target.mean(dim=(1, 2, 3), keepdim=True))
+            per_image = (squared * inside).sum(dim=(1, 2, 3)) / inside.sum(dim=(1, 2, 3)).clamp_min(1)
+        per_tap.append(per_image.mean())
+    return reduce_taps(per_tap, taps)
+
+
+def reduce_taps(values: list[torch.Tensor], how: str) -> torch.Tensor:
+    """Scalar loss terms of several taps -> their sum ("sum") or mean ("mean")."""
+    stacked = torch.stack(values)
+    return stacked.sum() if how == "sum" else stacked.mean()
+
+
+# --------------------------------------------------------------------------------- diagnostics
+
+def spatial_variation(attention: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) -> (B,): the standard deviation of A over its pixels divided by the mean of |A| (the
+    coefficient of variation for A >= 0); 0 for a map that is 0 everywhere. A flat map gives 0."""
+    flat = attention.flatten(1)
+    return flat.std(dim=1, correction=0) / flat.abs().mean(dim=1).clamp_min(torch.finfo(flat.dtype).tiny)
+
+
+def attention_figures(attention: torch.Tensor, dropping: torch.Tensor, theta_fg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What one tap's attention did in a batch, as detached scalars (shares in [0, 1]): ``negative``,
+    pixels with A < 0; ``fg_above_max``, images whose theta_fg exceeds max(A) (no part counts as the
+    most discriminative); ``drop_empty``, images whose dropping mask (M_dfg, or ADL's drop mask) is
+    empty; ``drop_area``, the share of pixels that mask keeps, mean over images; ``variation``, A's
+    spatial_variation, mean over images."""
+    with torch.no_grad():
+        return {"negative": (attention < 0).float().mean(),
+                "fg_above_max": (theta_fg > attention.amax(dim=(1, 2, 3), keepdim=True)).float().mean(),
+                "drop_empty": is_empty(dropping).float().mean(),
+                "drop_area": dropping.mean(),
+                "variation": spatial_variation(attention).mean()}

@@ -33,12 +33,17 @@ class WSOLModel(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W), labels (B,) or None -> the method's outputs (``logits`` (B, K) and,
-        in training, what its losses need)."""
+        in training, what its losses need, and ``diagnostics``, a dict of detached scalars, when the
+        method reports any)."""
         if not self.training:
             return self.method.head(self.backbone(images), labels, None)
         state: dict[str, object] = {"input_size": tuple(images.shape[-2:])}
         feature = self.backbone(images, partial(self.method.at_tap, state=state))
-        return self.method.head(feature, labels, state)
+        outputs = self.method.head(feature, labels, state)
+        diagnostics = self.method.diagnostics(state)
+        if diagnostics:
+            outputs["diagnostics"] = diagnostics
+        return outputs
 
     def cams(self, images: torch.Tensor, classes: torch.Tensor, size: int = RESIZE_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K) and CAMs (B, size, size) in [0, 1] of the plain network, for class
@@ -57,11 +62,15 @@ class WSOLModel(nn.Module):
         train ``features`` / ``Mixed*``, ``Conv2d_*`` at lr and the rest at the ratio; ResNet50
         trains ``layer4`` and ``fc`` at the ratio and the rest at lr (so its ACoL and SPG heads at
         lr). Parameters the reference lacks (the paper's attention blocks and embeddings) are new
-        layers, at the ratio."""
+        layers, at the ratio, unless the method trains them at the backbone's rate (``Method.at_backbone_rate``)."""
         backbone, groups = self.backbone.name, ([], [])
         for name, parameter in self.named_parameters():
             reference = reference_name(name, backbone, self.backbone.variant)
-            groups[reference is None or at_classifier_rate(backbone, reference)].append(parameter)
+            if reference is None:
+                at_ratio = not self.method.at_backbone_rate(name.removeprefix("method."))
+            else:
+                at_ratio = at_classifier_rate(backbone, reference)
+            groups[at_ratio].append(parameter)
         return groups
 
 
@@ -96,6 +105,7 @@ def build_model(backbone: str, method: str, num_classes: int, config: Config,
     plugin = load_attribute(spec.implementation)(network, num_classes, getattr(config.method_settings, method))
     model = WSOLModel(network, plugin)
     initialize(model, network.variant.init_mode)
+    plugin.initialise()
     source = pretrained_source(config, backbone, pretrained_folder) if pretrained else None
     if source:
         model.pretrained = network.load_pretrained(source)

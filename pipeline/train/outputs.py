@@ -29,12 +29,19 @@ from pipeline.run_folder import META, RunMeta, read_run, save_run
 from pipeline.scoring import score_split, val_scoring
 from pipeline.tracking import client_for, in_project
 from pipeline.train.driver import TrainedRun
+from pipeline.train.worker import is_diagnostic
 
 UNTRACKED = ("images_per_s", "epoch_s")  # timings vary from run to run: MLflow and cost.json, not metrics or history
 
 
 def _tracked(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in UNTRACKED}
+
+
+def _results(metrics: dict) -> dict:
+    """The selected epoch's metrics for metrics.json (``dvc metrics show``): its diagnostics stay in
+    history.csv and MLflow."""
+    return {k: v for k, v in _tracked(metrics).items() if not is_diagnostic(k)}
 
 
 def _val_figures(model: WSOLModel, trained: TrainedRun, config: Config, threshold: float, folder: Path) -> None:
@@ -68,7 +75,7 @@ def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
                    trained.selected_epoch, trained.progress.epoch, trained.progress.restarts, trained.ray_name)
     with replaced_atomically(out) as staging:
         save_run(staging, trained.state_dict, meta)
-        (staging / "metrics.json").write_text(json.dumps(_tracked(selected), indent=2) + "\n")
+        (staging / "metrics.json").write_text(json.dumps(_results(selected), indent=2) + "\n")
         rows = [_tracked(row) for row in trained.progress.history]
         with (staging / "history.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

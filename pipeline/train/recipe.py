@@ -51,16 +51,32 @@ def grad_scaler(config: Config, device: torch.device) -> torch.amp.GradScaler:
 
 
 def optimization_step(loss: torch.Tensor, parameters, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                      config: Config) -> None:
+                      config: Config) -> torch.Tensor | None:
     """Backward of ``loss`` (scaled for fp16), the global gradient norm clipped to train.grad_clip
-    (unless 0), the optimizer's step."""
+    (unless 0), the optimizer's step. Returns the gradient's global norm before clipping (a 0-d
+    tensor; inf or NaN on an fp16 step the scaler skips), None when clipping is off."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    norm = None
     if config.train.grad_clip > 0:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
     scaler.step(optimizer)
     scaler.update()
+    return norm
+
+
+def term_gradient_norms(terms: dict[str, torch.Tensor], parameters: list[torch.nn.Parameter],
+                        scaler: torch.amp.GradScaler) -> dict[str, torch.Tensor]:
+    """The L2 norm of each loss term's own gradient on ``parameters`` (0-d tensors, by term name),
+    without touching their ``.grad``: one extra backward per term, the graph kept for the step's own."""
+    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+    norms = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(scaler.scale(term), parameters, retain_graph=True, allow_unused=True)
+        present = [g.detach().float().flatten() for g in grads if g is not None]
+        norms[name] = (torch.linalg.vector_norm(torch.cat(present)) if present else term.new_zeros(())) / scale
+    return norms
 
 
 def seed_everything(seed: int, rank: int, epoch: int) -> None:

@@ -30,27 +30,44 @@ from pipeline.models import WSOLModel, build_model
 from pipeline.scoring import score_split, val_scoring
 from pipeline.tracking import log_epoch
 from pipeline.train import state as saved
+from pipeline.train.attention_probe import attention_localization
 from pipeline.train.recipe import (autocast, grad_scaler, optimization_step, optimizer_for, place_model, scheduler_for,
-                                   seed_everything)
+                                   seed_everything, term_gradient_norms)
 
 log = logging.getLogger("pipeline.train")
 
 SELECTION = "val_localization"  # reported to Ray only (Tune's metric): MLflow and history have it by its own name
 
 
+def is_diagnostic(metric: str) -> bool:
+    """Whether an epoch's metric is a diagnostic of the training (history.csv and MLflow), not a
+    result (metrics.json): attention figures, gradient norms, clipped steps."""
+    return "/" in metric
+
+
 def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scaler, config, device, epoch: int,
                  epochs: int, rank: int, world: int) -> dict[str, float]:
-    """One pass over the training split; returns mean loss terms and training top-1 (rank 0's share).
+    """One pass over the training split; returns mean loss terms, training top-1 and the diagnostics
+    (rank 0's share; :func:`is_diagnostic` names): the method's attention figures
+    (``attention/<tap>/...``), the gradient's norm before clipping (``grad/norm``, mean over steps) and
+    how many steps the clip shortened (``grad/clipped_steps``), and each loss term's gradient norm on
+    the backbone and its share of their sum (``grad/<term>/norm``, ``grad/<term>/share``), measured on
+    the first step and every ``train.grad_terms_every`` steps.
 
     Sums stay on the device and are read every ``train.log_every`` steps and at the end: a GPU never
     waits for the host between those steps. A non-finite loss is caught at the next read, naming
     its first step; the run then stops, its last checkpoint (the previous epoch's) untouched."""
     sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+    term_norms: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=device))
+    measured = 0
     correct = torch.zeros((), dtype=torch.long, device=device)
     first_bad = torch.zeros((), dtype=torch.long, device=device)  # first step whose loss was not finite; 0: none
+    clipped = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     started = time.perf_counter()
     channels_last = config.train.channels_last and device.type == "cuda"
+    every = config.train.grad_terms_every
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     for step, (images, labels, _) in enumerate(loader, start=1):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if channels_last:
@@ -60,7 +77,11 @@ def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scal
             outputs = ddp(images, targets.labels)
             terms = model.method.losses(outputs, targets)
             loss = sum(terms.values())
-        optimization_step(loss, ddp.parameters(), optimizer, scaler, config)
+        if rank == 0 and every and (step - 1) % every == 0:
+            for name, norm in term_gradient_norms(terms, backbone, scaler).items():
+                term_norms[name] += norm
+            measured += 1
+        norm = optimization_step(loss, ddp.parameters(), optimizer, scaler, config)
         batch = len(labels)
         seen += batch
         first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
@@ -68,20 +89,48 @@ def _train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scal
         sums["loss"] += loss.detach().float() * batch
         for name, value in terms.items():
             sums[f"loss_{name}"] += value.detach().float() * batch
+        for name, value in outputs.get("diagnostics", {}).items():
+            sums[name] += value.float() * batch
+        if norm is not None:
+            sums["grad/norm"] += norm.float() * batch
+            clipped += norm > config.train.grad_clip
         if step % config.train.log_every == 0 or step == len(loader):
             if first_bad.item():
                 raise FloatingPointError(f"epoch {epoch + 1}, step {first_bad.item()}: the loss is not finite; "
                                          "lower the learning rate or set train.grad_clip")
             if rank == 0:
                 rate = seen * world / (time.perf_counter() - started)
-                means = {k: v.item() / seen for k, v in sums.items()}
+                means = {k: v.item() / seen for k, v in sums.items() if k.startswith("loss")}  # the losses only: few reads
                 parts = " ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in means.items() if k != "loss")
                 log.info("epoch %d/%d step %d/%d: loss %.3f (%s) %.1f img/s", epoch + 1, epochs, step, len(loader),
                          means["loss"], parts, rate)
     stats = {k: v.item() / seen for k, v in sums.items()}
     stats["train_top1_cls"] = correct.item() * 100.0 / seen
+    if config.train.grad_clip > 0:
+        stats["grad/clipped_steps"] = clipped.item()
+    if measured:
+        norms = {name: total.item() / measured for name, total in term_norms.items()}
+        total = max(sum(norms.values()), 1e-12)
+        stats.update({f"grad/{name}/norm": value for name, value in norms.items()})
+        stats.update({f"grad/{name}/share": value / total for name, value in norms.items()})
     stats["images_per_s"] = seen * world / (time.perf_counter() - started)
     return stats
+
+
+def _attention_lines(metrics: dict[str, float]) -> list[str]:
+    """The epoch's attention figures in words, one line per tap (none for a method without attention)."""
+    taps = dict.fromkeys(key.split("/")[1] for key in metrics if key.startswith("attention/"))
+    lines = []
+    for tap in taps:
+        figure = {key.split("/")[2]: value for key, value in metrics.items() if key.startswith(f"attention/{tap}/")}
+        parts = [f"A<0 {100 * figure['negative']:.1f} %", f"empty drop mask {100 * figure['drop_empty']:.1f} %",
+                 f"drop area {100 * figure['drop_area']:.1f} %", f"variation {figure['variation']:.2f}"]
+        if "val_auc_attention" in figure:
+            parts.append(f"val AUC {figure['val_auc_attention']:.3f}")
+        if "val_auc_channel_mean" in figure:
+            parts.append(f"(channel mean {figure['val_auc_channel_mean']:.3f})")
+        lines.append(f"  {tap}: " + ", ".join(parts))
+    return lines
 
 
 def _restore(model, optimizer, scheduler, scaler, rank: int, epochs: int) -> tuple[saved.TrainingState, dict | None]:
@@ -173,6 +222,7 @@ def train_worker(payload: dict) -> None:
                 continue
             model.eval()
             scores = score_split(model.cams, info, "val", config.data, val_scoring(config), device, prepared=prepared)
+            metrics.update(attention_localization(model, info, config.data, config.evaluate.batch_size, device, prepared))
             model.train()
             metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
             if scores.box is not None:
@@ -184,9 +234,10 @@ def train_worker(payload: dict) -> None:
                 progress.best_score, progress.best_epoch = scores.localization, epoch + 1
                 if config.train.select == "best":
                     best_model = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s",
+            log.info("epoch %d/%d: loss %.3f, train top-1 %.1f | val localization %.2f, top-1 %.1f | %.1f img/s%s",
                      epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
-                     scores.top1_cls, metrics["images_per_s"])
+                     scores.top1_cls, metrics["images_per_s"],
+                     "".join(f"\n{line}" for line in _attention_lines(metrics)))
             log_epoch(client, payload["mlflow_run_id"], metrics)
             with tempfile.TemporaryDirectory() as folder:
                 saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)

@@ -3,10 +3,12 @@
 A method adds to a backbone (a) an input transform for training (``augment``), (b) modules that
 read or replace the feature map at named taps during training (``at_tap``), (c) a classification
 head, (d) its loss terms, and (e) how its class activation map is read from the final feature map.
-At evaluation the backbone runs plain: ``at_tap`` is never called.
+At evaluation the backbone runs plain: ``at_tap`` is never called. A method with an attention at its
+taps also says what it saw (``diagnostics``) and shows its maps on any feature (``attention_maps``),
+so that every run logs whether its attention learned anything.
 
 ``state`` is a dict made afresh for each training forward: ``input_size`` (H, W) and whatever the
-method's ``at_tap`` records for its head and losses. It is ``None`` at evaluation.
+method's ``at_tap`` records for its head, losses and diagnostics. It is ``None`` at evaluation.
 """
 
 from __future__ import annotations
@@ -80,6 +82,28 @@ class Method(nn.Module, ABC):
     def losses(self, outputs: dict[str, torch.Tensor], targets: Targets) -> dict[str, torch.Tensor]:
         """Named loss terms, weighted; the training loss is their sum."""
         return {"cls": classification_loss(outputs["logits"], targets)}
+
+    def initialise(self) -> None:
+        """The method's own initialisation of its layers, run after the reference's initialisation of
+        the whole network (and before pretrained weights load into the backbone)."""
+
+    def at_backbone_rate(self, name: str) -> bool:
+        """Whether the method's parameter ``name`` (under the method), a layer the reference lacks,
+        trains at the backbone's learning rate instead of the new layers' (``WSOLModel.parameter_groups``)."""
+        return False
+
+    def diagnostics(self, state: State) -> dict[str, torch.Tensor]:
+        """What a training forward saw of the method's attention, as detached scalars named
+        ``attention/<tap>/<figure>``: the figures its ``at_tap`` recorded in ``state["figures"][tap]``
+        (:func:`pipeline.models.attention.attention_figures`). The training loop averages them over
+        each epoch's images."""
+        return {f"attention/{tap}/{name}": value for tap, figures in state.get("figures", {}).items()
+                for name, value in figures.items()}
+
+    def attention_maps(self, tap: str, feature: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The attention maps the method would compute at ``tap`` from ``feature`` (B, C, h, w), by name,
+        each (B, 1, h, w) float32; empty at a tap where it has none. Read on train-fullsup every epoch."""
+        return {}
 
     @abstractmethod
     def class_maps(self, feature: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
