@@ -163,7 +163,8 @@ class IclConfig(Section):
     # is documented where it acts (pipeline/models/attention.py, methods/icl.py, model.py).
     attention_sign: Literal["nonnegative", "free"]  # A >= 0 (ReLU on Eq. 5's value path), or as written
     attention_init: Literal["channel_mean", "reference"]  # A at step 0 = the smoothed channel mean, or the reference's init
-    similarity_scale: Literal["sqrt_key", "none"]  # Eq. 5's logits f.g scaled by 1/sqrt(C~), or not
+    similarity_scale: Literal["cosine", "sqrt_key", "none"]  # Eq. 5's logits: cos(f, g) / tau, f.g / sqrt(C~), or f.g
+    similarity_temperature: Positive  # tau of the cosine similarity
     embedding_norm: Literal["l2", "none"]  # L_ca's embeddings on the unit sphere, or raw
     empty_dfg: Literal["importance", "zero"]  # an image whose M_dfg is empty gets sigmoid(A), or a zero feature
     tap_reduction: Literal["mean", "sum"]  # L_ca and L_fc averaged over taps, or summed
@@ -188,7 +189,7 @@ class FreeChoice:
 FREE_CHOICES = (
     FreeChoice("attention_sign", "free", "sign", "A of free sign"),
     FreeChoice("attention_init", "reference", "init", "reference init of f, g, z"),
-    FreeChoice("similarity_scale", "none", "scale", "unscaled f.g"),
+    FreeChoice("similarity_scale", "none", "scale", "unscaled dot product f.g"),
     FreeChoice("embedding_norm", "none", "norm", "unnormalised embedding"),
     FreeChoice("empty_dfg", "zero", "empty", "empty M_dfg zeroes the feature"),
     FreeChoice("tap_reduction", "sum", "taps", "losses summed over taps"),

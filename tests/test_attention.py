@@ -227,7 +227,7 @@ def test_the_channel_mean_start_is_the_channel_mean_smoothed_over_similar_positi
     x = torch.zeros(1, 8, 2, 2)
     for p in range(4):
         x[0, p, p // 2, p % 2] = c[p]
-    block = NonLocalAttention(8, nonnegative=True, scaled=True)
+    block = NonLocalAttention(8, nonnegative=True, similarity="sqrt_key")
     k = 0.5
     with torch.no_grad():
         block.f.weight.copy_(k * torch.eye(4, 8).view(4, 8, 1, 1))
@@ -248,7 +248,7 @@ def test_the_channel_mean_start_is_the_channel_mean_smoothed_over_similar_positi
 def test_the_scaled_similarity_divides_the_logits_by_the_root_of_the_key_width():
     torch.manual_seed(0)
     x = torch.randn(2, 6, 3, 3)
-    plain, scaled = NonLocalAttention(6), NonLocalAttention(6, scaled=True)
+    plain, scaled = NonLocalAttention(6), NonLocalAttention(6, similarity="sqrt_key")
     scaled.load_state_dict(plain.state_dict())
     with torch.no_grad():  # C~ = 3: scaling f by 1/sqrt(3) scales the logits f.g as the scaled block does
         plain.f.weight.div_(math.sqrt(3))
@@ -256,6 +256,37 @@ def test_the_scaled_similarity_divides_the_logits_by_the_root_of_the_key_width()
     assert torch.allclose(plain(x), scaled(x), atol=1e-6)
 
 
+def test_the_cosine_similarity_smooths_the_channel_mean_over_like_positions_whatever_the_scale_of_f():
+    """The map of the channel-mean start test: f_p = k c_p e_p, so cos(f_i, f_j) is 1 when i = j and 0
+    otherwise, whatever k and c: row i of the softmax is e^{1/tau} at i and 1 elsewhere."""
+    c = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x = torch.zeros(1, 8, 2, 2)
+    for p in range(4):
+        x[0, p, p // 2, p % 2] = c[p]
+    tau = 0.5
+    block = NonLocalAttention(8, nonnegative=True, similarity="cosine", temperature=tau)
+    mean = c / 8
+    expected = (math.exp(1 / tau) * mean + mean.sum() - mean) / (math.exp(1 / tau) + 3)
+    for k in (0.01, 1.0, 30.0):
+        with torch.no_grad():
+            block.f.weight.copy_(k * torch.eye(4, 8).view(4, 8, 1, 1))
+            block.f.bias.zero_()
+        block.start_as_channel_mean()
+        assert torch.allclose(block(x).flatten(), expected)
+    # positions that differ only in length (x_p = c_p on every channel, f_p = c_p (1, 1, 1, 1)): cos = 1 for
+    # every pair, so A is the plain average; the dot product 4 c_i c_j gives every row most of its
+    # weight at the longest key (c = 4), and A is flat near that key's zbar
+    x = c.view(1, 1, 2, 2).expand(1, 8, 2, 2).contiguous()
+    dot, cosine = NonLocalAttention(8, nonnegative=True), NonLocalAttention(8, nonnegative=True, similarity="cosine")
+    for block in (dot, cosine):
+        with torch.no_grad():
+            block.f.weight.copy_(torch.eye(4, 8).view(4, 8, 1, 1))
+            block.f.bias.zero_()
+        block.start_as_channel_mean()
+    a_dot, a_cos = dot(x).flatten(), cosine(x).flatten()
+    expected_dot = torch.stack([(torch.softmax(4 * ci * c, 0) * c).sum() for ci in c])
+    assert torch.allclose(a_dot, expected_dot) and (expected_dot > 3.9).all()
+    assert torch.allclose(a_cos, torch.full((4,), c.mean().item()))  # all alike: the plain average
 def test_unit_embeddings_make_eq3_independent_of_the_embedding_scale():
     torch.manual_seed(0)
     z = [torch.randn(5, 16) for _ in range(3)]

@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+UNIT_EPS = 1e-6  # below this norm a vector is divided by it instead: the normalisation's gradient stays <= 1e6
+
 
 class NonLocalAttention(nn.Module):
     """Eq. 5: ``A = mean_C(softmax(f(x)^T g(x)) z(x))``, with f, g: 1x1 convs to C~ = C/2 channels (the
     paper leaves C~ open; C/2 is the non-local block of Wang et al.) and z: a 1x1 conv to C channels.
-    Position i of A is ``sum_j softmax_j(s f_i . g_j) zbar_j``, zbar = mean_C(z), s the logits' scale.
+    Position i of A is ``sum_j softmax_j(sim(f_i, g_j)) zbar_j``, zbar = mean_C(z).
 
     Two choices the paper leaves open (``method_settings.icl``, README "The paper's free choices"):
 
@@ -22,8 +24,11 @@ class NonLocalAttention(nn.Module):
       paper calls A an "intensity" and thresholds it at gamma_fg max(A) and gamma_bg mean(A) (Sec. 4.1),
       as ADL does its channel mean of post-ReLU features; on a map of free sign those thresholds no
       longer mean "the top part" and "above average". False: the formula as written.
-    * ``scaled``: the logits f_i . g_j are scaled by s = 1/sqrt(C~) (the scaled dot product of Vaswani
-      et al.), so their spread does not grow with C~. False: s = 1, Eq. 5 as written.
+    * ``similarity``, sim(f_i, g_j): ``"none"``, the dot product f_i . g_j as written; ``"sqrt_key"``,
+      f_i . g_j / sqrt(C~) (the scaled dot product of Vaswani et al.); ``"cosine"``, cos(f_i, g_j) / tau
+      (the similarity of the paper's contrastive sources, SimCLR and MoCo, at their temperature). A
+      dot product favours the positions whose g is long over those that resemble i, and A, an
+      average of zbar, flattens; with cosine and g = f each position is most similar to itself.
 
     The channel mean is linear, so it is taken before the (HW x HW) product: mean_C(z(x)) is the 1x1
     conv with z's weights and bias averaged over output channels. f, g and that averaged z run as one
@@ -36,20 +41,21 @@ class NonLocalAttention(nn.Module):
     ``benchmarks/train_speed.py`` prints the FLOP ratio ICL / CAM that this sets.
     """
 
-    def __init__(self, channels: int, nonnegative: bool = False, scaled: bool = False):
+    def __init__(self, channels: int, nonnegative: bool = False, similarity: str = "none", temperature: float = 0.1):
         super().__init__()
         key_channels = max(1, channels // 2)
         self.f = nn.Conv2d(channels, key_channels, 1)
         self.g = nn.Conv2d(channels, key_channels, 1)
         self.z = nn.Conv2d(channels, channels, 1)
         self.nonnegative = nonnegative
-        self.logit_scale = key_channels ** -0.5 if scaled else 1.0
+        self.cosine = similarity == "cosine"
+        self.logit_scale = {"none": 1.0, "sqrt_key": key_channels ** -0.5, "cosine": 1 / temperature}[similarity]
 
     @torch.no_grad()
     def start_as_channel_mean(self) -> None:
         """z = identity (no bias) and g = f: at step 0, zbar is the channel mean of x (ADL's attention)
-        and A_i its average over the positions j weighted by softmax_j(s f_i . f_j), the channel mean
-        smoothed over positions whose features resemble i's. f keeps its initialisation."""
+        and A_i its average over the positions j weighted by softmax_j(sim(f_i, f_j)), the channel
+        mean smoothed over positions whose features resemble i's. f keeps its initialisation."""
         channels = self.z.in_channels
         self.z.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
         self.z.bias.zero_()
@@ -65,6 +71,8 @@ class NonLocalAttention(nn.Module):
         f, g, z_mean = F.conv2d(x, weight, bias).flatten(2).split([k, k, 1], dim=1)  # (B, C~, N) twice, (B, 1, N)
         if self.nonnegative:
             z_mean = F.relu(z_mean)
+        if self.cosine:
+            f, g = F.normalize(f, dim=1, eps=UNIT_EPS), F.normalize(g, dim=1, eps=UNIT_EPS)
         similarity = torch.softmax(self.logit_scale * (f.transpose(1, 2) @ g), dim=-1)  # (B, N, N), row i: weights over j
         return (z_mean @ similarity.transpose(1, 2)).view(b, 1, h, w)
 
@@ -125,8 +133,6 @@ def masked_average(feature: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     nonempty = area[:, 0] > 0
     return total / area.clamp_min(1), nonempty
 
-
-UNIT_EPS = 1e-6  # below this norm an embedding is divided by it instead: the normalisation's gradient stays <= 1e6
 
 
 def unit_embedding(z: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ class ICL(CAM):
     definition) by ADL's drop mask, or drop L_ca or L_fc.
 
     Where the paper is silent, ``settings`` chooses (registry.FREE_CHOICES; README, "The paper's free
-    choices"): A's sign and the block's logit scale (:class:`NonLocalAttention`); the block's start
+    choices"): A's sign and the block's similarity (:class:`NonLocalAttention`); the block's start
     (``attention_init``: the reference's initialisation of the network, or :meth:`NonLocalAttention.start_as_channel_mean`);
     L_ca's embeddings raw or on the unit sphere (``embedding_norm``); what an image whose dropping
     mask is empty gets when that mask is drawn (``empty_dfg``: the mask, i.e. a zero feature, or its
@@ -74,8 +74,10 @@ class ICL(CAM):
         self.ablation = settings.ablation
         self.weights = {"ca": settings.ca_weight, "fc": settings.fc_weight}
         channels = {_module_key(t): backbone.channels[t] for t in self.taps}
-        nonnegative, scaled = settings.attention_sign == "nonnegative", settings.similarity_scale == "sqrt_key"
-        self.attention = nn.ModuleDict({k: NonLocalAttention(c, nonnegative, scaled) for k, c in channels.items()}) \
+        nonnegative = settings.attention_sign == "nonnegative"
+        self.attention = nn.ModuleDict({k: NonLocalAttention(c, nonnegative, settings.similarity_scale,
+                                                             settings.similarity_temperature)
+                                        for k, c in channels.items()}) \
             if self.ablation.non_local else None
         self.embedding = nn.ModuleDict({k: nn.Linear(c, settings.embedding_dim) for k, c in channels.items()}) \
             if self.ablation.contrastive else None
