@@ -4,9 +4,10 @@ put through Eq. 1's thresholds, on train-fullsup (never on test).
 M_dfg = 1[gamma_bg mean(A) < A < gamma_fg max(A)] is empty when no cell lies in that band: either A
 is flat (max A <= gamma_bg mean A: M_fg is empty too) or it is one sharp peak over a flat rest. Per
 run and tap this prints, for A and for the channel mean (ADL's attention, the block's start), the
-share of images whose M_fg is empty (flat), whose M_dfg is empty, and max/mean of the map (median
-over images). The maps are the plain network's (eval mode, nothing masked: the features the CAM is
-read from), so the figures read the trained features, not one training step's masks. With
+share of images whose M_fg is empty (flat), whose M_dfg is empty, max/mean of the map (median over
+images) and its mean (over images: the scale L_fc compares). The maps are the plain network's (eval
+mode, nothing masked: the features the CAM is read from), so the figures read the trained features,
+not one training step's masks. With
 ``--untrained`` the network is the one training starts from (the pretrain stage's backbone, the
 method's modules as initialised, seed 0), built from ``params.yaml`` with ``--set`` overrides:
 
@@ -54,7 +55,8 @@ def untrained(method: str, backbone: str, config: Config) -> tuple[WSOLModel, Co
 @torch.no_grad()
 def band_figures(model: WSOLModel, config: Config) -> dict[tuple[str, str], dict[str, float]]:
     """(tap, map) -> {"flat": share of images with an empty M_fg, "empty_dfg": with an empty M_dfg,
-    "max_over_mean": median of max/mean} over train-fullsup, for a model of the paper's method."""
+    "max_over_mean": median of max/mean, "mean": the map's mean} over train-fullsup, for a model of the
+    paper's method."""
     hyper = model.method.hyper
     layout = Layout(ROOT)
     info = DatasetInfo.load(layout.split(config.dataset))
@@ -68,11 +70,13 @@ def band_figures(model: WSOLModel, config: Config) -> dict[tuple[str, str], dict
                 row["empty_dfg"] += is_empty(dropped_foreground_mask(attention, theta_fg, theta_bg)).flatten().tolist()
                 ratio = attention.amax(dim=(1, 2, 3)) / attention.mean(dim=(1, 2, 3))
                 row["max_over_mean"] += ratio.tolist()
+                row["mean"] += attention.mean(dim=(1, 2, 3)).tolist()
             return feature
 
         model.backbone(images, record)
     return {key: {"flat": float(np.mean(row["flat"])), "empty_dfg": float(np.mean(row["empty_dfg"])),
-                  "max_over_mean": float(np.median(row["max_over_mean"]))} for key, row in figures.items()}
+                  "max_over_mean": float(np.median(row["max_over_mean"])), "mean": float(np.mean(row["mean"]))}
+            for key, row in figures.items()}
 
 
 def main() -> None:
@@ -88,11 +92,11 @@ def main() -> None:
     config = configuration(args.set) if args.untrained else None
     models += [(f"{method} at step 0", lambda method=method: untrained(method, args.backbone, config))
                for method in args.untrained]
-    print(f"{'network':32s} {'tap':9s} {'map':13s} {'flat %':>6s} {'empty M_dfg %':>13s} {'max/mean':>8s}")
+    print(f"{'network':32s} {'tap':9s} {'map':13s} {'flat %':>6s} {'empty M_dfg %':>13s} {'max/mean':>8s} {'mean':>6s}")
     for label, load in models:
         for (tap, name), f in band_figures(*load()).items():
             print(f"{label:32s} {tap:9s} {name:13s} {100 * f['flat']:6.1f} {100 * f['empty_dfg']:13.1f} "
-                  f"{f['max_over_mean']:8.2f}", flush=True)
+                  f"{f['max_over_mean']:8.2f} {f['mean']:6.3f}", flush=True)
 
 
 if __name__ == "__main__":

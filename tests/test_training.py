@@ -304,8 +304,11 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(tmp_path, fresh_r
     thread = threading.Thread(target=lambda: result.update(trained=fit(cfg, layout, "resnet50", "cam", 0)))
     thread.start()
     _wait_for_checkpoint(layout.ray_storage)
-    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-    assert workers, "no Ray Train worker process found"
+    # this test's own worker only (its raylet is a child of this process): another Ray on the machine,
+    # a user's training, is never touched
+    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+               and any(parent.pid == os.getpid() for parent in p.parents())]
+    assert workers, "no Ray Train worker process of this test found"
     os.kill(workers[0].pid, signal.SIGKILL)
     thread.join(timeout=600)
     trained = result["trained"]
