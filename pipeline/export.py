@@ -53,14 +53,18 @@ def _check_inputs(size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def _differences(got: tuple, expected: tuple) -> dict[str, float]:
-    return {name: float(np.abs(np.asarray(a) - np.asarray(b)).max()) for name, a, b in zip(("logits", "cams"), got, expected)}
+    """Per output, max |exported - eager| over max(1, max |eager|): absolute for the CAMs (in [0, 1]),
+    relative for logits, which on the check batch of noise images reach hundreds, where float32's
+    rounding alone differs by 1e-4 between ONNX Runtime and PyTorch kernels."""
+    return {name: float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(1.0, float(np.abs(np.asarray(b)).max())))
+            for name, a, b in zip(("logits", "cams"), got, expected)}
 
 
 def _verdict(name: str, differences: dict[str, float], tolerance: float) -> dict:
     worst = max(differences.values())
     if worst > tolerance:
         raise ExportError(f"{name}: exported outputs differ from the eager model by {worst:.3g} > {tolerance:.3g}")
-    return {"max_abs_difference": differences, "tolerance": tolerance}
+    return {"max_difference": differences, "tolerance": tolerance}
 
 
 def _program(network: InferenceNetwork, example: tuple) -> ExportedProgram:

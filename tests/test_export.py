@@ -3,10 +3,11 @@ and an export beyond the tolerance is refused."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from pipeline.export import ExportError, export
+from pipeline.export import ExportError, _differences, export
 from pipeline.export_folder import load_exported
 
 
@@ -16,7 +17,7 @@ def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project)
     report = json.loads((folder / "export.json").read_text())
     assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
     for kind in ("pt2", "onnx"):
-        assert max(report[kind]["max_abs_difference"].values()) <= cfg.export.tolerance
+        assert max(report[kind]["max_difference"].values()) <= cfg.export.tolerance
     network, meta = load_exported(folder / "model.pt2")
     assert meta.input_size == 48 and meta.class_names == list(info.class_names) and meta.cam_threshold == 0.4
     images, classes = torch.randn(5, 3, 48, 48), torch.tensor([-1, 0, 1, 2, -1])
@@ -28,6 +29,12 @@ def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project)
     # ICL's attention branch acts only in training: the export leaves its weights out
     trained = layout.run("synth", "resnet50", "icl", 0) / "model.pt"
     assert (folder / "model.pt2").stat().st_size < 0.8 * trained.stat().st_size
+
+
+def test_differences_are_absolute_below_1_and_relative_above():
+    cams = np.array([0.5, 0.25])
+    assert _differences((np.array([300.03]), cams + 2e-5), (np.array([300.0]), cams)) == \
+        pytest.approx({"logits": 1e-4, "cams": 2e-5})
 
 
 def test_an_export_beyond_the_tolerance_is_refused(saved_project, tmp_path):
