@@ -1,5 +1,5 @@
 """The paper's free choices measured on train-fullsup: each Table 2 row of the paper's method trained
-with the pipeline's own model, optimizer, schedule and loop (``pipeline.train.worker._train_epoch``),
+with the pipeline's own model, optimizer, schedule and loop (``pipeline.train.epoch.train_epoch``),
 in this process and without Ray, then scored every epoch on train-fullsup only (never on test).
 
 Per run it prints what the choice is judged by: the largest epoch loss over the first epoch's, the
@@ -35,7 +35,7 @@ from pipeline.paths import Layout
 from pipeline.scoring import score_split, val_scoring
 from pipeline.train.attention_probe import attention_localization
 from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything
-from pipeline.train.worker import _train_epoch
+from pipeline.train.epoch import train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def train(config, backbone: str, method: str, seed: int, out: Path) -> list[dict
         for epoch in range(settings.epochs):
             started = time.perf_counter()
             seed_everything(seed, 0, epoch)
-            stats = _train_epoch(model, model, loader, optimizer, scaler, config, torch.device("cpu"), epoch,
+            stats = train_epoch(model, model, loader, optimizer, scaler, config, torch.device("cpu"), epoch,
                                  settings.epochs, 0, 1)
             scheduler.step()
             rows.append({"epoch": epoch + 1, **stats, **val_figures(model, info, config, prepared),

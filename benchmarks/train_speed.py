@@ -4,7 +4,7 @@ paper's method against CAM, for one backbone, input size, batch and device.
 - bare: forward + backward + gradient clipping + SGD of the WSOL network the pipeline builds, with the
   training recipe's optimizer, autocast and step (``pipeline.train.recipe``), on one fixed batch already
   on the device (the machine's limit for that model and step);
-- loop: our training loop (``pipeline.train.worker._train_epoch``) on the same settings over a generated
+- loop: our training loop (``pipeline.train.epoch.train_epoch``) on the same settings over a generated
   dataset, data loading included (``--data``: the prepare stage's arrays or the image files), validation
   excluded; after a warm-up epoch; and the same loop without the per-term gradient norms
   (``train.grad_terms_every: 0``): the cost of that diagnostic, one extra backward per loss term on the
@@ -45,7 +45,7 @@ from pipeline.data.prepared import prepare_splits
 from pipeline.models import build_model
 from pipeline.paths import Layout
 from pipeline.train.recipe import autocast, grad_scaler, optimization_step, optimizer_for, place_model
-from pipeline.train.worker import _train_epoch
+from pipeline.train.epoch import train_epoch
 
 CLASSES = 4
 PHOTO_SIZE = (500, 375)  # px (width, height): CUB's typical image
@@ -155,7 +155,7 @@ def loop_rate(config, backbone: str, method: str, info: DatasetInfo, prepared: P
     model, optimizer, scaler = _model(config, backbone, method, device)
     batch = config.backbone_settings.of(backbone).batch_size
     loader = split_loader(info, "train", config.data, batch, train=True, prepared=prepared)
-    epoch = lambda: _train_epoch(model, model, loader, optimizer, scaler, config, device, 0, 1, 0, 1)
+    epoch = lambda: train_epoch(model, model, loader, optimizer, scaler, config, device, 0, 1, 0, 1)
     epoch()
     return epoch()["images_per_s"]
 

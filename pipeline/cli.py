@@ -9,24 +9,41 @@ from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
+from pipeline.config import MAX_BATCH, MAX_BOOTSTRAP_SAMPLES, MAX_CAM_CURVE_INTERVAL, MIN_CAM_CURVE_INTERVAL
 from pipeline.errors import PipelineError
 from pipeline.registry import BACKBONES, METHODS
 from pipeline.metrics import evaluate_scoremap_folder
-from pipeline.paths import Layout, write_text_atomically
+from pipeline.paths import Layout, check_output_folder, check_writable, write_text_atomically
 
 
 def _resamples(text: str) -> int:
-    """--bootstrap's value: a whole number >= 0."""
+    """--bootstrap's value: a whole number in [0, MAX_BOOTSTRAP_SAMPLES] (params' bound)."""
     if not text.isdecimal():
         raise argparse.ArgumentTypeError(f"expected a whole number of resamples >= 0, got {text!r}")
+    if int(text) > MAX_BOOTSTRAP_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BOOTSTRAP_SAMPLES} resamples, got {text!r}")
     return int(text)
 
 
 def _batch_size(text: str) -> int:
-    """--batch-size's value: a whole number >= 1."""
+    """--batch-size's value: a whole number in [1, MAX_BATCH] (params' bound)."""
     if not text.isdecimal() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    if int(text) > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_BATCH}, got {text!r}")
     return int(text)
+
+
+def _cam_curve_interval(text: str) -> float:
+    """--cam-curve-interval's value: a number in params' range for it (not NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not MIN_CAM_CURVE_INTERVAL <= value <= MAX_CAM_CURVE_INTERVAL:
+        raise argparse.ArgumentTypeError(f"expected a number in [{MIN_CAM_CURVE_INTERVAL:g}, "
+                                         f"{MAX_CAM_CURVE_INTERVAL:g}], got {text!r}")
+    return value
 
 
 def _threshold(text: str) -> float:
@@ -56,6 +73,9 @@ def _output_folder(text: str) -> Path:
 
 
 def _evaluate_scoremaps(args: argparse.Namespace) -> None:
+    for path in (args.out, args.records):
+        if path is not None:
+            check_writable(path)
     result = evaluate_scoremap_folder(
         metadata_root=args.metadata_root,
         scoremap_root=args.scoremap_root,
@@ -103,6 +123,7 @@ def _localize(args: argparse.Namespace) -> int:
     """Exit status 1 when some image could not be read (the others are still localized)."""
     from pipeline.localize import localize
 
+    check_writable(args.out)
     found, errors = localize(args.images, args.model, args.out, args.threshold)
     print(json.dumps([f.to_dict() for f in found], indent=2))
     for error in errors:
@@ -116,7 +137,9 @@ def _import_checkpoint(args: argparse.Namespace) -> None:
 
     config = load_config(args.params)
     out = args.out or Path("imported") / config.dataset / f"{args.backbone}-{args.method}"
-    imported = import_run(args.checkpoint, args.backbone, args.method, config, Layout(args.params.resolve().parent), out)
+    check_output_folder(out, args.force)
+    imported = import_run(args.checkpoint, args.backbone, args.method, config, Layout(args.params.resolve().parent),
+                          out, force=args.force)
     print(json.dumps({"run_folder": str(out), "num_classes": imported.num_classes, "tensors_loaded": imported.loaded,
                       "unused_keys": list(imported.unused)}, indent=2))
 
@@ -125,9 +148,10 @@ def _export(args: argparse.Namespace) -> None:
     from pipeline.config import load_config
     from pipeline.export import export
 
-    config = load_config(args.params)
     out = args.out or args.run_folder.with_name(f"{args.run_folder.name}-export")
-    export(args.run_folder, out, config.export.tolerance)
+    check_output_folder(out, args.force)
+    config = load_config(args.params)
+    export(args.run_folder, out, config.export.tolerance, force=args.force)
     print(out)
 
 
@@ -135,9 +159,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     from pipeline.config import load_config
     from pipeline.evaluate import evaluate_exported
 
-    config = load_config(args.params)
     out = args.out or args.export_folder.with_name(f"{args.export_folder.name}-results")
-    metrics = evaluate_exported(args.export_folder, config, Layout(args.params.resolve().parent), out)
+    check_output_folder(out, args.force)
+    config = load_config(args.params)
+    metrics = evaluate_exported(args.export_folder, config, Layout(args.params.resolve().parent), out, force=args.force)
     print(json.dumps(metrics, indent=2))
 
 
@@ -147,6 +172,10 @@ def _apply_params(args: argparse.Namespace) -> None:
     changed = apply_fragment(args.fragment, args.params)
     print(f"{args.params}: changed {len(changed)} key(s) from {args.fragment}: {', '.join(changed)}" if changed
           else f"{args.params}: already as in {args.fragment}; nothing changed")
+
+
+_FORCE = ("write into --out even where it holds files wsol did not write there: they are kept, any of the names "
+          "wsol writes replaced (without it, such a folder is refused before any work)")
 
 
 class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -176,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="folder with image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt")
     evaluate.add_argument("--scoremap-root", type=Path, required=True, help="folder of <image_id>.npy score maps")
     evaluate.add_argument("--mask-root", type=Path, help="root of the mask files named in localization.txt (PxAP)")
-    evaluate.add_argument("--cam-curve-interval", type=float, default=0.01, help="step between thresholds tau")
+    evaluate.add_argument("--cam-curve-interval", type=_cam_curve_interval, default=0.01,
+                          help="step between thresholds tau")
     evaluate.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70],
                           help="IoU criteria delta, in %%")
     evaluate.add_argument("--predictions", type=Path,
@@ -230,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
     convert.add_argument("--out", type=_output_folder,
                          help="run folder to write (default: imported/<dataset>/<backbone>-<method>)")
+    convert.add_argument("--force", action="store_true", help=_FORCE)
     convert.set_defaults(run=_import_checkpoint)
 
     for name, run, folder, help_text, suffix in (
@@ -242,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         stage.add_argument(folder, type=Path)
         stage.add_argument("--params", type=Path, default=Path("params.yaml"), help="the settings to use")
         stage.add_argument("--out", type=_output_folder, help=f"folder to write (default: <{folder}>-{suffix})")
+        stage.add_argument("--force", action="store_true", help=_FORCE)
         stage.set_defaults(run=run)
 
     params = commands.add_parser("params", help="edit params.yaml")

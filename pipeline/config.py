@@ -1,13 +1,18 @@
 """The one typed configuration: ``params.yaml``, loaded and validated, flows to every stage.
 
 Every section is a frozen pydantic model that forbids unknown keys and checks types strictly (a
-string is not an int, 1 is not a bool) and ranges. A malformed file raises :class:`ConfigError`
-naming the file, the dotted key and what is wrong. ``params.yaml`` documents each key.
+string is not an int, 1 is not a bool) and ranges. Every number is finite (``.inf`` and ``.nan``
+are refused wherever they appear) and within a range a real run could need: each bound says why
+no run of the paper's settings, or of clovaai/wsolevaluation's, needs more. A malformed file
+raises :class:`ConfigError` naming the file, the dotted key, the value and what is wrong.
+``params.yaml`` documents each key.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,8 +27,6 @@ from pipeline.registry import (
     Fraction,
     MethodName,
     PerBackbone,
-    Positive,
-    PositiveInt,
     Section,
 )
 
@@ -35,6 +38,50 @@ PROTOCOL_SPLITS = dict(zip(SPLITS, ("train-weaksup", "train-fullsup", "test"))) 
 
 class ConfigError(PipelineError, ValueError):
     """params.yaml is unreadable or invalid; the message names the file and every bad key."""
+
+
+# ------------------------------------------------------------------------------------------ ranges
+
+# NumPy's legacy seed range (np.random.seed, and Ray Tune's random_state, take 0 <= seed < 2**32).
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# Thresholds tau are 0, interval, 2 interval, ... < 1: wsolevaluation's default 0.01 gives 100 and
+# the paper's settings 0.001 (infra/params/paper-*.yaml) 1000; 1e-4 (10000) is ten times finer
+# than any of them; above 0.5 only tau = 0 would be left. Each threshold costs every image a pass.
+MIN_CAM_CURVE_INTERVAL, MAX_CAM_CURVE_INTERVAL = 1e-4, 0.5
+CamCurveInterval = Annotated[float, Field(ge=MIN_CAM_CURVE_INTERVAL, le=MAX_CAM_CURVE_INTERVAL)]
+# Percentile intervals need about 1000 resamples (Efron and Tibshirani, An Introduction to the
+# Bootstrap, 1993); 10000 fix their next digit. The evaluator holds (resamples, images) counts.
+MAX_BOOTSTRAP_SAMPLES = 10_000
+# Images per optimizer step or per scoring batch: the paper's settings train at 32
+# (infra/params/paper-*.yaml); 4096 is 128 times that, more than a WSOL recipe uses.
+MAX_BATCH = 4096
+Batch = Annotated[int, Field(ge=1, le=MAX_BATCH)]
+# Epochs: the paper's settings train CUB 50, ILSVRC 10 (infra/params/paper-*.yaml); 1000 is 20
+# times the longest.
+Epochs = Annotated[int, Field(ge=1, le=1000)]
+# An SGD learning rate: the protocol's chosen ones lie in 1e-5..1e-1 (wsolevaluation's CUB runs:
+# 1.3e-5 to 2.2e-3; tune.lr searches up to 0.1); above 10 every recipe diverges.
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+# Generated images per class and split (synth, pretrain): ImageNet has at most 1300 per class.
+ImagesPerClass = Annotated[int, Field(ge=1, le=5000)]
+# Image sides in px: the paper's settings resize to 256 and crop 224 (infra/params/paper-*.yaml);
+# 1024 is four times that side, 16 times the pixels.
+Side = Annotated[int, Field(ge=16, le=1024)]
+# A count of steps (between log lines, between measurements): ILSVRC's 10 epochs at batch 32 are
+# 400000 steps.
+Steps = Annotated[int, Field(ge=1, le=10**6)]
+
+
+def _non_finite(data: object, loc: tuple = ()) -> Iterator[tuple[tuple, float]]:
+    """(key path, value) of each infinite or NaN number anywhere in parsed YAML."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield loc, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _non_finite(value, (*loc, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            yield from _non_finite(value, (*loc, index))
 
 
 # ---------------------------------------------------------------------------------------- datasets
@@ -80,9 +127,9 @@ class MetadataSources(Section):
 
 
 class SplitSizes(Section):
-    train: PositiveInt
-    val: PositiveInt
-    test: PositiveInt
+    train: ImagesPerClass
+    val: ImagesPerClass
+    test: ImagesPerClass
 
 
 class SynthConfig(Section):
@@ -93,7 +140,7 @@ class SynthConfig(Section):
     image_size: Annotated[int, Field(ge=32, le=512)]
     context_bias: Fraction  # probability that the background has the class's typical texture
     distractors: Annotated[int, Field(ge=0, le=8)]  # at most this many distractor shapes per image
-    seed: int
+    seed: Seed
 
 
 class CubConfig(Section):
@@ -137,10 +184,13 @@ def _crop_within(section: Section, side: str) -> Section:
 class DataConfig(Section):
     """Loading. Train: resize to resize x resize, random crop, flip; test: resize to crop x crop."""
 
-    resize: Annotated[int, Field(ge=16)]
-    crop: Annotated[int, Field(ge=16)]
-    loader_workers: Annotated[int, Field(ge=0)]  # DataLoader processes per training worker; 0: in the training process
-    prefetch_batches: Annotated[int, Field(ge=1)]  # batches each loader process keeps ready (DataLoader's prefetch_factor)
+    resize: Side
+    crop: Side
+    # DataLoader processes per training worker; 0: in the training process. The paper's settings
+    # use 8 (infra/params/paper-*.yaml); 64 is more cores than a node gives one worker.
+    loader_workers: Annotated[int, Field(ge=0, le=64)]
+    # batches each loader process keeps ready (DataLoader's prefetch_factor; PyTorch's default 2, the paper's settings 4)
+    prefetch_batches: Annotated[int, Field(ge=1, le=64)]
     pin_memory: bool
     prepared: bool  # the prepare stage stores train and val as uint8 arrays (false: decode the files every epoch)
 
@@ -160,10 +210,10 @@ class ModelConfig(Section):
     large_feature_map: bool  # 28x28 final map at 224 px instead of 14x14
     # None: random init; "pretrain": the pretrain stage's weights; a torchvision weights name; or a .pth file path
     pretrained: str | None
-    lr: Positive
-    epochs: PositiveInt
-    lr_decay_epochs: PositiveInt  # step decay every this many epochs
-    batch_size: PositiveInt  # per optimizer step, across all workers
+    lr: LearningRate
+    epochs: Epochs
+    lr_decay_epochs: Epochs  # step decay every this many epochs
+    batch_size: Batch  # per optimizer step, across all workers
 
 
 # One section per registered method, its settings class from the registry.
@@ -177,15 +227,15 @@ class PretrainConfig(Section):
     """The pretrain stage (pipeline/train/pretrain.py): a plain classifier on generated images of
     the classes the synthetic benchmark does not use, for backbones whose ``pretrained`` is ``pretrain``."""
 
-    images_per_class: PositiveInt
+    images_per_class: ImagesPerClass
     image_size: Annotated[int, Field(ge=32, le=512)]  # px, square
-    crop: Annotated[int, Field(ge=32)]  # px, random crops of this side
+    crop: Annotated[int, Field(ge=32, le=512)]  # px, random crops of this side
     context_bias: Fraction
     distractors: Annotated[int, Field(ge=0, le=8)]
-    epochs: PositiveInt
-    lr: Positive  # peak of a one-cycle schedule
-    batch_size: PositiveInt
-    seed: int
+    epochs: Epochs
+    lr: LearningRate  # peak of a one-cycle schedule
+    batch_size: Batch
+    seed: Seed
 
     @model_validator(mode="after")
     def _crop_fits(self):
@@ -195,28 +245,29 @@ class PretrainConfig(Section):
 class TrainConfig(Section):
     """The recipe shared by every run (Sec. 4.1 of the paper; per-backbone values in ``models``)."""
 
-    lr_classifier_ratio: Positive  # new layers train at lr * this
+    lr_classifier_ratio: Annotated[float, Field(gt=0, le=100)]  # new layers train at lr * this (wsolevaluation: 10)
     lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
     momentum: Annotated[float, Field(ge=0, lt=1)]
     nesterov: bool
-    weight_decay: Annotated[float, Field(ge=0)]
-    grad_clip: Annotated[float, Field(ge=0)]  # max gradient L2 norm; 0: off
-    grad_terms_every: Annotated[int, Field(ge=0)]  # steps between measurements of each loss term's gradient norm; 0: never
+    weight_decay: Annotated[float, Field(ge=0, le=1)]  # the protocol's 1e-4; at 1 the decay outweighs any gradient
+    grad_clip: Annotated[float, Field(ge=0, le=10**4)]  # max gradient L2 norm; 0: off (here 5; a norm of 1e4 has diverged)
+    # steps between measurements of each loss term's gradient norm; 0: never
+    grad_terms_every: Annotated[int, Field(ge=0, le=10**6)]
     amp: Literal["none", "bf16", "fp16"]  # mixed precision, GPU only
     channels_last: bool  # GPU only
     select: Literal["last", "best"]  # final model: last epoch, or best val MaxBoxAccV2
-    val_cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]  # thresholds of the per-epoch val MaxBoxAccV2
-    log_every: PositiveInt  # steps between progress lines
+    val_cam_curve_interval: CamCurveInterval  # thresholds of the per-epoch val MaxBoxAccV2
+    log_every: Steps  # steps between progress lines
     gallery_images: Annotated[int, Field(ge=0, le=64)]  # val CAMs drawn into MLflow at the end
 
 
 class RayConfig(Section):
-    num_workers: PositiveInt
+    num_workers: Annotated[int, Field(ge=1, le=1024)]  # the paper's ILSVRC setting: 8 GPUs
     use_gpu: bool
-    cpus_per_worker: PositiveInt
-    max_failures: Annotated[int, Field(ge=0)]
-    keep_checkpoints: PositiveInt
-    system_metrics_interval: Annotated[float, Field(ge=0)]  # s between samples of CPU/memory/GPU use; 0: none
+    cpus_per_worker: Annotated[int, Field(ge=1, le=256)]  # the paper's settings: 8; 256: a whole large node
+    max_failures: Annotated[int, Field(ge=0, le=100)]  # a run failing 100 times has a fault no restart mends
+    keep_checkpoints: Annotated[int, Field(ge=1, le=100)]  # each holds the model and optimizer state
+    system_metrics_interval: Annotated[float, Field(ge=0, le=3600)]  # s between samples of CPU/memory/GPU use; 0: none
 
 
 class ClusterConfig(Section):
@@ -228,11 +279,12 @@ class ClusterConfig(Section):
 
 
 class EvaluateConfig(Section):
-    cam_curve_interval: Annotated[float, Field(gt=0, lt=1)]
+    cam_curve_interval: CamCurveInterval
     iou_thresholds: list[Annotated[int, Field(ge=1, le=100)]] = Field(min_length=1)
-    batch_size: PositiveInt
-    bootstrap_samples: PositiveInt  # resamples of the test images behind every 95 % interval
-    bootstrap_seed: int
+    batch_size: Batch
+    # resamples of the test images behind every 95 % interval
+    bootstrap_samples: Annotated[int, Field(ge=1, le=MAX_BOOTSTRAP_SAMPLES)]
+    bootstrap_seed: Seed
 
     @model_validator(mode="after")
     def _has_fifty(self):
@@ -242,7 +294,9 @@ class EvaluateConfig(Section):
 
 
 class ExportConfig(Section):
-    tolerance: Positive  # max |exported - eager| over logits and CAMs
+    # max |exported - eager| / max(1, max |eager|) over logits and CAMs: relative, so 1 already
+    # accepts an export that is wrong by the outputs' whole scale
+    tolerance: Annotated[float, Field(gt=0, le=1)]
 
 
 class ReportConfig(Section):
@@ -274,10 +328,10 @@ class TuneConfig(Section):
 
     backbone: BackboneName
     method: MethodName
-    num_samples: PositiveInt
-    max_concurrent: PositiveInt
-    grace_period: PositiveInt  # epochs before ASHA may stop a trial
-    seed: int
+    num_samples: Annotated[int, Field(ge=1, le=10_000)]  # trials; each is a training run
+    max_concurrent: Annotated[int, Field(ge=1, le=1024)]  # trials at once (ray.num_workers' bound)
+    grace_period: Epochs  # epochs before ASHA may stop a trial
+    seed: Seed
     lr: Range  # every method's: backbone_settings.<backbone>.lr
     space: dict[MethodName, dict[str, Range]]  # per method: the settings it searches besides lr
 
@@ -299,7 +353,7 @@ class Config(Section):
     dataset: Literal[DATASETS]
     backbones: list[BackboneName] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)  # every backbone x method is trained once per seed
+    seeds: list[Seed] = Field(min_length=1)  # every backbone x method is trained once per seed
     datasets: DatasetsConfig
     data: DataConfig
     backbone_settings: PerBackbone[ModelConfig]
@@ -355,16 +409,22 @@ def _location(loc: tuple) -> str:
 
 
 def validate(data: object, source: str = "params.yaml") -> Config:
-    """A :class:`Config` from parsed YAML, or :class:`ConfigError` listing every bad key."""
+    """A :class:`Config` from parsed YAML, or :class:`ConfigError` listing every bad key: first each
+    number that is not finite, wherever it is (every section's, every method's settings)."""
+    non_finite = {_location(loc): value for loc, value in _non_finite(data)}
+    lines = [f"  {key}: must be a finite number (got {value!r})" for key, value in non_finite.items()]
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as error:
-        lines = []
         for problem in error.errors():
+            if _location(problem["loc"]) in non_finite:
+                continue  # named above
             shown = problem["type"] != "missing" and not isinstance(problem["input"], (dict, list))  # not a whole section
             value = f" (got {problem['input']!r})" if shown else ""
             lines.append(f"  {_location(problem['loc'])}: {problem['msg']}{value}")
-        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines)) from None
+    if lines:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
+    return config
 
 
 def with_sources(data: object, sources: object, source: str) -> object:

@@ -19,24 +19,20 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from mlflow.exceptions import MlflowException
 
 from pipeline.config import Config, EvaluateConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
 from pipeline.export_folder import PT2, load_exported
-from pipeline.paths import RECORDS, Layout, replaced_atomically
 from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
 from pipeline.metrics.regions import RegionResult, bootstrap_ci
+from pipeline.paths import RECORDS, Layout, replaced_atomically
 from pipeline.scoring import SplitScores, score_split, test_scoring
-from pipeline.tracking import client_for, in_project, last_step, log_dataset_inputs, log_metrics, tracking_uri
-
-log = logging.getLogger(__name__)
+from pipeline.tracking import client_for, in_project, last_step, log_dataset_inputs, log_metrics, store_failure_warns
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -84,20 +80,18 @@ def _log_to_training_run(layout: Layout, run_id: str, info: DatasetInfo, scores:
                          folder: Path) -> None:
     """test_* metrics (and their intervals) at the run's last epoch, the test split as a dataset
     input and the result files into the training run; a store that no longer has the run (deleted,
-    or another tracking URI) only costs a warning: the files are the record."""
-    client = client_for(layout)
+    or another tracking URI), or that fails (locked, corrupt), only costs a warning: the files are
+    the record."""
     values = {f"test_{k}": v for k, v in scores.summary().items() if v is not None}
     for name, (low, high) in metrics["ci95"].items():
         values.update({f"test_{name}_ci_low": low, f"test_{name}_ci_high": high})
-    try:
+    with store_failure_warns(layout, f"the test scores of MLflow run {run_id}"):
+        client = client_for(layout)
         log_metrics(client, run_id, values, step=last_step(client, run_id))
         log_dataset_inputs(client, run_id, info, {"test": "evaluation"}, layout)
         with in_project(layout):
             for name in ("metrics.json", "boxacc.csv", "pr_curve.csv"):
                 client.log_artifact(run_id, str(folder / name), "test")
-    except MlflowException as error:
-        log.warning("MLflow run %s not found in %s (%s): test scores not logged there", run_id,
-                    tracking_uri(layout), error.error_code)
 
 
 def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Config) -> None:
@@ -118,9 +112,11 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
                ([f"{t:.4f}", f"{p:.6f}", f"{r:.6f}"] for t, p, r in zip(mask.thresholds, mask.precision, mask.recall)))
 
 
-def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path) -> dict:
+def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, force: bool = False) -> dict:
     """Score an exported model.pt2 on params' test split; write ``out`` (metrics.json, curves) and
-    return its metrics. The scores also go into the training run's MLflow run, where it has one."""
+    return its metrics. The scores also go into the training run's MLflow run, where it has one.
+    ``force``: as :func:`pipeline.paths.replaced_atomically` (``wsol evaluate`` refuses a foreign
+    ``--out`` before calling this; a stage's folder may hold DVC's .gitignore, which is kept)."""
     exported, meta = load_exported(path)
     if meta.dataset != config.dataset:
         raise DatasetError(f"{path} was trained on {meta.dataset!r}, params.yaml selects {config.dataset!r}")
@@ -128,10 +124,10 @@ def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path) -> 
     scores = score_split(exported, info, "test", meta.input_settings(config.data), test_scoring(config), torch.device("cpu"),
                          regions=True)
     metrics = _metrics(scores, config)
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force) as staging:
         _write_results(staging, scores, metrics, config)
-        if meta.mlflow_run_id is not None:
-            _log_to_training_run(layout, meta.mlflow_run_id, info, scores, metrics, staging)
+    if meta.mlflow_run_id is not None:
+        _log_to_training_run(layout, meta.mlflow_run_id, info, scores, metrics, out)
     return metrics
 
 
@@ -151,7 +147,7 @@ def evaluate_baseline(config: Config, layout: Layout) -> dict:
     scores = score_split(center_gaussian, info, "test", config.data, test_scoring(config), torch.device("cpu"),
                          regions=True)
     metrics = _metrics(scores, config)
-    with replaced_atomically(layout.baseline(config.dataset)) as staging:
+    with replaced_atomically(layout.baseline(config.dataset), force=True) as staging:  # the stage's own folder
         _write_results(staging, scores, metrics, config)
     return metrics
 
@@ -159,4 +155,4 @@ def evaluate_baseline(config: Config, layout: Layout) -> dict:
 def evaluate(config: Config, layout: Layout, backbone: str, method: str, seed: int) -> dict:
     """The evaluate stage: exports/<dataset>/<run>/ scored into results/<dataset>/<run>/."""
     return evaluate_exported(layout.export(config.dataset, backbone, method, seed) / PT2, config, layout,
-                             layout.results(config.dataset, backbone, method, seed))
+                             layout.results(config.dataset, backbone, method, seed), force=True)  # its own folder

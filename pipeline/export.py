@@ -61,8 +61,9 @@ def _differences(got: tuple, expected: tuple) -> dict[str, float]:
 
 
 def _verdict(name: str, differences: dict[str, float], tolerance: float) -> dict:
-    worst = max(differences.values())
-    if worst > tolerance:
+    """The differences within ``tolerance``, or an ExportError; NaN (a network computing NaN) is not within it."""
+    worst = float(np.max(list(differences.values())))  # NaN when any is
+    if not worst <= tolerance:
         raise ExportError(f"{name}: exported outputs differ from the eager model by {worst:.3g} > {tolerance:.3g}")
     return {"max_difference": differences, "tolerance": tolerance}
 
@@ -114,8 +115,9 @@ def export_onnx(program: ExportedProgram, check: tuple, expected: tuple, path: P
     return {"file": path.name, **_verdict(path.name, _differences(got, expected), tolerance)}
 
 
-def export(run_folder: Path, out: Path, tolerance: float) -> dict:
-    """Export a run folder (pipeline/run_folder.py); returns (and writes) export.json."""
+def export(run_folder: Path, out: Path, tolerance: float, force: bool = False) -> dict:
+    """Export a run folder (pipeline/run_folder.py); returns (and writes) export.json. ``force``: as
+    :func:`pipeline.paths.replaced_atomically`."""
     run = read_run(run_folder)
     size = run.meta.settings.data.crop
     meta = ExportMeta(**run.meta.identity(), input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
@@ -125,7 +127,7 @@ def export(run_folder: Path, out: Path, tolerance: float) -> dict:
     with torch.no_grad():
         expected = tuple(t.numpy() for t in network(*check))
     program = _program(network, (torch.zeros(2, 3, size, size), torch.tensor([0, -1])))
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force) as staging:
         report = {**asdict(meta), "pt2": export_pt2(program, check, expected, staging / PT2, meta, tolerance),
                   "onnx": export_onnx(program, check, expected, staging / ONNX, tolerance)}
         (staging / REPORT).write_text(json.dumps(report, indent=2) + "\n")

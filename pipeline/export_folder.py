@@ -11,16 +11,18 @@ and ``wsol localize`` read it (none of which needs Ray or ONNX).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 from torch.export.pt2_archive import is_pt2_package
 
 from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
-from pipeline.records import ModelIdentity, record
+from pipeline.pt2_safety import UnsafeProgramError, load_program
+from pipeline.records import ModelIdentity, record, within
 
 PT2, ONNX, REPORT = "model.pt2", "model.onnx", "export.json"
 META = "meta.json"  # the extra file inside model.pt2
@@ -34,11 +36,17 @@ class ExportFolderError(PipelineError, ValueError):
 class ExportMeta(ModelIdentity):
     """What a user of the exported network needs: the model, its input size and normalisation."""
 
-    input_size: int  # px, square
-    mean: list[float]  # per RGB channel, of images in [0, 1]
-    std: list[float]
+    # px, square: from the 8 px of a test network to 4096 px, where one image is 201 MB as float32
+    input_size: int = field(metadata=within(8, 4096))
+    mean: list[float] = field(metadata=within(0, 1, length=(3, 3)))  # per RGB channel, of images in [0, 1]
+    std: list[float] = field(metadata=within(0, 1, length=(3, 3)))
     mlflow_run_id: str | None
     cams_for: str = "classes[b], or the predicted class where classes[b] is -1"
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        if 0 in self.std:
+            yield f"std: expected positive numbers, got {self.std}"
 
     def input_settings(self, data: DataConfig) -> DataConfig:
         """Loading settings for this network: images resized to its input size, loader options from ``data``."""
@@ -56,7 +64,10 @@ def load_exported(path: Path) -> tuple[nn.Module, ExportMeta]:
     if not is_pt2_package(str(path)):  # before torch.export.load, which logs a traceback for foreign files
         raise ExportFolderError(f"{path}: not a torch.export program such as the export stage's {PT2}")
     extra = {META: ""}
-    program = torch.export.load(path, extra_files=extra)
+    try:
+        program = _quietly_loaded(path, extra)
+    except UnsafeProgramError as error:  # it would run code: named with the file and the entry
+        raise ExportFolderError(str(error)) from None
     if not extra[META]:
         raise ExportFolderError(f"{path}: torch.export program without the {META} the export stage puts inside")
     try:
@@ -65,6 +76,22 @@ def load_exported(path: Path) -> tuple[nn.Module, ExportMeta]:
         raise ExportFolderError(f"{path} ({META}): not valid JSON: {error}") from None
     try:
         meta = record(ExportMeta, data, f"{path} ({META})")
-    except ValueError as error:  # unknown or missing keys, named with the file
+    except ValueError as error:  # named with the file and the field
         raise ExportFolderError(str(error)) from None
     return program.module().requires_grad_(False), meta
+
+
+def _quietly_loaded(path: Path, extra: dict[str, str]):
+    """``load_program``, its deserialization errors as one ExportFolderError (torch.export.load also
+    logs them with a traceback, silenced here)."""
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return load_program(path, extra)
+    except UnsafeProgramError:
+        raise
+    except Exception as error:  # deserialization errors have many types
+        raise ExportFolderError(f"{path}: not a loadable torch.export program ({type(error).__name__})") from None
+    finally:
+        logger.setLevel(level)

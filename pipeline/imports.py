@@ -19,8 +19,10 @@ from pipeline.run_folder import RunMeta, save_run
 from pipeline.scoring import score_split, val_scoring
 
 
-def import_run(path: Path, backbone: str, method: str, config: Config, layout: Layout, out: Path) -> ImportedCheckpoint:
-    """Convert the reference checkpoint at ``path`` for params' dataset and write it to ``out``."""
+def import_run(path: Path, backbone: str, method: str, config: Config, layout: Layout, out: Path,
+               force: bool = False) -> ImportedCheckpoint:
+    """Convert the reference checkpoint at ``path`` for params' dataset and write it to ``out``
+    (``force``: as :func:`pipeline.paths.replaced_atomically`)."""
     info = DatasetInfo.load(layout.split(config.dataset))
     imported = import_checkpoint(path, backbone, method, config)
     if imported.num_classes != info.num_classes:
@@ -30,6 +32,6 @@ def import_run(path: Path, backbone: str, method: str, config: Config, layout: L
     threshold = scores.box.multi_contour.optimal_threshold[50] if scores.box is not None else 0.5
     meta = RunMeta(config.dataset, backbone, method, info.num_classes, list(info.class_names), threshold,
                    config.model_dump(mode="json"), imported_from=str(path.resolve()))
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force) as staging:
         save_run(staging, imported.model.state_dict(), meta)
     return imported

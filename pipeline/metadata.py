@@ -14,10 +14,18 @@ image_ids.txt names at least one image. Every id of image_ids.txt must appear in
 and no other id may, and every box must lie inside its image: ``0 <= x0 <= x1 <= width`` and
 ``0 <= y0 <= y1 <= height``; anything else is a :class:`MetadataError` naming the file, the line (or
 every bad box), the image id and what is wrong.
+
+Metadata files are UTF-8 (a leading byte order mark is allowed), read through :func:`metadata_lines`.
+Image ids and mask paths are paths relative to a root, and every one must name a file under it: the
+readers refuse one that is absolute, climbs out with '..' or holds a NUL byte or a drive, and
+:func:`inside` also refuses one whose symbolic links lead out, where the root is known.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -58,21 +66,74 @@ class Metadata:
         return len(self.image_ids)
 
 
-def _rows(path: Path, columns: tuple[str, ...]):
-    """Yield (line number, fields) of a metadata file, checking the number of fields."""
+def metadata_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, text without its line end) of a metadata file, decoded as UTF-8; a leading
+    UTF-8 byte order mark is skipped. A line that is not UTF-8 (latin-1, UTF-16, ...) is a
+    :class:`MetadataError` naming the file, the line and the byte offset in the file."""
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file is missing")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.rstrip("\r\n").split(",")
-            if len(fields) != len(columns):
-                raise MetadataError(
-                    f"{path}:{lineno}: expected {len(columns)} comma-separated fields "
-                    f"({','.join(columns)}), found {len(fields)}: {line.rstrip()!r}"
-                )
-            if not fields[0]:
-                raise MetadataError(f"{path}:{lineno}: empty image id")
-            yield lineno, fields
+    with path.open("rb") as f:
+        offset = 0
+        for lineno, raw in enumerate(f, start=1):
+            start = len(codecs.BOM_UTF8) if offset == 0 and raw.startswith(codecs.BOM_UTF8) else 0
+            try:
+                text = raw[start:].decode("utf-8")
+            except UnicodeDecodeError as error:
+                bom = " (a UTF-16 byte order mark)" if offset == 0 and raw.startswith(
+                    (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else ""
+                at = start + error.start
+                raise MetadataError(f"{path}:{lineno}: not UTF-8: byte {raw[at]:#04x} at byte offset {offset + at}"
+                                    f"{bom}; metadata files must be UTF-8 text") from None
+            yield lineno, text.rstrip("\r\n")
+            offset += len(raw)
+
+
+def _escape(relative: str) -> str | None:
+    """How a relative path read from metadata could name a file outside its root, or None: absolute
+    (``/x``, ``\\x``, a drive ``C:x``), climbing out (a '..' part, '/' or '\\' separated), or holding a
+    NUL byte (which the OS would cut the path at)."""
+    if "\0" in relative:
+        return "holds a NUL byte"
+    if relative.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", relative):
+        return "is absolute"
+    if ".." in re.split(r"[/\\]", relative):
+        return "climbs out with '..'"
+    return None
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative`` for a path read from metadata (an image id, a mask path), which must name a
+    file under ``root``: refused when absolute, climbing out with '..', holding a NUL byte or a drive,
+    or leading out through a symbolic link (``root`` itself may be one). ``what`` says where the path
+    was read (``"<file>:<line>: image id"``) for the :class:`MetadataError`."""
+    path = root / relative
+    fault = _escape(relative)
+    if fault is None and not path.resolve().is_relative_to(root.resolve()):
+        fault = f"leads to {path.resolve()} through a symbolic link"
+    if fault is not None:
+        raise MetadataError(f"{what} {relative!r} {fault}: it must name a file under {root}")
+    return path
+
+
+def _rows(path: Path, columns: tuple[str, ...]):
+    """Yield (line number, fields) of a metadata file, checking the number of fields."""
+    for lineno, line in metadata_lines(path):
+        fields = line.split(",")
+        if len(fields) != len(columns):
+            raise MetadataError(
+                f"{path}:{lineno}: expected {len(columns)} comma-separated fields "
+                f"({','.join(columns)}), found {len(fields)}: {line.rstrip()!r}"
+            )
+        if not fields[0]:
+            raise MetadataError(f"{path}:{lineno}: empty image id")
+        yield lineno, fields
+
+
+def _relative(path: Path, lineno: int, name: str, relative: str) -> None:
+    """Refuse a path read from metadata that could leave its root (:func:`_escape`)."""
+    fault = _escape(relative)
+    if fault is not None:
+        raise MetadataError(f"{path}:{lineno}: {name} {relative!r} {fault}: it must be a path under its root")
 
 
 def _integers(path: Path, lineno: int, image_id: str, names: tuple[str, ...], values: list[str]) -> list[int]:
@@ -135,6 +196,7 @@ def read_image_ids(path: str | Path) -> tuple[str, ...]:
     path = Path(path)
     first_line: dict[str, int] = {}
     for lineno, (image_id,) in _rows(path, ("image_id",)):
+        _relative(path, lineno, "image id", image_id)
         if image_id in first_line:
             raise MetadataError(f"{path}:{lineno}: duplicate image id {image_id!r} (first on line {first_line[image_id]})")
         first_line[image_id] = lineno
@@ -216,10 +278,7 @@ def load_metadata(root: str | Path, localization: Literal["auto", "boxes", "mask
 
 
 def _localization_kind(path: Path) -> Literal["boxes", "masks"]:
-    if not path.is_file():
-        raise MetadataError(f"{path}: metadata file is missing")
-    with path.open(encoding="utf-8") as f:
-        first = f.readline().rstrip("\r\n")
+    first = next((line for _, line in metadata_lines(path)), "")
     n_fields = len(first.split(","))
     if n_fields == 5:
         return "boxes"
@@ -257,6 +316,8 @@ def _read_masks(path: Path, known: set[str], ids: tuple[str, ...]) -> dict[str, 
         first = check.see(lineno, image_id)
         if not mask:
             raise MetadataError(f"{path}:{lineno}: image {image_id!r}: empty mask path")
+        for name, relative in (("mask path", mask), ("ignore path", ignore)):
+            _relative(path, lineno, f"image {image_id!r}: {name}", relative)
         if first:
             ignores[image_id] = ignore
         elif ignore:

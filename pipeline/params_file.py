@@ -7,13 +7,21 @@ params.yaml has none) replaces that key's value, rendered on one line in flow st
 the old string was, where it was quoted). Every key must already be written in params.yaml's text:
 a key only inherited through a merge key (``<<: *icl``) cannot be set by editing a line. The result
 is validated, and only a valid file replaces the old one (written to a temporary name, then renamed).
+
+Two applies at once would each read the old text and one update would be lost: each holds an
+exclusive ``flock`` on params.yaml from its read to its rename, and refuses to write if the text
+changed meanwhile (an editor, a process that takes no lock).
 """
 
 from __future__ import annotations
 
 import copy
+import fcntl
 import io
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -93,8 +101,31 @@ def _value_node(root: Node, path: tuple) -> Node:
     return node
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on the file now at ``path``, held for the block. Whoever held it before
+    may have replaced the file (a new inode): then the new file is locked instead."""
+    while True:
+        try:
+            file = open(path, "rb")
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+        with file:
+            fcntl.flock(file, fcntl.LOCK_EX)  # released when the file is closed
+            held, now = os.fstat(file.fileno()), os.stat(path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                yield
+                return
+
+
 def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
-    """Set the fragment's values in params_path; returns the dotted keys whose value changed."""
+    """Set the fragment's values in params_path; returns the dotted keys whose value changed. The
+    file is locked from its read to its replacement (another apply waits)."""
+    with _locked(params_path):
+        return _apply(fragment_path, params_path)
+
+
+def _apply(fragment_path: Path, params_path: Path) -> list[str]:
     try:  # each file read once, with the errors a stage would give (file:line:column)
         fragment = yaml_io.read(fragment_path)
         text = params_path.read_text(encoding="utf-8")
@@ -142,6 +173,9 @@ def apply_fragment(fragment_path: Path, params_path: Path) -> list[str]:
     validate_params(result, params_path, where)
     if not all(_has(result, path) and _same(_get(result, path), value) for path, value in _leaves(params, fragment)):
         raise ConfigError(f"{where}: the edited text does not read back as the fragment's values; params.yaml left as it was")
+    if params_path.read_text(encoding="utf-8") != text:
+        raise ConfigError(f"{params_path}: changed by another program while {fragment_path} was applied; "
+                          f"left as that program wrote it: apply the fragment again")
     write_text_atomically(params_path, new)
     return changed
 

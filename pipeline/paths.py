@@ -19,25 +19,129 @@ A run is named ``<backbone>-<method>-seed<seed>``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
+# In every folder replaced_atomically writes: the names it wrote at the folder's top. Anything else
+# there (a user's file, DVC's .gitignore) is not ours: it is never deleted, and a folder holding
+# such a thing is refused as an --out unless --force (issue 25: a user's folder given as --out had
+# its files deleted).
+MANIFEST = ".wsol-output.json"
+WRITER = "wsol-pipeline"
+
+
+class OutputError(PipelineError):
+    """An output path that cannot be written, or whose contents writing it would destroy."""
+
+
+def _probe_name(out: Path) -> Path:
+    """Beside ``out``, a name as long as the longest temporary name the writers below use for it."""
+    return out.with_name(f".{out.name}.{os.getpid()}.writing")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any work, an output path whose folder cannot be written: a file on its way, a
+    folder without write permission, a name too long. Probed by making and removing a folder of
+    the longest temporary name beside ``out`` (with any missing folders above it)."""
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(f"{out}: cannot write there: {existing} is a file, not a folder")
+    probe = _probe_name(out)
+    made = [p for p in (*reversed(out.parent.parents), out.parent) if not p.exists()] + [probe]
+    try:
+        probe.mkdir(parents=True)
+    except OSError as error:
+        raise OutputError(f"{out}: cannot write there: {error.strerror or error}") from None
+    finally:
+        for folder in reversed(made):
+            with suppress(OSError):  # not made, or no longer empty
+                folder.rmdir()
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Names at the top of a folder that wsol did not write there (by its manifest): every name
+    where the manifest is missing or unreadable; none where the folder does not exist."""
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        written = set(manifest["entries"]) if manifest.get("written_by") == WRITER else set()
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        written = set()
+    return [name for name in names if name not in written]
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def check_output_folder(out: Path, force: bool = False) -> None:
+    """Refuse, before any work, an --out folder that is a file, cannot be written
+    (:func:`check_writable`) or, unless ``force``, holds anything wsol did not write there."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; expected the name of a folder to write")
+    foreign = foreign_entries(out)
+    if foreign and not force:
+        raise OutputError(f"{out}: not written: it holds what wsol did not write ({_listed(foreign)}); choose "
+                          f"another folder, or give --force to write into it (those files are kept, any of the "
+                          f"names wsol writes replaced)")
+    check_writable(out)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    """A second name for a file (a hard link: no data copied, the original stays until the first
+    name is removed); a copy where the filesystem has no hard links."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _carry(entry: Path, into: Path) -> None:
+    """``entry`` (a file, a link or a folder) also under ``into``, its original left in place."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.copytree(entry, into / entry.name, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(str(entry), str(into / entry.name))
+
 
 @contextmanager
-def replaced_atomically(out: Path) -> Iterator[Path]:
+def replaced_atomically(out: Path, force: bool = False) -> Iterator[Path]:
     """A fresh hidden folder beside ``out`` to write into. When the block succeeds it takes
-    ``out``'s place (a reader never sees a half-written folder); when it fails it is removed and
-    ``out`` stays as it was."""
+    ``out``'s place (a reader never sees a half-written folder), with a manifest of the names the
+    block wrote; when it fails it is removed and ``out`` stays as it was.
+
+    What ``out`` holds that wsol did not write (:func:`foreign_entries`) is never deleted: it is
+    carried into the new folder (hard links), so the old folder can go. Where the block wrote a name
+    ``out`` already holds as someone else's, ``out`` is left as it was (OutputError) unless ``force``:
+    a stage passes it for its own folder in the :class:`Layout` (one an earlier version wrote has no
+    manifest), a ``wsol`` command for an ``--out`` only with ``--force``."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file; expected the name of a folder to write")
+    check_writable(out)
     staging = out.with_name(f".{out.name}.writing")
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         yield staging
+        entries = sorted(p.name for p in staging.iterdir())
+        (staging / MANIFEST).write_text(json.dumps({"written_by": WRITER, "entries": entries}, indent=1) + "\n")
+        foreign = foreign_entries(out)  # read now: something may have been put there while the block ran
+        clashes = sorted(set(foreign) & set(entries))
+        if clashes and not force:
+            raise OutputError(f"{out}: not replaced: it holds {_listed(clashes)}, which wsol did not write "
+                              f"there; move them, or give --force to replace them")
+        for name in set(foreign) - set(entries):
+            _carry(out / name, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -48,15 +152,24 @@ def replaced_atomically(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write a file through a temporary one beside it: a reader sees the old file or the whole new one."""
+@contextmanager
+def written_atomically(path: Path) -> Iterator[Path]:
+    """A temporary file name beside ``path`` to write to; when the block succeeds the file takes
+    ``path``'s place in one rename, so a reader sees the old file or the whole new one; when it fails
+    (a full disk: ENOSPC) the partial file is removed and ``path`` stays as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.writing")
+    staging = _probe_name(path)
     try:
-        staging.write_text(text)
+        yield staging
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a file through a temporary one beside it (:func:`written_atomically`)."""
+    with written_atomically(path) as staging:
+        staging.write_text(text)
 
 
 RECORDS = "records"  # in each results folder: the evaluator's per-image records (box.npz, mask.npz)

@@ -18,9 +18,14 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
+# Every numeric method setting has a range a real run could need (non-finite values are refused for
+# all params in pipeline/config.py): the papers' margins, gammas, beta, tau and loss weights are
+# 0.01..10, their widths and embeddings 128..2048 channels, HaS's patches 16..56 px.
 Fraction = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0, le=100)]
+Weight = Annotated[float, Field(ge=0, le=100)]  # a loss term's weight
+Channels = Annotated[int, Field(ge=1, le=8192)]
+Pixels = Annotated[int, Field(ge=1, le=1024)]  # no larger than the largest input side params allow
 T = TypeVar("T")
 # clovaai/wsolevaluation's architecture types (config.py, get_architecture_type): the backbone
 # variant a method trains on. HaS and CutMix use CAM's.
@@ -111,7 +116,7 @@ class CamConfig(Section):
 
 
 class HasConfig(Section):
-    grid_size: PositiveInt  # side of a hidden patch, pixels of the network input
+    grid_size: Pixels  # side of a hidden patch, pixels of the network input
     drop_rate: Fraction
 
 
@@ -123,7 +128,7 @@ class SpgConfig(Section):
     # (high, low) per step: B2 from the CAM, B1 from B2, C from the fused B1/B2 map
     thresholds: list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]] = Field(min_length=3, max_length=3)
     taps: PerBackbone[list[str]]  # (B1's tap, B2's tap)
-    branch_width: PerBackbone[PositiveInt]  # channels of the B1/B2 branches (wsol/*.py: 512, 1024 on ResNet50)
+    branch_width: PerBackbone[Channels]  # channels of the B1/B2 branches (wsol/*.py: 512, 1024 on ResNet50)
 
 
 class AdlConfig(Section):
@@ -156,9 +161,9 @@ class IclAblation(Section):
 
 class IclConfig(Section):
     margin: Positive
-    embedding_dim: PositiveInt
-    ca_weight: Annotated[float, Field(ge=0)]
-    fc_weight: Annotated[float, Field(ge=0)]
+    embedding_dim: Channels
+    ca_weight: Weight
+    fc_weight: Weight
     # Where the paper is silent (FREE_CHOICES; README, "The paper's free choices"): what each value does
     # is documented where it acts (pipeline/models/attention.py, methods/icl.py, model.py).
     attention_sign: Literal["nonnegative", "free"]  # A >= 0 (ReLU on Eq. 5's value path), or as written

@@ -483,7 +483,7 @@ def build_report(config: Config, layout: Layout) -> Path:
                   report.metric_table("pxap"), ""]
     parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(),
               *report.training_section(), *report.cost_section()]
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         for backbone in config.backbones:
             name = BACKBONE_NAMES[backbone]
             parts += [f"## {name}", ""]

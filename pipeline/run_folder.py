@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import textwrap
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from pipeline.config import Config, validate
+from pipeline.finite_weights import require_finite
 from pipeline.models import WSOLModel, build_model
-from pipeline.records import ModelIdentity, RecordError, read_record
+from pipeline.records import ModelIdentity, RecordError, read_record, within
 
 WEIGHTS, META = "model.pt", "model.json"
 
@@ -36,9 +37,9 @@ class RunMeta(ModelIdentity):
 
     config: dict  # the full configuration, as validated
     mlflow_run_id: str | None = None
-    selected_epoch: int | None = None
-    epochs: int | None = None
-    restarts: int = 0
+    selected_epoch: int | None = field(default=None, metadata=within(0))
+    epochs: int | None = field(default=None, metadata=within(1))
+    restarts: int = field(default=0, metadata=within(0))
     ray_run: str | None = None
     imported_from: str | None = None
 
@@ -65,7 +66,8 @@ def read_meta(folder: Path) -> RunMeta:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A model.pt's state dict, loaded without running any code the file may carry (``weights_only``)."""
+    """A model.pt's state dict, loaded without running any code the file may carry (``weights_only``),
+    every value finite."""
     if not path.is_file():
         raise RunFolderError(f"{path} is missing: run the train stage first")
     try:
@@ -76,6 +78,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise RunFolderError(f"{path}: not a state dict saved by torch.save") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise RunFolderError(f"{path}: holds no state dict of tensors")
+    require_finite(state, str(path))
     return state
 
 

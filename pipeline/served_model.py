@@ -16,18 +16,18 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
+from pipeline import pt2_safety
 from pipeline.export_folder import PT2, ExportMeta
 from pipeline.metrics.conventions import RESIZE_LENGTH
 from pipeline.paths import Layout
-from pipeline.tracking import client_for, in_project, tracking_uri
+from pipeline.tracking import client_for, in_project, store_failure_warns, tracking_uri
 
 log = logging.getLogger(__name__)
 
-NETWORK_CODE = Path(__file__).with_name("pyfunc_network.py")
+NETWORK_CODE = Path(__file__).with_name("pyfunc_network.py")  # and the one module it imports, pt2_safety.py
 
 
 @contextlib.contextmanager
@@ -64,22 +64,21 @@ def _example(meta: ExportMeta) -> dict[str, np.ndarray]:
 
 def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) -> int | None:
     """Log an export folder's model.pt2 into its training run and register it; returns the model
-    version, or None (with a warning) when the store has no such run: the export folder is the record."""
+    version, or None (with a warning) when the store has no such run or fails: the export folder is
+    the record."""
     if meta.mlflow_run_id is None:
         return None
     name = registered_name(meta)
-    try:
+    with store_failure_warns(layout, f"model {name} (MLflow run {meta.mlflow_run_id})"):
         with fluent_store(layout), mlflow.start_run(run_id=meta.mlflow_run_id):
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(NETWORK_CODE), artifacts={"network": str((folder / PT2).resolve())},
-                signature=signature(meta), input_example=_example(meta), registered_model_name=name, metadata={"class_names": meta.class_names,
-                                                                                  "cam_threshold": meta.cam_threshold},
+                name="model", python_model=str(NETWORK_CODE), code_paths=[pt2_safety.__file__],
+                artifacts={"network": str((folder / PT2).resolve())},
+                signature=signature(meta), input_example=_example(meta), registered_model_name=name,
+                metadata={"class_names": meta.class_names, "cam_threshold": meta.cam_threshold},
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"])
-    except MlflowException as error:
-        log.warning("MLflow run %s not found in %s (%s): the model is not registered", meta.mlflow_run_id,
-                    tracking_uri(layout), error.error_code)
-        return None
-    version = int(info.registered_model_version)
-    client_for(layout).set_model_version_tag(name, str(version), "seed", str(seed))
-    log.info("registered %s version %d (MLflow run %s)", name, version, meta.mlflow_run_id)
-    return version
+        version = int(info.registered_model_version)
+        client_for(layout).set_model_version_tag(name, str(version), "seed", str(seed))
+        log.info("registered %s version %d (MLflow run %s)", name, version, meta.mlflow_run_id)
+        return version
+    return None

@@ -10,6 +10,9 @@ Every run carries MLflow's own system tags (user, source, git commit, branch and
 ``mlflow.start_run`` sets), so the UI shows who ran what code. Experiments open on the training
 runs view (``mlflow.experimentKind``), not MLflow 3's GenAI overview.
 A server at ``localhost`` is known to Ray Train's workers by an address they can reach (``reachable_uri``).
+Logging what a finished stage wrote (test scores, the registered model) goes through ``store_failure_warns``:
+a store that fails then (locked or corrupt database, unreachable server, deleted run) costs a warning,
+never the stage's files, which are the record.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import sqlite3
 import subprocess
@@ -27,10 +31,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import (MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY,
                                      MLFLOW_PARENT_RUN_ID)
+from sqlalchemy.exc import SQLAlchemyError
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -44,6 +50,12 @@ MAX_BATCH = 100  # MLflow accepts at most this many params per log_batch
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's training view, not GenAI's
 EPOCH_METRIC = "loss"  # logged by every epoch of every training run, at the epoch's step
 CODE = ("pipeline", "stages", "pyproject.toml")  # what the dirty flag looks at: not outputs, dvc.lock or params
+# How a store fails: MLflow's own errors (a server's, a deleted run's, a locked SQLite database once the
+# store is open), SQLAlchemy's and sqlite3's (a corrupt database, while the store is opened) and OSError
+# (requests' connection errors, an artifact folder that cannot be written).
+STORE_ERRORS = (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
+
+log = logging.getLogger("pipeline.tracking")
 
 
 def tracking_uri(layout: Layout) -> str:
@@ -74,6 +86,18 @@ def reachable_uri(uri: str, node_ip: str) -> str:
 
 def client_for(layout: Layout) -> MlflowClient:
     return MlflowClient(tracking_uri(layout))
+
+
+@contextlib.contextmanager
+def store_failure_warns(layout: Layout, lost: str) -> Iterator[None]:
+    """Run a block of MLflow calls (the client opened inside it) whose failure costs a warning only:
+    a store error (``STORE_ERRORS``) ends the block and logs one warning naming the store, what was
+    not recorded there (``lost``) and the error's first line; the caller carries on."""
+    try:
+        yield
+    except STORE_ERRORS as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("%s: not recorded in the MLflow store %s, which failed: %s", lost, tracking_uri(layout), first)
 
 
 def experiment_id(client: MlflowClient, name: str, layout: Layout) -> str:
@@ -151,6 +175,18 @@ def open_run(client: MlflowClient, experiment: str, run_name: str, key: str, par
     for start in range(0, len(items), MAX_BATCH):
         client.log_batch(run_id, params=items[start:start + MAX_BATCH])
     return run_id
+
+
+@contextlib.contextmanager
+def ended_on_error(client: MlflowClient, run_id: str, layout: Layout) -> Iterator[None]:
+    """End the run when the block raises, then let the error through: FAILED, or KILLED for Ctrl-C
+    (a resumed run is set RUNNING again by ``open_run``). A store failing then costs a warning."""
+    try:
+        yield
+    except BaseException as error:
+        with store_failure_warns(layout, f"the end of MLflow run {run_id}"):
+            client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def split_digest(info: DatasetInfo, split: str) -> str:

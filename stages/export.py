@@ -9,7 +9,8 @@ from pipeline.stage_runner import run
 
 def export_stage(config, layout, args):
     out = layout.export(config.dataset, args.backbone, args.method, args.seed)
-    export(layout.run(config.dataset, args.backbone, args.method, args.seed), out, config.export.tolerance)
+    export(layout.run(config.dataset, args.backbone, args.method, args.seed), out, config.export.tolerance,
+           force=True)  # the stage's own folder
     log_served_model(out, load_exported(out)[1], args.seed, layout)
 
 

@@ -1,11 +1,13 @@
 """A real HTTP file server on 127.0.0.1 for download tests: Range and If-Range requests, strong ETags,
 and on demand a connection cut after some bytes, an entity that changes after that cut, a body
-without Content-Length, redirects, and a server that ignores Range or If-Range."""
+without Content-Length, redirects, a server that ignores Range or If-Range, a body sent one byte at a
+time (slow) and an endless body."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +24,8 @@ class Behaviour:
     after_cut: dict[str, bytes] = field(default_factory=dict)  # path -> what it serves once that cut is made
     no_length: set[str] = field(default_factory=set)  # paths served without Content-Length
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
+    slow: dict[str, float] = field(default_factory=dict)  # path -> seconds between the bytes of its body
+    endless: set[str] = field(default_factory=set)  # paths whose body (no Content-Length) never ends
     ignore_range: bool = False
     ignore_if_range: bool = False  # a Range is served whatever If-Range says
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
@@ -46,6 +50,12 @@ class FileServer:
                     self.send_response(302)
                     self.send_header("Location", behaviour.redirects[path])
                     self.end_headers()
+                    return
+                if path in behaviour.endless:
+                    self.send_response(200)
+                    self.end_headers()
+                    self.close_connection = True
+                    self._send(iter(lambda: bytes(1 << 16), None), 0)
                     return
                 body = behaviour.files.get(path)
                 if body is None:
@@ -79,7 +89,20 @@ class FileServer:
                     self.close_connection = True
                     self.connection.shutdown(2)  # the rest never comes: a cut connection
                     return
+                if path in behaviour.slow:
+                    self._send((payload[i:i + 1] for i in range(len(payload))), behaviour.slow[path])
+                    return
                 self.wfile.write(payload)
+
+            def _send(self, blocks, pause: float) -> None:
+                """Write blocks, pausing between them, until they end or the client hangs up."""
+                try:
+                    for block in blocks:
+                        self.wfile.write(block)
+                        self.wfile.flush()
+                        time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)

@@ -149,8 +149,8 @@ def test_an_image_id_outside_the_scoremap_root_is_refused(split):
     np.save(split / "escape.npy", np.zeros((224, 224)))  # beside the score-map root, not in it
     done = run_wsol("evaluate-scoremaps", "--metadata-root", split / "meta", "--scoremap-root", split / "maps")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines() == [f"wsol evaluate-scoremaps: error: {split / 'meta' / 'image_ids.txt'}: image id "
-                                        f"'../escape' names a score map outside {split / 'maps'}"]
+    assert done.stderr.splitlines() == [f"wsol evaluate-scoremaps: error: {split / 'meta' / 'image_ids.txt'}:1: image id "
+                                        f"'../escape' climbs out with '..': it must be a path under its root"]
 
 
 def test_out_replaces_the_file_whole(split, monkeypatch, capsys):

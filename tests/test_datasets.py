@@ -19,7 +19,7 @@ from pipeline.data.images import ImageReadError, load_rgb
 from pipeline.data.loading import PreparedImages, SplitImages, eval_transform, split_images, split_loader, train_transform
 from pipeline.data.prepared import prepare_splits
 from pipeline.data.synth import generate, render, sample_scene, tight_box
-from pipeline.paths import Layout
+from pipeline.paths import MANIFEST, Layout
 from tests.helpers import config, make_project, tarball, zipped
 from tests.http_server import FileServer
 
@@ -500,7 +500,7 @@ def test_without_prepared_pixels_training_reads_the_files(synth_info, tmp_path):
     cfg, info = synth_info
     data = cfg.data.model_copy(update={"prepared": False})
     assert prepare_splits(info, data, tmp_path / "prepared") == {"pixels": False, "splits": {}}
-    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["prepared.json"]
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [MANIFEST, "prepared.json"]
     assert type(split_images(info, "train", data, True, tmp_path / "prepared")) is SplitImages
 
 

@@ -1,9 +1,14 @@
 """Downloads against a real HTTP server on 127.0.0.1: verified, atomic, resumable only onto the
-same entity, format-checked where no sum is published, http(s) only."""
+same entity, format-checked where no sum is published (every archive member decompressed whole),
+bounded in size and time, http(s) only."""
 
 import gzip
 import hashlib
+import io
 import socket
+import tarfile
+import time
+import zipfile
 
 import pytest
 
@@ -23,6 +28,25 @@ def sha(data: bytes) -> str:
 
 SHA = sha(PAYLOAD)
 ARCHIVE = tarball({"a.jpg": PAYLOAD[:4096], "b.jpg": PAYLOAD[:200_000]}, gzip=False)  # a.jpg ends at byte 512 + 4096
+
+
+def zip_corrupted_at(offset: int, byte: int | None = None) -> bytes:
+    """A deflated zip of a.jpg (6,400 random bytes), its byte at offset flipped (or set to byte). Its local
+    header is 30 bytes and the name; the deflate stream starts at byte 35."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("a.jpg", b"".join(hashlib.sha256(bytes([i])).digest() for i in range(200)))  # incompressible
+    data = bytearray(out.getvalue())
+    data[offset] = data[offset] ^ 1 if byte is None else byte
+    return bytes(data)
+
+
+def tar_with_a_member_longer_than_its_header() -> bytes:
+    """a.jpg's header says 512 bytes, 1024 follow; then b.jpg: tarfile reads a.jpg and stops at the
+    surplus, silently, as at the end of the archive."""
+    a, b = tarfile.TarInfo("a.jpg"), tarfile.TarInfo("b.jpg")
+    a.size = b.size = 512
+    return a.tobuf() + PAYLOAD[:1024] + b.tobuf() + PAYLOAD[:512] + bytes(1024)
 
 
 @pytest.fixture
@@ -224,3 +248,70 @@ def test_a_file_name_other_than_a_plain_one_is_refused_at_download_time(server, 
 def test_a_stale_copy_is_replaced_once_the_new_one_verifies(server, tmp_path):
     (tmp_path / "data.bin").write_bytes(b"an older version")
     assert fetch(source(server), tmp_path).read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("name, corrupt, complaint", [
+    ("OpenImages_images.zip", zip_corrupted_at(1000), "member 'a.jpg' is damaged: Bad CRC-32"),
+    ("OpenImages_images.zip", zip_corrupted_at(35, 0xFF), "member 'a.jpg' is damaged: .*invalid block type"),
+    ("CUBV2.tar", tar_with_a_member_longer_than_its_header(), "byte 1,024 is neither a member's header"),
+], ids=["zip-crc", "zip-deflate", "tar-member-longer-than-its-header"])
+def test_without_a_sum_a_corrupt_archive_is_deleted_and_fetched_again(server, tmp_path, name, corrupt, complaint):
+    good = tarball({"a.jpg": PAYLOAD[:4096]}, gzip=False)
+    server.behaviour.files[f"/{name}"] = corrupt
+    with pytest.raises(DownloadError, match=f"every mirror failed:\n  .*/{name}: .*/{name}: {complaint}"):
+        fetch(source(server, None, (f"/{name}",), name), tmp_path)
+    assert list(tmp_path.iterdir()) == []  # not trusted: no sum recorded, nothing kept
+    server.behaviour.files[f"/good/{name}"] = good
+    assert fetch(source(server, None, (f"/{name}", f"/good/{name}"), name), tmp_path).read_bytes() == good
+    assert (tmp_path / f"{name}.sha256").read_text().strip() == sha(good).removeprefix("sha256:")
+
+
+def test_a_corrupt_archive_recorded_by_an_earlier_check_is_not_trusted(server, tmp_path):
+    corrupt = zip_corrupted_at(1000)
+    (tmp_path / "OpenImages_images.zip").write_bytes(corrupt)  # listed whole: the check before this one passed it
+    (tmp_path / "OpenImages_images.zip.sha256").write_text(sha(corrupt).removeprefix("sha256:") + "\n")
+    server.behaviour.files["/OpenImages_images.zip"] = corrupt
+    with pytest.raises(DownloadError, match="every mirror failed:\n  .*/OpenImages_images.zip: .*Bad CRC-32"):
+        fetch(source(server, None, ("/OpenImages_images.zip",), "OpenImages_images.zip"), tmp_path)
+    assert server.behaviour.requests == [("/OpenImages_images.zip", None)]  # checked, refused, fetched again
+
+
+@pytest.mark.parametrize("record", ["", "97eceeb1", "z" * 64, sha(ARCHIVE)[7:] + "00"], ids=["empty", "truncated",
+                                                                                           "not-hex", "too-long"])
+def test_a_sha256_record_that_is_not_one_is_discarded_and_the_file_checked_again(server, tmp_path, record):
+    (tmp_path / "CUBV2.tar").write_bytes(ARCHIVE)
+    (tmp_path / "CUBV2.tar.sha256").write_text(record)  # e.g. cut short by a crash while it was written
+    server.behaviour.files["/CUBV2.tar"] = ARCHIVE
+    assert fetch(source(server, None, ("/CUBV2.tar",), "CUBV2.tar"), tmp_path).read_bytes() == ARCHIVE
+    assert (tmp_path / "CUBV2.tar.sha256").read_text() == sha(ARCHIVE).removeprefix("sha256:") + "\n"
+    assert server.behaviour.requests == []  # the file passed its format check: nothing to download
+
+
+def test_a_trickling_server_fails_within_the_rate_window_and_its_part_is_kept(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "RATE_WINDOW", 1)  # 60 s, scaled down
+    monkeypatch.setattr(download, "MIN_RATE", 100)
+    server.behaviour.slow["/data.bin"] = 0.2  # 5 bytes/s: the whole file in 58 hours
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"every mirror failed:\n  http://.*/data\.bin: \d+ bytes in 1\.\d s "
+                                           r"\(\d bytes/s\), below the minimum of 100 bytes/s over 1 s \(MIN_RATE\)$"):
+        fetch(source(server), tmp_path)
+    assert time.monotonic() - start < 3
+    assert 0 < (tmp_path / "data.bin.part").stat().st_size < 20  # kept: the next run resumes it
+
+
+@pytest.mark.parametrize("name, cap", [("CUBV2.tar", "MAX_BYTES"), ("cub_val_image_ids.txt", "MAX_TEXT_BYTES")])
+def test_an_endless_body_is_cut_at_the_cap_and_deleted(server, tmp_path, monkeypatch, name, cap):
+    monkeypatch.setattr(download, cap, 1 << 20)
+    server.behaviour.endless.add(f"/{name}")
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=f"/{name}: more than 1,048,576 bytes, the most a file of this kind"):
+        fetch(source(server, None, (f"/{name}",), name), tmp_path)
+    assert time.monotonic() - start < 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_length_above_the_cap_is_refused_before_the_body_is_read(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "MAX_BYTES", 1000)
+    with pytest.raises(DownloadError, match=r"/data\.bin: announces 1,048,576 bytes, more than the 1,000 a file"):
+        fetch(source(server), tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -9,13 +9,14 @@ import torch
 
 from pipeline.export import ExportError, _differences, export
 from pipeline.export_folder import load_exported
+from pipeline.paths import MANIFEST
 
 
 def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project):
     layout, cfg, info = saved_project
     folder = layout.export("synth", "resnet50", "icl", 0)
     report = json.loads((folder / "export.json").read_text())
-    assert sorted(p.name for p in folder.iterdir()) == ["export.json", "model.onnx", "model.pt2"]
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "export.json", "model.onnx", "model.pt2"]
     for kind in ("pt2", "onnx"):
         assert max(report[kind]["max_difference"].values()) <= cfg.export.tolerance
     network, meta = load_exported(folder / "model.pt2")

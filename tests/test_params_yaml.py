@@ -1,6 +1,9 @@
 """params.yaml is read one way everywhere (YAML 1.2, as DVC reads it), and a key written twice is an error."""
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +157,50 @@ def test_params_apply_refuses_a_key_params_yaml_lacks_or_only_inherits_naming_it
     with pytest.raises(ConfigError, match=r"data\.workers: Extra inputs are not permitted"):
         apply_fragment(tmp_path / "unknown.yaml", params_file)
     assert params_file.read_text() == before
+
+
+# Each process imports everything, says it is ready, then waits for the go file: both read
+# params.yaml within the same few milliseconds.
+APPLY_ON_GO = """
+import os, sys, time
+from pipeline.cli import main
+go, fragment, params = sys.argv[1:]
+open(f"{fragment}.ready", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.0005)
+sys.exit(main(["params", "apply", fragment, "--params", params]))
+"""
+
+
+def wait_for(paths: list[Path], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline, f"not ready: {paths}"
+        time.sleep(0.01)
+
+
+def test_two_applies_at_once_lose_no_update(tmp_path, params_file):
+    fragments = {"train.log_every": 7, "report.gallery_images": 5}
+    files = []
+    for key, value in fragments.items():
+        section, name = key.split(".")
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(f"{section}: {{{name}: {value}}}\n")
+    for attempt in range(5):
+        shutil.copy(ROOT / "params.yaml", params_file)
+        go = tmp_path / f"go{attempt}"
+        ready = [file.with_name(f"{file.name}.ready") for file in files]
+        for path in ready:
+            path.unlink(missing_ok=True)
+        runs = [subprocess.Popen([sys.executable, "-c", APPLY_ON_GO, str(go), str(file), str(params_file)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for file in files]
+        wait_for(ready)
+        go.touch()
+        outcomes = [(run.wait(timeout=120), *run.communicate()) for run in runs]
+        settings = load_config(params_file)
+        applied = {"train.log_every": settings.train.log_every, "report.gallery_images": settings.report.gallery_images}
+        for (key, value), (status, out, err) in zip(fragments.items(), outcomes):
+            if status == 0:
+                assert applied[key] == value, f"attempt {attempt}: {key} reported applied ({out.strip()}) but lost"
+            else:  # refused, saying so: never a silent loss
+                assert status == 2 and "changed by another program" in err, err

@@ -1,25 +1,34 @@
-"""Writing an output folder so that a reader never sees it half written."""
+"""Writing an output folder so that a reader never sees it half written, and never in place of a
+folder of someone else's."""
+
+import json
 
 import pytest
 
-from pipeline.paths import replaced_atomically
+from pipeline.paths import MANIFEST, replaced_atomically
+
+
+def written(out, files: dict[str, str]) -> None:
+    """``out`` as replaced_atomically writes it, holding these files."""
+    with replaced_atomically(out) as staging:
+        for name, text in files.items():
+            (staging / name).write_text(text)
 
 
 def test_a_finished_block_replaces_the_folder(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    written(out, {"old.txt": "old"})
     with replaced_atomically(out) as staging:
         (staging / "new.txt").write_text("new")
         assert (out / "old.txt").is_file()  # still the old folder while the new one is written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in out.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "new.txt"])
+    assert json.loads((out / MANIFEST).read_text()) == {"written_by": "wsol-pipeline", "entries": ["new.txt"]}
 
 
 def test_a_failed_block_leaves_the_old_folder_and_no_debris(tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
+    written(out, {"old.txt": "old"})
     with pytest.raises(RuntimeError):
         with replaced_atomically(out) as staging:
             (staging / "half.txt").write_text("half")

@@ -21,9 +21,22 @@ CFG = config()
 
 
 def _random(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Random tensors of these shapes, at the scales of a trained network's (He-initialised layers,
+    BatchNorm's scales near 1 and variances positive): at other scales the network's activations
+    overflow to NaN, which export refuses."""
     generator = torch.Generator().manual_seed(0)
-    return {key: torch.randint(1, 1000, shape, generator=generator) if key.endswith("num_batches_tracked")
-            else torch.randn(shape, generator=generator) for key, shape in shapes.items()}
+
+    def tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key.endswith("num_batches_tracked"):
+            return torch.randint(1, 1000, shape, generator=generator)
+        if key.endswith("running_var"):
+            return torch.rand(shape, generator=generator) + 0.5
+        weights = torch.randn(shape, generator=generator)
+        if len(shape) > 1:  # He initialisation
+            return weights * (2 / torch.tensor(shape[1:]).prod()).sqrt()
+        return 1 + 0.1 * weights if key.endswith("weight") else 0.1 * weights
+
+    return {key: tensor(key, shape) for key, shape in shapes.items()}
 
 
 def _conv(ours: str, theirs: str, out_channels: int, in_channels: int, side: int) -> dict[str, tuple[str, tuple]]:

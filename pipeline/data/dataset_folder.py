@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import SPLITS
 from pipeline.data.images import ImageReadError, measure
 from pipeline.errors import PipelineError
-from pipeline.metadata import Box, MaskFiles, Metadata, box_faults, load_metadata, write_metadata
+from pipeline.metadata import (Box, MaskFiles, Metadata, MetadataError, box_faults, inside, load_metadata, metadata_lines,
+                               write_metadata)
 from pipeline.paths import replaced_atomically
 
 INFO = "dataset.json"
@@ -52,9 +54,12 @@ class SplitTable:
     masks: dict[str, MaskFiles] | None = None  # paths relative to the dataset's mask root
     metadata: Path | None = None  # the metadata folder the table was read from, named in problems
 
-    def file(self, name: str) -> str:
-        """Where a problem with one of the split's metadata files lies, as ``"<path>: "`` (or "")."""
-        return f"{self.metadata / name}: " if self.metadata is not None else ""
+    def file(self, name: str, line: int | None = None) -> str:
+        """Where a problem with one of the split's metadata files lies, as ``"<path>: "`` or
+        ``"<path>:<line>: "`` (or "")."""
+        if self.metadata is None:
+            return ""
+        return f"{self.metadata / name}:{line}: " if line is not None else f"{self.metadata / name}: "
 
 
 @dataclass
@@ -104,7 +109,8 @@ class DatasetInfo:
         """Metadata whose localization.txt holds masks, if the dataset has masks for the split."""
         for folder in (self.folder / "metadata_masks" / split, self.metadata_dir(split)):
             loc = folder / "localization.txt"
-            if loc.is_file() and loc.stat().st_size and len(loc.open().readline().split(",")) == 3:
+            first = next((line for _, line in metadata_lines(loc)), "") if loc.is_file() else ""
+            if len(first.split(",")) == 3:
                 return folder
         return None
 
@@ -128,6 +134,18 @@ def _relative(target: Path, start: Path) -> str:
         return str(target.resolve())
 
 
+def _under(root: Path, names: Iterable[str], where: Callable[[int], str], problems: list[str]) -> dict[str, Path]:
+    """name -> ``root / name`` for each name (an image id, a mask path) that names a file under root
+    (:func:`pipeline.metadata.inside`); the others are problems, ``where(line)`` saying where each was read."""
+    paths = {}
+    for line, name in enumerate(names, start=1):
+        try:
+            paths[name] = inside(root, name, where(line))
+        except MetadataError as error:
+            problems.append(str(error))
+    return paths
+
+
 def _check_split(split: str, table: SplitTable, num_classes: int, mask_root: Path | None,
                  extra: dict[str, MaskFiles] | None, region_root: Path | None,
                  problems: list[str]) -> dict[str, tuple[int, int]]:
@@ -138,8 +156,9 @@ def _check_split(split: str, table: SplitTable, num_classes: int, mask_root: Pat
                  f"({num_classes} classes: 0..{num_classes - 1})"
                  for image_id, label in table.labels.items() if not 0 <= label < num_classes]
     sizes = {}
-    paths = [table.image_root / i for i in table.image_ids]
-    for image_id, path, result in zip(table.image_ids, paths, measure(paths)):
+    images = _under(table.image_root, table.image_ids,
+                    lambda line: f"{split}: {table.file('image_ids.txt', line)}image id", problems)
+    for (image_id, path), result in zip(images.items(), measure(images.values())):
         if isinstance(result, ImageReadError):
             problems.append(f"{split}: image {image_id!r}: {result}")
             continue
@@ -152,13 +171,14 @@ def _check_split(split: str, table: SplitTable, num_classes: int, mask_root: Pat
     for masks in (table.masks, extra):
         if not masks:
             continue
-        named = sorted({m for files in masks.values() for m in (*files.masks, files.ignore) if m})
-        for name, result in zip(named, measure(mask_root / m for m in named)):
+        named = _under(mask_root, sorted({m for files in masks.values() for m in (*files.masks, files.ignore) if m}),
+                       lambda _: f"{split}: {table.file('localization.txt')}mask path", problems)
+        for name, result in zip(named, measure(named.values())):
             if isinstance(result, ImageReadError):
                 problems.append(f"{split}: mask {name!r}: {result}")
     if region_root is not None:
-        regions = [region_map_path(region_root, i) for i in table.image_ids]
-        for image_id, path, result in zip(table.image_ids, regions, measure(regions)):
+        regions = [region_map_path(region_root, i) for i in images]
+        for image_id, path, result in zip(images, regions, measure(regions)):
             if isinstance(result, ImageReadError):
                 problems.append(f"{split}: region map of image {image_id!r}: {result}")
             elif image_id in sizes and result != sizes[image_id]:
@@ -194,7 +214,7 @@ def write_dataset(tables: DatasetTables, out: Path) -> DatasetInfo:
         "mask_root": _relative(tables.mask_root, out) if tables.mask_root is not None else None,
         "region_root": _relative(tables.region_root, out) if tables.region_root is not None else None,
     }
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         for split in SPLITS:
             table = tables.splits[split]
             write_metadata(Metadata(staging, table.image_ids, table.labels, measured[split], boxes=table.boxes,

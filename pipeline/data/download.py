@@ -1,11 +1,19 @@
 """Resumable, verified, atomic downloads over http(s).
 
 A file is fetched to ``<name>.part`` and renamed to ``<name>`` only once verified, so a file under
-its final name is always complete. Verified means that it matches its checksum: the one in
-params.yaml, else the sha256 recorded in ``<name>.sha256`` at its first download. A first download
-with no sum to match must have all the bytes its server announced and pass a format check (an
-archive lists to its end, a text file is UTF-8 and not an HTML page) before its sum is recorded;
-a file of another kind needs its checksum in params.yaml.
+its final name is always complete. Verified means that it matches its checksum in params.yaml;
+or, where params.yaml has none, that it passes a format check (every member of an archive
+decompresses whole and passes :mod:`pipeline.data.archives`' rules; a text file is UTF-8 and not an
+HTML page) and matches the sha256 recorded in ``<name>.sha256`` at its first download. A first
+download must also have all the bytes its server announced before its sum is recorded
+(atomically); a record that is not 64 hex digits is discarded and the file checked again. A file
+of another kind needs its checksum in params.yaml.
+
+Every transfer is bounded. In size: a file may not pass the Content-Length its server announced,
+nor, announced or not, MAX_TEXT_BYTES (.txt) or MAX_BYTES (any other file). In time: a connection
+silent for TIMEOUT seconds counts as cut (and is resumed, ATTEMPTS times in all), and a body
+averaging less than MIN_RATE bytes/s over RATE_WINDOW seconds fails, so a server that trickles its
+body fails within RATE_WINDOW + TIMEOUT seconds (its ``.part`` is kept, for the next run to resume).
 
 A cut transfer is resumed, after a dropped connection or on the next run, only where the server
 confirms that the ``.part`` holds the start of the same entity: ``<name>.part.json`` keeps the URL,
@@ -13,10 +21,11 @@ validator (ETag, else Last-Modified) and length of the response that started it,
 sends ``Range`` with ``If-Range``. Otherwise (no record, a 200, a 206 of another entity, a 416)
 the file starts over.
 
-Mirrors are tried in order. A mirror whose file fails (HTTP error, dropped connection, wrong sum,
-wrong format) is noted and the next one tried; when all fail, :class:`DownloadError` names the file
-and each mirror's failure (:class:`ChecksumError` if one served wrong bytes). Only http(s) URLs
-are fetched, redirects included, and only to plain file names.
+Mirrors are tried in order. A mirror whose file fails (HTTP error, dropped connection, too slow,
+too large, wrong sum, wrong format) is noted and the next one tried; when all fail,
+:class:`DownloadError` names the file and each mirror's failure (:class:`ChecksumError` if one
+served wrong bytes). Only http(s) URLs are fetched, redirects included, and only to plain file
+names.
 """
 
 from __future__ import annotations
@@ -36,12 +45,17 @@ from pathlib import Path
 from pipeline.config import URL_SCHEMES, Source, plain_filename
 from pipeline.data import archives
 from pipeline.errors import PipelineError
+from pipeline.paths import write_text_atomically
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20  # bytes per read
 ATTEMPTS = 5  # connection attempts per mirror, each resuming where the last stopped
 TIMEOUT = 60  # seconds without data before a connection counts as cut
+MIN_RATE = 16 << 10  # bytes/s: 16 KiB/s brings CUB's 1.1 GB in 19 h; slower is a stuck or hostile server
+RATE_WINDOW = 60  # seconds over which the rate is averaged (a short stall does not count)
+MAX_BYTES = 1 << 38  # 256 GiB: about twice ILSVRC's train tar (138 GB), the largest WSOL download
+MAX_TEXT_BYTES = 1 << 28  # 256 MiB: wsolevaluation's largest metadata file (ILSVRC train) is about 50 MB
 CHECKED = (*archives.SUFFIXES, ".txt")  # the kinds of file with a format check
 CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+)")
 
@@ -52,6 +66,10 @@ class DownloadError(PipelineError, RuntimeError):
 
 class ChecksumError(DownloadError):
     """The downloaded bytes are not the expected ones."""
+
+
+class TooSlowError(DownloadError):
+    """A server sent less than MIN_RATE bytes/s over RATE_WINDOW seconds."""
 
 
 class FormatError(DownloadError):
@@ -84,12 +102,23 @@ def _beside(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _expected(source: Source, dest: Path) -> str | None:
-    """The params' checksum, else the one recorded at the first download, else None."""
-    if source.checksum is not None:
-        return source.checksum
+def _recorded(dest: Path) -> str | None:
+    """The sum recorded at dest's first download, ``"sha256:<hex>"``, or None (a record that is not
+    64 hex digits is deleted: dest is then checked as a first download is)."""
     record = _beside(dest, ".sha256")
-    return f"sha256:{record.read_text().strip()}" if record.is_file() else None
+    if not record.is_file():
+        return None
+    digest = record.read_bytes().strip()
+    if re.fullmatch(rb"[0-9a-f]{64}", digest):
+        return f"sha256:{digest.decode()}"
+    log.warning("%s: not a sha256 (64 hex digits): %r; deleted, %s is checked again", record, digest[:80], dest)
+    record.unlink()
+    return None
+
+
+def _cap(dest: Path) -> int:
+    """The most bytes dest may have."""
+    return MAX_TEXT_BYTES if dest.name.endswith(".txt") else MAX_BYTES
 
 
 def _check_format(path: Path, dest: Path) -> None:
@@ -110,18 +139,29 @@ def _check_format(path: Path, dest: Path) -> None:
             raise FormatError(f"{dest}: not UTF-8 text ({error.reason} at byte {error.start})") from None
 
 
-def _accept(path: Path, expected: str | None, dest: Path) -> None:
-    """Raise ChecksumError or FormatError unless path (dest or its .part) is a good copy of dest;
-    with no sum to match, record its sha256 as dest's."""
-    if expected is not None:
-        algorithm, _, value = expected.partition(":")
-        actual = file_digest(path, algorithm)
-        if actual != value:
-            raise ChecksumError(f"{dest}: checksum mismatch: expected {expected}, got {algorithm}:{actual}")
+def _match(path: Path, expected: str, dest: Path, whence: str) -> None:
+    """Raise ChecksumError unless path has the checksum ``expected`` ("<algorithm>:<hex>"), from whence."""
+    algorithm, _, value = expected.partition(":")
+    actual = file_digest(path, algorithm)
+    if actual != value:
+        raise ChecksumError(f"{dest}: checksum mismatch: expected {expected} ({whence}), got {algorithm}:{actual}")
+
+
+def _accept(path: Path, source: Source, dest: Path) -> None:
+    """Raise ChecksumError or FormatError unless path (dest or its .part) is a good copy of dest: it
+    has the params' checksum; or, with none there, it passes its format check and has the sha256
+    recorded at the first download, recorded now if there is none. (A recorded file is checked
+    too: a record does not vouch for a file that an earlier, weaker check let through.)"""
+    if source.checksum is not None:
+        _match(path, source.checksum, dest, "params.yaml")
         return
     _check_format(path, dest)
+    recorded = _recorded(dest)
+    if recorded is not None:
+        _match(path, recorded, dest, f"recorded in {dest.name}.sha256 at its first download")
+        return
     digest = file_digest(path, "sha256")
-    _beside(dest, ".sha256").write_text(digest + "\n")
+    write_text_atomically(_beside(dest, ".sha256"), digest + "\n")
     log.warning("%s: no checksum in params.yaml; recorded sha256:%s (put it in params.yaml to pin it)",
                 dest, digest)
 
@@ -175,24 +215,58 @@ def _start(url: str, part: Path, response) -> dict:
     return origin
 
 
-def _transfer(url: str, part: Path) -> None:
-    """Bring part to the whole of url's entity; raise IncompleteRead if it ends short of the length
-    the server announced."""
+class _Pace:
+    """Counts a transfer's bytes; raises TooSlowError when a RATE_WINDOW ends with fewer than
+    MIN_RATE bytes/s since it began. (Messages of the transfer's errors leave out the URL: fetch
+    names it.)"""
+
+    def __init__(self):
+        self.start, self.bytes = time.monotonic(), 0
+
+    def count(self, size: int) -> None:
+        self.bytes += size
+        elapsed = time.monotonic() - self.start
+        if elapsed < RATE_WINDOW:
+            return
+        if self.bytes < MIN_RATE * elapsed:
+            raise TooSlowError(f"{self.bytes:,} bytes in {elapsed:.1f} s ({self.bytes / elapsed:,.0f} "
+                               f"bytes/s), below the minimum of {MIN_RATE:,} bytes/s over {RATE_WINDOW} s (MIN_RATE)")
+        self.start, self.bytes = time.monotonic(), 0
+
+
+def _receive(response, f, have: int, cap: int) -> None:
+    """Append response's body to f, which holds ``have`` bytes, as it comes (read1: a trickle is
+    counted byte by byte); raise DownloadError before f passes cap bytes, TooSlowError (see _Pace)."""
+    pace = _Pace()
+    while block := response.read1(CHUNK):
+        have += len(block)
+        if have > cap:
+            raise DownloadError(f"more than {cap:,} bytes, the most a file of this kind may have "
+                                f"(MAX_BYTES, MAX_TEXT_BYTES for .txt): refused")
+        f.write(block)
+        pace.count(len(block))
+
+
+def _transfer(url: str, part: Path, cap: int) -> None:
+    """Bring part to the whole of url's entity, of at most cap bytes; raise IncompleteRead if it
+    ends short of the length the server announced."""
     response, offset = _open(url, part)
     with response:
         length = (_origin(part) if offset else _start(url, part, response))["length"]
+        if length is not None and length > cap:
+            raise DownloadError(f"announces {length:,} bytes, more than the {cap:,} a file of this kind may "
+                                f"have (MAX_BYTES, MAX_TEXT_BYTES for .txt): refused")
         with part.open("ab" if offset else "wb") as f:
-            while block := response.read(CHUNK):
-                f.write(block)
+            _receive(response, f, offset, cap)
     if length is not None and part.stat().st_size < length:
         raise http.client.IncompleteRead(b"", length - part.stat().st_size)
 
 
-def _from_mirror(url: str, part: Path) -> None:
+def _from_mirror(url: str, part: Path, cap: int) -> None:
     """Fetch url into part, resuming after a dropped connection up to ATTEMPTS times in all."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            _transfer(url, part)
+            _transfer(url, part, cap)
             return
         except urllib.error.HTTPError:
             raise  # the server answered with an error: another attempt will not change it
@@ -219,14 +293,13 @@ def fetch(source: Source, directory: Path) -> Path:
     """The verified file ``directory / source.filename``, downloaded unless already there."""
     _refuse_unsafe(source, directory)
     dest = directory / source.filename
-    expected = _expected(source, dest)
-    if expected is None and not dest.name.endswith(CHECKED):
+    if source.checksum is None and not dest.name.endswith(CHECKED):
         raise DownloadError(f"{dest}: no checksum in params.yaml, and no format check for this kind of "
                             f"file (only {', '.join(CHECKED)}): put its checksum in params.yaml")
     directory.mkdir(parents=True, exist_ok=True)
     if dest.is_file():
         try:
-            _accept(dest, expected, dest)
+            _accept(dest, source, dest)
             return dest
         except DownloadError as error:  # a stale or bad copy: replaced below, only by a verified one
             log.warning("%s; downloading it again", error)
@@ -234,12 +307,12 @@ def fetch(source: Source, directory: Path) -> Path:
     failures, wrong_bytes = [], False
     for url in source.urls:
         try:
-            _from_mirror(url, part)
-            _accept(part, expected, dest)
-        except (OSError, http.client.HTTPException) as error:  # part stays, to be resumed
+            _from_mirror(url, part, _cap(dest))
+            _accept(part, source, dest)
+        except (OSError, http.client.HTTPException, TooSlowError) as error:  # part stays, to be resumed
             failures.append(f"{url}: {error}")
         except DownloadError as error:  # wrong bytes: another mirror may have the right ones
-            part.unlink()
+            part.unlink(missing_ok=True)
             _beside(part, ".json").unlink(missing_ok=True)
             failures.append(f"{url}: {error}")
             wrong_bytes = wrong_bytes or isinstance(error, ChecksumError)

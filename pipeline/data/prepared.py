@@ -47,7 +47,7 @@ def prepare_splits(info: DatasetInfo, data: DataConfig, out: Path, threads: int 
     """Write ``out`` (atomically): the manifest, and with ``data.prepared`` each split's array, images
     decoded and resized by ``threads`` threads. Returns the manifest."""
     manifest = {"pixels": data.prepared, "splits": {}}
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         if data.prepared:
             for split in SPLITS:
                 image_ids = info.metadata(split, localization="none").image_ids

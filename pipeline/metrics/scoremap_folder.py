@@ -3,7 +3,8 @@
 
 Files are read, checked and (for boxes) quantised to uint8 by a pool of threads that keeps up to
 two batches ahead of the evaluator, so reading overlaps evaluation; memory holds those batches,
-not the split.
+not the split. A file's .npy header is checked against the file's size and a (224, 224) map's before
+anything is allocated, so a header claiming more is refused at the cost of reading it.
 """
 
 from __future__ import annotations
@@ -19,71 +20,88 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metadata import Metadata, load_metadata, read_labels
+from pipeline.metadata import Metadata, inside, load_metadata, read_labels
 from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
 from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap
 from pipeline.metrics.mask_evaluator import MaskEvaluator
+from pipeline.paths import written_atomically
 
 READ_AHEAD = 2  # batches being read while one is evaluated
-_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...]]] = {}  # .npy header -> (dtype, shape), of plain arrays
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}  # .npy header -> (dtype, shape, Fortran order)
+MAX_ITEMSIZE = 16  # bytes a value of the widest float dtype (longdouble) takes
 
 
 def scoremap_path(scoremap_root: Path, image_id: str) -> Path:
     return scoremap_root / f"{image_id}.npy"
 
 
-def _header(head: bytes) -> tuple[np.dtype, tuple[int, ...]] | None:
-    """(dtype, shape) of a .npy file's header (magic to the end of its dict); None unless a C-order
-    array of a plain dtype in format 1.0 or 2.0."""
+def _header(head: bytes) -> tuple[np.dtype, tuple[int, ...], bool] | None:
+    """(dtype, shape, Fortran order) of a .npy file's header (magic to the end of its dict) in format
+    1.0 or 2.0; None for an object dtype (which only a pickle stores)."""
     if head not in _HEADERS:
         file = io.BytesIO(head)
         version = np.lib.format.read_magic(file)
-        if version not in ((1, 0), (2, 0)):
-            return None
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read(file)
-        if fortran_order or dtype.hasobject:
+        if dtype.hasobject:
             return None
-        _HEADERS[head] = dtype, shape
+        _HEADERS[head] = dtype, shape, fortran_order
     return _HEADERS[head]
 
 
-def _read_npy(path: Path) -> np.ndarray | None:
-    """The array of a .npy file of a C-order array of a plain dtype, read straight into it (no header
-    parsing when the header was seen before); None for any other file, which ``np.load`` then reads
-    or refuses with its own error. Raises the OSError of ``os.open``."""
+def _check_size(fd: int, head: int, dtype: np.dtype, shape: tuple[int, ...], length: int) -> None:
+    """Refuse, before anything is allocated, a header claiming more values than a (length, length)
+    map or more bytes than one of the widest float (16), or a file whose size is not ``head`` bytes
+    plus what the header claims (an allocation is never larger than the file). Raises ValueError."""
+    values = math.prod(shape)
+    if values > length * length or values * dtype.itemsize > length * length * MAX_ITEMSIZE:
+        raise ValueError(f"its header claims a {dtype} array of shape {shape}, larger than a ({length}, {length}) "
+                         f"score map; not read")
+    size = os.fstat(fd).st_size
+    if size != head + values * dtype.itemsize:
+        raise ValueError(f"its header claims a {dtype} array of shape {shape}: {head + values * dtype.itemsize} "
+                         f"bytes with the header, the file has {size} (truncated, or with data after the array)")
+
+
+def _read_npy(path: Path, length: int) -> np.ndarray | None:
+    """The array of a .npy file (format 1.0 or 2.0) of a plain dtype, read straight into it (no header
+    parsing when the header was seen before) when in C order; None for a Fortran-order array, which
+    ``np.load`` then reads, or an object one, which it refuses. The header is checked against the size
+    of a (length, length) map and the file's size first (:func:`_check_size`). Raises ValueError for a
+    file that is not such a .npy and the OSError of ``os.open``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         prefix = os.read(fd, 12)  # magic (6), version (2), header length (2 or 4)
-        if len(prefix) < 12 or not prefix.startswith(np.lib.format.MAGIC_PREFIX) or prefix[6] not in (1, 2):
+        if len(prefix) < 12 or not prefix.startswith(np.lib.format.MAGIC_PREFIX) or prefix[6:8] not in (b"\1\0", b"\2\0"):
+            raise ValueError("not a .npy file of format 1.0 or 2.0")
+        start = 8 + (2 if prefix[6] == 1 else 4)  # where the header's dict starts
+        head = prefix + os.read(fd, start + int.from_bytes(prefix[8:start], "little") - len(prefix))
+        parsed = _header(head)
+        if parsed is None:
             return None
-        size = 8 + (2 if prefix[6] == 1 else 4)
-        length = int.from_bytes(prefix[8:size], "little")
-        head = prefix + os.read(fd, size + length - len(prefix))
-        try:
-            parsed = _header(head)
-        except ValueError:
+        dtype, shape, fortran_order = parsed
+        _check_size(fd, len(head), dtype, shape, length)
+        if fortran_order:
             return None
-        if parsed is None or os.fstat(fd).st_size - len(head) < parsed[0].itemsize * math.prod(parsed[1]):
-            return None  # or truncated
-        array = np.empty(parsed[1], parsed[0])
+        array = np.empty(shape, dtype)
         view, done = memoryview(array.reshape(-1).view(np.uint8)), 0
         while done < array.nbytes:
             got = os.readv(fd, [view[done:]])
             if got == 0:
-                return None  # truncated since
+                raise ValueError("truncated while being read")
             done += got
         return array
     finally:
         os.close(fd)
 
 
-def load_scoremap(scoremap_root: Path, image_id: str) -> np.ndarray:
-    """One image's score map as stored; a missing or unreadable file is an error."""
+def load_scoremap(scoremap_root: Path, image_id: str, length: int = RESIZE_LENGTH) -> np.ndarray:
+    """One image's score map as stored; a missing or unreadable file, or one claiming more values
+    than a (length, length) map, is an error."""
     path = scoremap_path(scoremap_root, image_id)
     try:
-        scoremap = _read_npy(path)
+        scoremap = _read_npy(path, length)
         return np.load(path, allow_pickle=False) if scoremap is None else scoremap
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ScoremapError(f"score map of image {image_id!r}: {path} is missing") from None
@@ -93,18 +111,20 @@ def load_scoremap(scoremap_root: Path, image_id: str) -> np.ndarray:
 
 def _load_checked(scoremap_root: Path, image_id: str, quantised: bool, length: int = RESIZE_LENGTH) -> np.ndarray:
     """One image's checked map, (length, length): quantised to uint8, or as stored (float)."""
-    scoremap = load_scoremap(scoremap_root, image_id)
+    scoremap = load_scoremap(scoremap_root, image_id, length)
     uint8 = check_scoremap(scoremap, image_id, str(scoremap_path(scoremap_root, image_id)), length)
     return uint8 if quantised else scoremap
 
 
-def _check_inside(scoremap_root: Path, metadata: Metadata) -> None:
-    """Refuse an image id whose score map lies outside the root (an absolute id, or one that climbs out with '..')."""
-    for image_id in metadata.image_ids:
-        name = os.path.normpath(f"{image_id}.npy")
-        if os.path.isabs(name) or name.split(os.sep)[0] == os.pardir:
-            raise ScoremapError(f"{metadata.root / 'image_ids.txt'}: image id {image_id!r} names a score map "
-                                f"outside {scoremap_root}")
+def _check_inside(scoremap_root: Path, mask_root: Path | None, metadata: Metadata) -> None:
+    """Refuse a score map or mask that lies outside its root (:func:`pipeline.metadata.inside`)."""
+    for line, image_id in enumerate(metadata.image_ids, start=1):
+        inside(scoremap_root, f"{image_id}.npy", f"{metadata.root / 'image_ids.txt'}:{line}: image {image_id!r}: score map")
+    if mask_root is None:
+        return
+    for image_id, files in metadata.masks.items():
+        for name in filter(None, (*files.masks, files.ignore)):
+            inside(mask_root, name, f"{metadata.root / 'localization.txt'}: image {image_id!r}: mask")
 
 
 def _batches(image_ids: Sequence[str], batch_size: int, load: Callable[[str], np.ndarray],
@@ -143,7 +163,7 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
         raise ValueError(f"batch size must be a whole number >= 1, got {batch_size!r}")
     scoremap_root = Path(scoremap_root)
     metadata = load_metadata(metadata_root, "masks" if mask_root is not None else "boxes")
-    _check_inside(scoremap_root, metadata)
+    _check_inside(scoremap_root, Path(mask_root) if mask_root is not None else None, metadata)
     if mask_root is not None:
         evaluator = MaskEvaluator(metadata, mask_root, cam_curve_interval)
     else:
@@ -158,8 +178,8 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
             evaluator.accumulate_quantised(scoremaps, image_ids, labels)
     result = evaluator.compute()
     if records is not None:
-        Path(records).parent.mkdir(parents=True, exist_ok=True)
-        result.records.save(records)
+        with written_atomically(Path(records)) as staging:  # a full disk leaves no partial file
+            result.records.save(staging)
     out = {"cam_curve_interval": cam_curve_interval, **result.to_dict()}
     if bootstrap:
         out["ci95"] = confidence_intervals(result, bootstrap)

@@ -134,7 +134,6 @@ def masked_average(feature: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Ten
     return total / area.clamp_min(1), nonempty
 
 
-
 def unit_embedding(z: torch.Tensor) -> torch.Tensor:
     """(B, D) embeddings -> each divided by its L2 norm (by UNIT_EPS when the norm is smaller)."""
     return F.normalize(z, dim=1, eps=UNIT_EPS)
@@ -167,8 +166,8 @@ def foreground_consistency_loss(attentions: list[torch.Tensor], pixels: str = "m
 
     ``scale``: "raw" compares the maps as they are, so L_fc also asks A_i to take A_j's magnitude,
     which differs from layer to layer (on the default benchmark at step 0 the mean A of the first tap
-    is 6x the last's, and that mismatch is most of L_fc); "max" divides each map by its own maximum
-    over the map (a detached denominator, at least MAX_EPS), so L_fc compares where each map is high
+    is 2.4x the last's, 0.40 against 0.17, and that mismatch is most of L_fc); "max" divides each map
+    by its own maximum over the map (a detached denominator, at least MAX_EPS), so L_fc compares where each map is high
     relative to its peak, what Eq. 1's thresholds read, and leaves each tap its own scale.
 
     ``pixels``:

@@ -16,6 +16,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.errors import PipelineError
+from pipeline.finite_weights import require_finite
 from pipeline.models.model import WSOLModel, build_model
 from pipeline.models.reference import reference_name
 
@@ -38,7 +39,7 @@ class ImportedCheckpoint:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a reference checkpoint (or of a bare state dict), without running any code
-    the file may carry (``weights_only``)."""
+    the file may carry (``weights_only``), every value finite."""
     try:
         with warnings.catch_warnings():  # torch warns before failing on a TorchScript file
             warnings.simplefilter("ignore")
@@ -53,6 +54,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                                     "{'state_dict': ...} or a bare state dict)")
     if state and all(key.startswith("module.") for key in state):  # saved from nn.DataParallel
         state = {key.removeprefix("module."): value for key, value in state.items()}
+    require_finite(state, str(path))
     return state
 
 

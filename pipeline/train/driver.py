@@ -9,7 +9,9 @@ retrain an unchanged run from scratch.)
 
 Ray: a local instance that listens on loopback only and dies with the stage (``start_local_ray``),
 or the cluster at ``cluster.address`` (``$RAY_ADDRESS`` overrides it), whose workers log to MLflow
-at an address of the driver's node they can reach (``reachable_uri``).
+at an address of the driver's node they can reach (``reachable_uri``). A cluster address where nothing
+accepts a connection within CONNECT_TIMEOUT_S is an error naming it (``probe_cluster``), where
+``ray.init`` would retry silently for minutes; the run's MLflow run is then FAILED, as after any error.
 Checkpoints: ``ray_results/`` in the project, or ``cluster.storage_path`` (``$WSOL_RAY_STORAGE``
 overrides it), a shared filesystem or cloud URI as multi-node runs need. Neither makes a stage
 stale or changes a run's identity, so moving to a cluster retrains nothing. Once the run's model is
@@ -23,11 +25,13 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
+from urllib.parse import urlsplit
 
 import ray
 import ray.train
@@ -43,8 +47,8 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
 from pipeline.models import pretrained_source
 from pipeline.paths import Layout, run_name
-from pipeline.tracking import (SETTINGS_TAG, client_for, experiment_id, flatten, log_dataset_inputs, open_run,
-                               reachable_uri, set_tags, tracking_uri)
+from pipeline.tracking import (SETTINGS_TAG, client_for, ended_on_error, experiment_id, flatten, log_dataset_inputs,
+                               open_run, reachable_uri, set_tags, tracking_uri)
 from pipeline.train import ray_guard
 from pipeline.train import state as saved
 from pipeline.train.state import TrainingState, final_weights
@@ -53,12 +57,17 @@ from pipeline.train.worker import train_worker
 log = logging.getLogger("pipeline.train")
 
 STORAGE_ENV = "WSOL_RAY_STORAGE"
+CONNECT_TIMEOUT_S = 10.0  # a cluster's head accepting no TCP connection in this long is taken for dead
 
 _guard: subprocess.Popen | None = None
 
 
 class TrainingError(PipelineError, RuntimeError):
     """Training failed on the workers after every allowed restart; the message carries their errors."""
+
+
+class ClusterError(PipelineError, ConnectionError):
+    """The configured Ray cluster cannot be reached; the message names its address and where it was set."""
 
 
 @dataclass
@@ -123,6 +132,26 @@ def cluster_address(config: Config) -> str | None:
     return os.environ.get("RAY_ADDRESS") or config.cluster.address
 
 
+def probe_cluster(address: str, source: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`ClusterError` unless the head at ``address`` (``host:port`` of its GCS, or
+    ``ray://host:port`` of its Ray Client server), set in ``source``, accepts a TCP connection within
+    ``timeout`` seconds. Addresses Ray resolves itself ("auto") are left to it."""
+    try:
+        parts = urlsplit(address if "://" in address else f"//{address}")
+        host, port = parts.hostname, parts.port
+    except ValueError as error:
+        raise ClusterError(f"Ray cluster address {address!r} ({source}) is not host:port: {error}") from None
+    if host is None or port is None:
+        return
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or error
+        raise ClusterError(f"Ray cluster at {address} ({source}): no connection within {timeout:g} s ({reason}); "
+                           "is the cluster up, and is this its head's address?") from None
+
+
 def start_local_ray(num_cpus: int) -> None:
     """Start a Ray for this process alone: a new instance (never one ``ray start`` left running),
     its servers bound to loopback, and a guard that kills its processes once this one is gone."""
@@ -153,6 +182,7 @@ def ensure_ray(config: Config, local_cpus: int | None = None) -> None:
         return
     address = cluster_address(config)
     if address:
+        probe_cluster(address, "$RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "cluster.address")
         ray.init(address=address)
         return
     needed = config.ray.num_workers * config.ray.cpus_per_worker
@@ -177,32 +207,32 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{name}",
                       identity, flatten(run_settings(config, backbone, method, seed)), tags, layout.root, parent_run_id)
-    log_dataset_inputs(client, run_id, info, {"train": "training", "val": "validation"}, layout)
-    ensure_ray(config)
-    uri = tracking_uri(layout)
-    if cluster_address(config):  # rank 0 may run on another node
-        uri = reachable_uri(uri, ray.util.get_node_ip_address())
-    payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
-               "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
-               "prepared_folder": str(layout.prepared(config.dataset)),
-               "mlflow_tracking_uri": uri, "mlflow_run_id": run_id}
-    trainer = TorchTrainer(
-        train_worker, train_loop_config=payload,
-        scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,
-                                     resources_per_worker={"CPU": config.ray.cpus_per_worker}),
-        run_config=RunConfig(name=ray_name, storage_path=storage_path(config, layout),
-                             failure_config=FailureConfig(max_failures=config.ray.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=config.ray.keep_checkpoints),
-                             callbacks=callbacks))
-    log.info("training %s (MLflow run %s)", ray_name, run_id)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as error:
-        client.set_terminated(run_id, status="FAILED")
-        raise TrainingError(f"{ray_name}: training failed after {config.ray.max_failures} allowed restart(s): {error}") from None
-    with result.checkpoint.as_directory() as folder:
-        weights, progress = final_weights(Path(folder), config.train.select)
-    set_tags(client, run_id, {"wsol.restarts": progress.restarts})
+    with ended_on_error(client, run_id, layout):  # FAILED on any error from here on
+        log_dataset_inputs(client, run_id, info, {"train": "training", "val": "validation"}, layout)
+        ensure_ray(config)
+        uri = tracking_uri(layout)
+        if cluster_address(config):  # rank 0 may run on another node
+            uri = reachable_uri(uri, ray.util.get_node_ip_address())
+        payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
+                   "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
+                   "prepared_folder": str(layout.prepared(config.dataset)),
+                   "mlflow_tracking_uri": uri, "mlflow_run_id": run_id}
+        trainer = TorchTrainer(
+            train_worker, train_loop_config=payload,
+            scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,
+                                         resources_per_worker={"CPU": config.ray.cpus_per_worker}),
+            run_config=RunConfig(name=ray_name, storage_path=storage_path(config, layout),
+                                 failure_config=FailureConfig(max_failures=config.ray.max_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=config.ray.keep_checkpoints),
+                                 callbacks=callbacks))
+        log.info("training %s (MLflow run %s)", ray_name, run_id)
+        try:
+            result = trainer.fit()
+        except ray.train.TrainingFailedError as error:
+            raise TrainingError(f"{ray_name}: training failed after {config.ray.max_failures} allowed restart(s): {error}") from None
+        with result.checkpoint.as_directory() as folder:
+            weights, progress = final_weights(Path(folder), config.train.select)
+        set_tags(client, run_id, {"wsol.restarts": progress.restarts})
     return TrainedRun(backbone, method, seed, weights, progress, info, run_id, ray_name, config.train.select, result)
 
 

@@ -22,14 +22,15 @@ import torch
 
 from pipeline.config import Config
 from pipeline.figures import GalleryCollector, boxacc_curves, grid, save_picture
+from pipeline.finite_weights import NonFiniteWeightsError, require_finite
 from pipeline.models import WSOLModel
 from pipeline.paths import Layout, replaced_atomically
 from pipeline.run_cost import COST, RunCost
 from pipeline.run_folder import META, RunMeta, read_run, save_run
 from pipeline.scoring import score_split, val_scoring
-from pipeline.tracking import client_for, in_project
+from pipeline.tracking import client_for, in_project, store_failure_warns
 from pipeline.train.driver import TrainedRun
-from pipeline.train.worker import is_diagnostic
+from pipeline.train.epoch import is_diagnostic
 
 UNTRACKED = ("images_per_s", "epoch_s")  # timings vary from run to run: MLflow and cost.json, not metrics or history
 
@@ -66,14 +67,22 @@ def _cost(trained: TrainedRun, config: Config) -> RunCost:
 
 
 def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
-    """Write runs/<dataset>/<run>/ (atomically) and log it, with the val gallery, to MLflow."""
+    """Write runs/<dataset>/<run>/ (atomically), then log it, with the val gallery, to MLflow (a store
+    that fails costs a warning, never the run folder); weights that diverged (NaN or infinite values)
+    are refused, the MLflow run marked FAILED."""
     out = layout.run(config.dataset, trained.backbone, trained.method, trained.seed)
+    try:
+        require_finite(trained.state_dict, f"run {out} (epoch {trained.selected_epoch})")
+    except NonFiniteWeightsError:
+        with store_failure_warns(layout, f"the end (FAILED) of MLflow run {trained.mlflow_run_id}"):
+            client_for(layout).set_terminated(trained.mlflow_run_id, status="FAILED")
+        raise
     selected = trained.selected
     threshold = selected.get("val_cam_threshold", 0.5)
     meta = RunMeta(config.dataset, trained.backbone, trained.method, trained.info.num_classes,
                    list(trained.info.class_names), threshold, config.model_dump(mode="json"), trained.mlflow_run_id,
                    trained.selected_epoch, trained.progress.epoch, trained.progress.restarts, trained.ray_name)
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         save_run(staging, trained.state_dict, meta)
         (staging / "metrics.json").write_text(json.dumps(_results(selected), indent=2) + "\n")
         rows = [_tracked(row) for row in trained.progress.history]
@@ -84,10 +93,11 @@ def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
         figures = staging / "figures"
         (staging / COST).write_text(json.dumps(asdict(_cost(trained, config)), indent=2) + "\n")
         _val_figures(read_run(staging).model, trained, config, threshold, figures)
+    with store_failure_warns(layout, f"the files of MLflow run {trained.mlflow_run_id}"):
         client = client_for(layout)
         with in_project(layout):
             for name in (META, "metrics.json", "history.csv", COST):
-                client.log_artifact(trained.mlflow_run_id, str(staging / name))
-            client.log_artifacts(trained.mlflow_run_id, str(figures), "figures")
+                client.log_artifact(trained.mlflow_run_id, str(out / name))
+            client.log_artifacts(trained.mlflow_run_id, str(out / "figures"), "figures")
         client.set_terminated(trained.mlflow_run_id, status="FINISHED")
     return out

@@ -138,7 +138,7 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
     if source != PRETRAIN_STAGE:
         summary = {"backbone": backbone, "source": source, "trained": False}
         log.info("%s: pretrained %s, nothing to pretrain", backbone, source or "null (random init)")
-        with replaced_atomically(out) as staging:
+        with replaced_atomically(out, force=True) as staging:  # the stage's own folder
             (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
     settings = config.pretrain
@@ -160,7 +160,7 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
     summary = {"backbone": backbone, "source": PRETRAIN_STAGE, "trained": True, "classes": classes,
                "looks": [list(look) for look in synth.pretrain_looks(config.datasets.synth.classes)],
                "images": len(images.labels), "held_out_top1_cls": top1, "mlflow_run_id": run_id, "history": history}
-    with replaced_atomically(out) as staging:
+    with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         torch.save(state, staging / PRETRAINED_WEIGHTS)
         (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")

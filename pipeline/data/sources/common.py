@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.config import MetadataSources
 from pipeline.data.dataset_folder import DatasetError
 from pipeline.data.download import fetch
-from pipeline.metadata import FILES
+from pipeline.metadata import FILES, metadata_lines
 
 
 def fetch_metadata(sources: MetadataSources, downloads: Path, into: Path) -> None:
@@ -29,11 +29,11 @@ def locate(base: Path, relative: str) -> Path:
 
 
 def read_table(path: Path, columns: int) -> list[list[str]]:
-    """A whitespace-separated text file of ``columns`` fields a line (CUB's annotation files)."""
+    """A whitespace-separated UTF-8 text file of ``columns`` fields a line (CUB's annotation files)."""
     if not path.is_file():
         raise DatasetError(f"{path} is missing")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in metadata_lines(path):
         fields = line.split()
         if not fields:
             continue

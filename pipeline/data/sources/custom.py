@@ -1,6 +1,7 @@
 """A dataset brought by the user, already in the wsolevaluation layout:
 ``<root>/metadata/{train,val,test}/*.txt`` with image ids (and mask paths) relative to <root>,
-optionally ``<root>/metadata_masks/{val,test}/`` for masks beside boxes and ``<root>/classes.txt``."""
+optionally ``<root>/metadata_masks/{val,test}/`` for masks beside boxes and ``<root>/classes.txt``.
+Every text file is UTF-8; an id or mask path that leads out of <root> is refused (pipeline/metadata.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 from pipeline.config import SPLITS, CustomConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
-from pipeline.metadata import MetadataError, load_metadata, read_image_ids, read_labels, read_localization
+from pipeline.metadata import (MetadataError, load_metadata, metadata_lines, read_image_ids, read_labels,
+                               read_localization)
 from pipeline.paths import Layout
 
 
@@ -56,7 +58,7 @@ def folder_tables(name: str, root: Path) -> DatasetTables:
                 raise DatasetError(f"{folder}: its images or labels differ from {root / 'metadata' / split}")
             extra[split] = read_localization(folder / "localization.txt", ids, "masks")
     names_file = root / "classes.txt"
-    names = names_file.read_text().split() if names_file.is_file() else None
+    names = [name for _, line in metadata_lines(names_file) for name in line.split()] if names_file.is_file() else None
     has_masks = bool(extra) or any(t.masks for t in splits.values())
     return DatasetTables(name, splits, names, root if has_masks else None, extra)
 

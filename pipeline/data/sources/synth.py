@@ -12,7 +12,7 @@ from pipeline.paths import Layout, replaced_atomically
 
 
 def fetch(settings: SynthConfig, layout: Layout) -> None:
-    with replaced_atomically(layout.raw("synth")) as staging:
+    with replaced_atomically(layout.raw("synth"), force=True) as staging:  # the stage's own folder
         generator.generate(settings, staging)
 
 
