@@ -179,13 +179,16 @@ def open_run(client: MlflowClient, experiment: str, run_name: str, key: str, par
 
 @contextlib.contextmanager
 def ended_on_error(client: MlflowClient, run_id: str, layout: Layout) -> Iterator[None]:
-    """End the run when the block raises, then let the error through: FAILED, or KILLED for Ctrl-C
-    (a resumed run is set RUNNING again by ``open_run``). A store failing then costs a warning."""
+    """End the run when the block raises, then let the error through: FAILED, or KILLED for a stop
+    someone asked for: Ctrl-C, or ``sys.exit(0)``, which is how Ray Tune stops a trial its scheduler
+    ends (ray/train/_internal/session.py). A resumed run is set RUNNING again by ``open_run``. A
+    store failing then costs a warning."""
     try:
         yield
     except BaseException as error:
+        stopped = isinstance(error, KeyboardInterrupt) or isinstance(error, SystemExit) and error.code in (0, None)
         with store_failure_warns(layout, f"the end of MLflow run {run_id}"):
-            client.set_terminated(run_id, status="KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+            client.set_terminated(run_id, status="KILLED" if stopped else "FAILED")
         raise
 
 

@@ -325,3 +325,17 @@ def test_a_dead_ray_address_fails_the_train_stage_at_once_naming_it_and_the_run_
     runs = MlflowClient(f"sqlite:///{layout.mlflow_db}").search_runs(
         [experiment_id(client_for(layout), "synth", layout)])
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize("error, status", [
+    (RuntimeError("diverged"), "FAILED"), (SystemExit(1), "FAILED"),
+    (KeyboardInterrupt(), "KILLED"), (SystemExit(0), "KILLED"),  # Ctrl-C; Ray Tune stopping a trial (sys.exit(0))
+])
+def test_a_run_that_raises_ends_failed_unless_it_was_asked_to_stop(tmp_path, error, status):
+    from pipeline.tracking import ended_on_error
+
+    layout, run_id = _store_with_run(tmp_path / "p")
+    client = client_for(layout)
+    with pytest.raises(type(error)), ended_on_error(client, run_id, layout):
+        raise error
+    assert client.get_run(run_id).info.status == status
