@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from icl_choices import configuration  # this folder's: params.yaml with --set overrides
+
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader

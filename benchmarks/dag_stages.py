@@ -37,7 +37,7 @@ def timed_repro(arguments: list[str]) -> tuple[list[tuple[str, float]], float]:
         raise SystemExit(f"dvc repro failed with status {process.returncode}")
     ended = time.perf_counter()
     ends = [t for _, t in marks[1:]] + [ended]
-    return [(name, end - start) for (name, start), end in zip(marks, ends)], ended - started
+    return [(name, end - start) for (name, start), end in zip(marks, ends, strict=False)], ended - started
 
 
 def main() -> None:

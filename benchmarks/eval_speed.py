@@ -68,7 +68,7 @@ def generated_map(rng: np.random.Generator, kind: str = "cam") -> tuple[np.ndarr
 def generated_maps(n: int, seed: int, kind: str = "cam") -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """n maps of :func:`generated_map`: (n, 224, 224) float64, (n, 4) GT boxes, n original sizes."""
     rng = np.random.default_rng(seed)
-    maps, boxes, sizes = zip(*(generated_map(rng, kind) for _ in range(n)))
+    maps, boxes, sizes = zip(*(generated_map(rng, kind) for _ in range(n)), strict=False)
     return np.stack(maps), np.array(boxes), list(sizes)
 
 
@@ -82,8 +82,8 @@ def write_metadata(root: Path, boxes: np.ndarray, sizes: list[tuple[int, int]]) 
     root.mkdir(parents=True, exist_ok=True)
     (root / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids))
     (root / "class_labels.txt").write_text("".join(f"{i},{k % 10}\n" for k, i in enumerate(ids)))
-    (root / "image_sizes.txt").write_text("".join(f"{i},{w},{h}\n" for i, (w, h) in zip(ids, sizes)))
-    (root / "localization.txt").write_text("".join(f"{i},{','.join(map(str, b))}\n" for i, b in zip(ids, boxes)))
+    (root / "image_sizes.txt").write_text("".join(f"{i},{w},{h}\n" for i, (w, h) in zip(ids, sizes, strict=False)))
+    (root / "localization.txt").write_text("".join(f"{i},{','.join(map(str, b))}\n" for i, b in zip(ids, boxes, strict=False)))
     return ids
 
 
@@ -174,7 +174,7 @@ def reference_folder(checkout: str, metadata_root: str, scoremap_root: str, inte
         metadata=metadata, dataset_name="CUB", split="test", cam_threshold_list=list(np.arange(0, 1, interval)),
         iou_threshold_list=[30, 50, 70], mask_root=None, multi_contour_eval=True)
     for cams, ids in evaluation._get_cam_loader(evaluation.get_image_ids(metadata), scoremap_root):
-        for cam, image_id in zip(cams, ids):
+        for cam, image_id in zip(cams, ids, strict=False):
             evaluator.accumulate(evaluation.t2n(cam), image_id)
     Path(out).write_text(json.dumps([float(v) for v in evaluator.compute()]))
 
@@ -205,7 +205,7 @@ def time_reference(evaluation, metadata_root, maps, ids, interval, single_contou
         cam_threshold_list=list(np.arange(0, 1, interval)), iou_threshold_list=[30, 50, 70], mask_root=None,
         multi_contour_eval=not single_contour)
     start = time.perf_counter()
-    for scoremap, image_id in zip(maps, ids):
+    for scoremap, image_id in zip(maps, ids, strict=False):
         evaluator.accumulate(scoremap, image_id)
     elapsed = time.perf_counter() - start
     return elapsed, [float(v) for v in evaluator.compute()]
@@ -297,7 +297,7 @@ def main() -> None:
                     "single_contour": args.single_contour, "whole_process": args.whole_process}
         args.json.write_text(json.dumps({"settings": settings, "evaluators": table}, indent=2) + "\n")
     if args.reference is not None:
-        diff = max(abs(a - b) for a, b in zip(rows[0][2], rows[-1][2]))
+        diff = max(abs(a - b) for a, b in zip(rows[0][2], rows[-1][2], strict=False))
         print(f"max |ours - reference| = {diff:.3g}  ({'identical' if diff <= 1e-9 else 'DIFFERENT'})")
         if diff > 1e-9:
             sys.exit(1)

@@ -34,8 +34,8 @@ from pipeline.models import build_model
 from pipeline.paths import Layout
 from pipeline.scoring import score_split, val_scoring
 from pipeline.train.attention_probe import attention_localization
-from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything
 from pipeline.train.epoch import train_epoch
+from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,10 @@ def summary(rows: list[dict]) -> dict[str, object]:
     trained = rows[1:]
     last = trained[-1]
     taps = sorted({k.split("/")[1] for k in last if k.startswith("attention/")})
-    figure = lambda tap, name: last.get(f"attention/{tap}/{name}", float("nan"))
+
+    def figure(tap: str, name: str) -> float:
+        return last.get(f"attention/{tap}/{name}", float("nan"))
+
     return {"loss_ratio": max(r["loss"] for r in trained) / trained[0]["loss"],
             "train_top1": last["train_top1_cls"], "val_top1": last["val_top1_cls"],
             "val_maxboxacc_v2": last["val_maxboxacc_v2"],

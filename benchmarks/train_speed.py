@@ -44,8 +44,8 @@ from pipeline.data.loading import split_images, split_loader
 from pipeline.data.prepared import prepare_splits
 from pipeline.models import build_model
 from pipeline.paths import Layout
-from pipeline.train.recipe import autocast, grad_scaler, optimization_step, optimizer_for, place_model
 from pipeline.train.epoch import train_epoch
+from pipeline.train.recipe import autocast, channels_last, grad_scaler, optimization_step, optimizer_for, place_model
 
 CLASSES = 4
 PHOTO_SIZE = (500, 375)  # px (width, height): CUB's typical image
@@ -110,7 +110,7 @@ def bare_step(config, backbone: str, method: str, batch: int, device: torch.devi
     model, optimizer, scaler = _model(config, backbone, method, device)
     crop = config.data.crop
     images = torch.randn(batch, 3, crop, crop, device=device)
-    if config.train.channels_last and device.type == "cuda":
+    if channels_last(config, device):
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.arange(batch, device=device) % CLASSES
 
@@ -155,7 +155,10 @@ def loop_rate(config, backbone: str, method: str, info: DatasetInfo, prepared: P
     model, optimizer, scaler = _model(config, backbone, method, device)
     batch = config.backbone_settings.of(backbone).batch_size
     loader = split_loader(info, "train", config.data, batch, train=True, prepared=prepared)
-    epoch = lambda: train_epoch(model, model, loader, optimizer, scaler, config, device, 0, 1, 0, 1)
+
+    def epoch() -> dict[str, float]:
+        return train_epoch(model, model, loader, optimizer, scaler, config, device, 0, 1, 0, 1)
+
     epoch()
     return epoch()["images_per_s"]
 
@@ -209,7 +212,7 @@ def measure(args: argparse.Namespace) -> dict:
                 result["methods"][method]["bare_in_ray_images_per_s"] = args.batch / in_ray
     if "cam" in result["methods"]:
         cam = result["methods"]["cam"]
-        for method, row in result["methods"].items():
+        for row in result["methods"].values():
             row["step_ratio_to_cam"] = row["step_s"] / cam["step_s"]
             row["flop_ratio_to_cam"] = row["gflops_per_image"] / cam["gflops_per_image"]
     return result

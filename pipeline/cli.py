@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pipeline.config import MAX_BATCH, MAX_BOOTSTRAP_SAMPLES, MAX_CAM_CURVE_INTERVAL, MIN_CAM_CURVE_INTERVAL
 from pipeline.errors import PipelineError
-from pipeline.registry import BACKBONES, METHODS
-from pipeline.metrics import evaluate_scoremap_folder
+from pipeline.metrics import MAXBOXACC_V2_IOUS, evaluate_scoremap_folder
 from pipeline.paths import Layout, check_output_folder, check_writable, write_text_atomically
+from pipeline.registry import BACKBONES, METHODS
 
 
 def _resamples(text: str) -> int:
@@ -102,7 +102,7 @@ def _name_the_mean(result: dict) -> None:
     """MaxBoxAccV2 is the mean over IoU 30, 50 and 70 (Choe et al., CVPR 2020); over other criteria
     the mean is named for them (``maxboxacc_mean_50``, ``maxboxacc_mean_40_60``), in place."""
     thresholds = result.get("iou_thresholds")
-    if thresholds is None or sorted(thresholds) == [30, 50, 70]:
+    if thresholds is None or tuple(sorted(thresholds)) == MAXBOXACC_V2_IOUS:
         return
     name = "maxboxacc_mean_" + "_".join(str(delta) for delta in thresholds)
     for table in (result, result.get("ci95", {}), result.get("single_contour", {})):
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=_ShowDefaults)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('wsol-pipeline')}")
     subparser = partial(argparse.ArgumentParser, formatter_class=_ShowDefaults)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=subparser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=subparser)  # type: ignore[call-overload]
 
     evaluate = commands.add_parser(
         "evaluate-scoremaps",
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mask-root", type=Path, help="root of the mask files named in localization.txt (PxAP)")
     evaluate.add_argument("--cam-curve-interval", type=_cam_curve_interval, default=0.01,
                           help="step between thresholds tau")
-    evaluate.add_argument("--iou-thresholds", type=int, nargs="+", default=[30, 50, 70],
+    evaluate.add_argument("--iou-thresholds", type=int, nargs="+", default=list(MAXBOXACC_V2_IOUS),
                           help="IoU criteria delta, in %%")
     evaluate.add_argument("--predictions", type=Path,
                           help="<image_id>,<predicted label> file: adds top-1 loc and top-1 cls")

@@ -2,29 +2,40 @@
 
 A stage's code dependencies (its ``pipeline/`` and ``stages/`` deps in dvc.yaml) are the files its
 entry script imports, transitively: ``import pipeline.x`` and ``from pipeline.x import y`` anywhere in
-a module (also inside functions), a package's ``__init__``, and, for a module that calls
-``load_attribute``, every implementation the registry names as a ``"pipeline.module:attribute"``
-string. A folder all of whose modules are imported is listed as the folder. ``tests/test_dag.py`` checks dvc.yaml against this; after changing what a stage imports, rewrite
-the code entries of every stage's deps with::
+a module (also inside functions) and a package's ``__init__``. A folder all of whose modules are
+imported is listed as the folder. ``tests/test_dag.py`` checks dvc.yaml against this; after changing
+what a stage imports, rewrite the code entries of every stage's deps with::
 
     python -m pipeline.code_deps
 
-A training run's identity (pipeline/train/driver.py) hashes only the code that can change its
-result: what the workers import, less the modules that only report (MLflow logging, paths).
+Two things are not in those lists, so that adding or editing one backbone or method reruns only
+its own runs: the registry's entries (:data:`TABLES`) and the modules a registry entry names (a
+backbone's builder, a method's plug-in, imported through ``load_attribute``). A run's stages that
+build its network (:data:`FINGERPRINTED`: train, export) depend instead on the run's *code
+fingerprint* (:func:`fingerprint`): the files its entry point, its backbone's module and its
+method's module import, each with its hash, and its two registry entries. The ``fingerprint``
+stage rewrites these files whenever any code changes; one that comes out byte-equal leaves its
+run up to date. A training run's identity (pipeline/train/driver.py) hashes the same, less the
+modules that only report (MLflow logging, paths).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import yaml_io
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "pipeline"
-NAMED = re.compile(r"^(pipeline(?:\.\w+)+):\w+$")  # an implementation named in the registry
-LOADER = "load_attribute"  # pipeline/registry.py: imports what such a name names
+TABLES = "pipeline/registry.py"  # the entries: each run's fingerprint holds its own
+FINGERPRINTED = {"train": "stages/train.py", "export": "stages/export.py"}  # stage -> the entry its fingerprint follows
+READS_TABLES = {"report"}  # its tables show every method's display name: it reruns on any entry's change
+FINGERPRINTS = "fingerprints"  # <backbone>-<method>.<stage>.json, written by the fingerprint stage
 # What the training workers import that cannot change what they compute.
 REPORTING_ONLY = ("pipeline/tracking.py", "pipeline/paths.py")
 
@@ -36,24 +47,15 @@ def _module_file(name: str, root: Path) -> Path | None:
     return path.with_suffix(".py") if path.with_suffix(".py").is_file() else None
 
 
-def _registered(root: Path) -> set[str]:
-    """The modules the registry names as implementations."""
-    tree = ast.parse((root / PACKAGE / "registry.py").read_text())
-    return {node.value.partition(":")[0] for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and NAMED.match(node.value)}
-
-
 def _imports(file: Path, root: Path) -> set[Path]:
     """The pipeline modules one file imports (and the packages they sit in)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(file.read_text(), str(file))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
             names.update(f"{node.module}.{alias.name}" for alias in node.names)  # from a package import a module
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == LOADER:
-            names.update(_registered(root))
     found = set()
     for name in names:
         parts = name.split(".")
@@ -87,25 +89,79 @@ def as_deps(files: set[Path], root: Path = ROOT) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in kept)
 
 
-def identity_code(root: Path = ROOT) -> list[Path]:
-    """The modules a training run's identity hashes: the workers' code, less REPORTING_ONLY."""
-    worker = root / PACKAGE / "train" / "worker.py"
+def _shared(files: set[Path], root: Path) -> set[Path]:
+    return {f for f in files if f.resolve().relative_to(root.resolve()).as_posix() != TABLES}
+
+
+def run_files(backbone: str, method: str, entry: Path, root: Path = ROOT) -> set[Path]:
+    """What a run of ``backbone`` x ``method`` executes from ``entry``: its imports, and those of its
+    backbone's builder module and its method's plug-in module, less :data:`TABLES`."""
+    from pipeline.registry import BACKBONES, METHODS  # the tables, read, never hashed as a file
+
+    files = closure(entry, root)
+    for name in (BACKBONES[backbone].builder, METHODS[method].implementation):
+        module = _module_file(name.partition(":")[0], root)
+        if module is None:
+            raise ValueError(f"{name}: no such module under {root}")
+        files |= closure(module, root)
+    return _shared(files, root)
+
+
+def run_entries(backbone: str, method: str) -> dict:
+    """The registry's entries of the run's backbone and method, as JSON: what they build and how
+    (not their display names or search spaces, which change no result), with the method's
+    settings schema."""
+    from pipeline.registry import BACKBONES, METHODS
+
+    spec = METHODS[method]
+    return {"backbone": {key: value for key, value in asdict(BACKBONES[backbone]).items() if key != "display"},
+            "method": {"architecture": spec.architecture, "implementation": spec.implementation,
+                       "variant_of_icl": dict(spec.variant_of_icl or {}), "settings": spec.settings.model_json_schema()}}
+
+
+def fingerprint(backbone: str, method: str, entry: Path, root: Path = ROOT, leave_out: tuple[str, ...] = ()) -> dict:
+    """The code fingerprint of a run from ``entry``: its registry entries and every file of
+    :func:`run_files` (less ``leave_out``) with its sha256."""
     root = root.resolve()
-    return sorted(f for f in closure(worker, root) if f.relative_to(root).as_posix() not in REPORTING_ONLY)
+    paths = {f.resolve().relative_to(root).as_posix(): f for f in run_files(backbone, method, entry, root)}
+    return {"backbone": backbone, "method": method, "entries": run_entries(backbone, method),
+            "files": {name: hashlib.sha256(paths[name].read_bytes()).hexdigest()
+                      for name in sorted(paths) if name not in leave_out}}
+
+
+def identity_code(backbone: str, method: str, root: Path = ROOT) -> str:
+    """The hash of what a training run's identity covers: the workers' code fingerprint, less
+    :data:`REPORTING_ONLY`."""
+    worker = root / PACKAGE / "train" / "worker.py"
+    text = json.dumps(fingerprint(backbone, method, worker, root, REPORTING_ONLY), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint_file(backbone: str, method: str, stage: str) -> str:
+    """Where the fingerprint stage writes a run's fingerprint for ``stage`` (relative to the project)."""
+    return f"{FINGERPRINTS}/{backbone}-{method}.{stage}.json"
 
 
 def stage_entries(dvc_file: Path) -> dict[str, Path]:
     """stage name -> the script its ``cmd`` runs (``python stages/<name>.py ...``)."""
     entries = {}
-    for name, stage in yaml_io.read(dvc_file)["stages"].items():
+    dag = yaml_io.read(dvc_file)
+    assert isinstance(dag, dict), dvc_file
+    for name, stage in dag["stages"].items():
         script = next(word for word in stage["cmd"].split() if word.endswith(".py"))
         entries[name] = (dvc_file.parent / stage.get("wdir", ".") / script).resolve()
     return entries
 
 
 def code_deps(dvc_file: Path, root: Path = ROOT) -> dict[str, list[str]]:
-    """stage name -> the code deps dvc.yaml should list for it."""
-    return {name: as_deps(closure(entry, root), root) for name, entry in stage_entries(dvc_file).items()}
+    """stage name -> the code deps dvc.yaml should list for it: none for the stages that follow a
+    fingerprint instead (and for the fingerprint stage, which depends on all code)."""
+    deps = {}
+    for name, entry in stage_entries(dvc_file).items():
+        files = closure(entry, root)
+        deps[name] = [] if name in FINGERPRINTED or name == "fingerprint" else \
+            as_deps(files if name in READS_TABLES else _shared(files, root), root)
+    return deps
 
 
 def is_code(dep: str) -> bool:
@@ -116,7 +172,7 @@ def rewrite(dvc_file: Path, root: Path = ROOT) -> None:
     """Replace the code entries of each stage's ``deps:`` list in ``dvc_file`` (its other lines,
     comments included, stay as they are)."""
     lines = dvc_file.read_text().splitlines(keepends=True)
-    wanted, out, stage = code_deps(dvc_file, root), [], None
+    wanted, out, stage = code_deps(dvc_file, root), list[str](), None
     for line in lines:
         name = re.match(r"^  (\w+):\s*$", line)
         if name:

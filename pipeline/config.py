@@ -13,27 +13,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from pipeline import yaml_io
 from pipeline.errors import PipelineError
-from pipeline.registry import (
-    BACKBONES,
-    METHODS,
-    BackboneName,
-    Fraction,
-    MethodName,
-    PerBackbone,
-    Section,
-)
+from pipeline.registry import BACKBONES, METHODS, BackboneName, MethodName
+from pipeline.sections import Fraction, PerBackbone, Section
 
-DATASETS = ("synth", "cub", "ilsvrc", "openimages", "custom")
+Dataset = Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
 SOURCES_FILE = "sources.yaml"  # beside params.yaml: where each dataset is downloaded from (only download reads it)
 SPLITS = ("train", "val", "test")  # train-weaksup, train-fullsup, test
-PROTOCOL_SPLITS = dict(zip(SPLITS, ("train-weaksup", "train-fullsup", "test")))  # the protocol's names (Choe et al.)
+PROTOCOL_SPLITS = dict(zip(SPLITS, ("train-weaksup", "train-fullsup", "test"), strict=False))  # the protocol's names (Choe et al.)
+
+
+S = TypeVar("S", bound=Section)
 
 
 class ConfigError(PipelineError, ValueError):
@@ -86,7 +84,7 @@ def _non_finite(data: object, loc: tuple = ()) -> Iterator[tuple[tuple, float]]:
 
 # ---------------------------------------------------------------------------------------- datasets
 
-URL_SCHEMES = ("https", "http")  # downloads: no file://, ftp://, data: (issue 13)
+URL_SCHEMES = ("https", "http")  # downloads: no file://, ftp://, data: (README, "Security")
 
 
 def plain_filename(name: str) -> bool:
@@ -174,10 +172,11 @@ class DatasetsConfig(Section):
     custom: CustomConfig
 
 
-def _crop_within(section: Section, side: str) -> Section:
+def _crop_within(section: S, side: str) -> S:
     """A section whose random crops (``crop``) must fit in its images' side (the field ``side``)."""
-    if section.crop > getattr(section, side):
-        raise ValueError(f"crop ({section.crop}) must not exceed {side} ({getattr(section, side)})")
+    crop = getattr(section, "crop")  # noqa: B009 (every such section has one)
+    if crop > getattr(section, side):
+        raise ValueError(f"crop ({crop}) must not exceed {side} ({getattr(section, side)})")
     return section
 
 
@@ -217,8 +216,11 @@ class ModelConfig(Section):
 
 
 # One section per registered method, its settings class from the registry.
-MethodsConfig = create_model("MethodsConfig", __base__=Section,
-                             **{name: (entry.settings, ...) for name, entry in METHODS.items()})
+if TYPE_CHECKING:  # a type checker sees a section; pydantic builds one field per registered method
+    MethodsConfig = Section
+else:
+    MethodsConfig = create_model("MethodsConfig", __base__=Section,
+                                 **{name: (entry.settings, ...) for name, entry in METHODS.items()})
 
 
 # ---------------------------------------------------------------------------------------- training
@@ -288,7 +290,7 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _has_fifty(self):
-        if 50 not in self.iou_thresholds:
+        if 50 not in self.iou_thresholds:  # GT_KNOWN_IOU (metrics/conventions.py, which this torch-free module does not import)
             raise ValueError("iou_thresholds must contain 50 (GT-known and top-1 loc use IoU 0.5)")
         return self
 
@@ -350,7 +352,7 @@ class TuneConfig(Section):
 
 
 class Config(Section):
-    dataset: Literal[DATASETS]
+    dataset: Dataset
     backbones: list[BackboneName] = Field(min_length=1)
     methods: list[MethodName] = Field(min_length=1)
     seeds: list[Seed] = Field(min_length=1)  # every backbone x method is trained once per seed
@@ -386,6 +388,7 @@ class Config(Section):
                                   f"{', '.join(map(repr, unknown))}; valid taps: {', '.join(valid)}")
                 elif len(set(listed)) != len(listed):
                     faults.append(f"method_settings.{method}.taps.{backbone}: a tap is listed twice: {listed}")
+        faults.extend(self._per_backbone_faults())
         if self.train.nesterov and self.train.momentum == 0:
             faults.append("train.nesterov needs train.momentum > 0")
         for key in ("backbones", "methods", "seeds"):
@@ -395,6 +398,69 @@ class Config(Section):
         if faults:
             raise ValueError("\n  ".join(faults))
         return self
+
+
+    def _per_backbone_faults(self) -> Iterator[str]:
+        """Per-backbone values for a backbone not registered, or missing for one this configuration
+        trains or tunes: only those must be given, so a registered backbone needs no values where it
+        is not used."""
+        maps = {"backbone_settings": self.backbone_settings}
+        for method in METHODS:
+            settings = getattr(self.method_settings, method)
+            maps.update({f"method_settings.{method}.{name}": getattr(settings, name) for name in type(settings).model_fields
+                         if isinstance(getattr(settings, name), PerBackbone)})
+        for key, mapping in maps.items():
+            for backbone in mapping.root:
+                if backbone not in BACKBONES:
+                    yield f"{key}.{backbone}: not a registered backbone ({', '.join(BACKBONES)})"
+        pairs = {(backbone, method) for backbone in self.backbones for method in self.methods}
+        pairs.add((self.tune.backbone, self.tune.method))
+        for backbone in sorted({backbone for backbone, _ in pairs}):
+            if backbone not in self.backbone_settings.root:
+                yield f"backbone_settings.{backbone}: missing ({backbone} is trained or tuned)"
+        for backbone, method in sorted(pairs):
+            settings = getattr(self.method_settings, method)
+            for name in type(settings).model_fields:
+                value = getattr(settings, name)
+                if isinstance(value, PerBackbone) and backbone not in value.root:
+                    yield f"method_settings.{method}.{name}.{backbone}: missing ({backbone} x {method} is trained or tuned)"
+
+    def run(self, backbone: str, method: str) -> RunSettings:
+        """What a run of ``backbone`` x ``method`` reads (:class:`RunSettings`)."""
+        return RunSettings(self.data, self.train, self.backbone_settings.of(backbone),
+                           getattr(self.method_settings, method).only_backbone(backbone))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """All that one run reads and that rebuilding its network needs: the data and training recipes,
+    its backbone's section and its method's, per-backbone values reduced to its backbone. A run
+    folder stores these, never the whole :class:`Config` (pipeline/run_folder.py), so backbones and
+    methods added later leave it readable."""
+
+    data: DataConfig
+    train: TrainConfig
+    model: ModelConfig  # backbone_settings.<backbone>
+    method: Section  # method_settings.<method>, its per-backbone values for this backbone only
+
+    def as_json(self) -> dict:
+        return {"data": self.data.model_dump(mode="json"), "train": self.train.model_dump(mode="json"),
+                "backbone": self.model.model_dump(mode="json"), "method": self.method.model_dump(mode="json")}
+
+    @classmethod
+    def from_json(cls, data: object, method: str, source: str) -> RunSettings:
+        """The inverse of :meth:`as_json` for a run of ``method``; a ValueError naming ``source`` and
+        each bad key (every number finite, every section strict, as params)."""
+        if not isinstance(data, dict) or set(data) != {"data", "train", "backbone", "method"}:
+            raise ValueError(f"{source}: expected an object with keys backbone, data, method, train")
+        sections: dict[str, type[Section]] = {"data": DataConfig, "train": TrainConfig, "backbone": ModelConfig,
+                                              "method": METHODS[method].settings}
+        fields: dict = {key: (kind, ...) for key, kind in sections.items()}
+        lines = _problems(data, create_model("RunSections", __base__=Section, **fields))
+        if lines:
+            raise ValueError(f"{source}: " + "; ".join(line.strip() for line in lines))
+        return cls(DataConfig.model_validate(data["data"]), TrainConfig.model_validate(data["train"]),
+                   ModelConfig.model_validate(data["backbone"]), sections["method"].model_validate(data["method"]))
 
 
 def _dotted(section: Section, key: str) -> object:
@@ -408,13 +474,13 @@ def _location(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def validate(data: object, source: str = "params.yaml") -> Config:
-    """A :class:`Config` from parsed YAML, or :class:`ConfigError` listing every bad key: first each
-    number that is not finite, wherever it is (every section's, every method's settings)."""
+def _problems(data: object, model: type[Section]) -> list[str]:
+    """One line per bad key of ``data`` as a ``model``: first each number that is not finite,
+    wherever it is, then what validation finds."""
     non_finite = {_location(loc): value for loc, value in _non_finite(data)}
     lines = [f"  {key}: must be a finite number (got {value!r})" for key, value in non_finite.items()]
     try:
-        config = Config.model_validate(data)
+        model.model_validate(data)
     except ValidationError as error:
         for problem in error.errors():
             if _location(problem["loc"]) in non_finite:
@@ -422,9 +488,16 @@ def validate(data: object, source: str = "params.yaml") -> Config:
             shown = problem["type"] != "missing" and not isinstance(problem["input"], (dict, list))  # not a whole section
             value = f" (got {problem['input']!r})" if shown else ""
             lines.append(f"  {_location(problem['loc'])}: {problem['msg']}{value}")
+    return lines
+
+
+def validate(data: object, source: str = "params.yaml") -> Config:
+    """A :class:`Config` from parsed YAML, or :class:`ConfigError` listing every bad key: first each
+    number that is not finite, wherever it is (every section's, every method's settings)."""
+    lines = _problems(data, Config)
     if lines:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
-    return config
+    return Config.model_validate(data)
 
 
 def with_sources(data: object, sources: object, source: str) -> object:

@@ -8,3 +8,8 @@ traceback.
 
 class PipelineError(Exception):
     """A fault in configuration, data, downloads, weights or training runs; the message names it."""
+
+
+def first_few(names: list[str], shown: int = 5) -> str:
+    """The first ``shown`` names, comma-separated, then how many more there are: what an error lists."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,13 @@ def _regions(result: RegionResult, optimal_threshold: float | None, settings: Ev
 
 def _metrics(scores: SplitScores, config: Config) -> dict:
     settings = config.evaluate
-    out = {"images": scores.images, "cam_curve_interval": settings.cam_curve_interval, **scores.summary()}
-    out["ci95"] = {}
+    out: dict[str, object] = {"images": scores.images, "cam_curve_interval": settings.cam_curve_interval,
+                              **scores.summary()}
+    intervals: dict[str, object] = {}
     for result in (scores.box, scores.mask):
         if result is not None:
-            out["ci95"].update(confidence_intervals(result, settings.bootstrap_samples, settings.bootstrap_seed))
+            intervals.update(confidence_intervals(result, settings.bootstrap_samples, settings.bootstrap_seed))
+    out["ci95"] = intervals
     out["bootstrap"] = {"samples": settings.bootstrap_samples, "seed": settings.bootstrap_seed, "level": 0.95}
     optimal = None
     if scores.box is not None:
@@ -102,14 +105,14 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
             result.records.save(staging / RECORDS / f"{name}.npz")
     # Both curve files always exist (header only where they do not apply): dvc.yaml declares them.
     deltas = tuple(config.evaluate.iou_thresholds)
-    box_rows = []
+    box_rows: Iterable[list[str]] = []
     if scores.box is not None:
         curves = scores.box.multi_contour.boxacc
         box_rows = ([f"{t:.4f}", *(f"{curves[d][k]:.4f}" for d in deltas)] for k, t in enumerate(scores.box.thresholds))
     _write_csv(staging / "boxacc.csv", ["threshold", *(f"iou_{d}" for d in deltas)], box_rows)
     mask = scores.mask
     _write_csv(staging / "pr_curve.csv", ["threshold", "precision", "recall"], [] if mask is None else
-               ([f"{t:.4f}", f"{p:.6f}", f"{r:.6f}"] for t, p, r in zip(mask.thresholds, mask.precision, mask.recall)))
+               ([f"{t:.4f}", f"{p:.6f}", f"{r:.6f}"] for t, p, r in zip(mask.thresholds, mask.precision, mask.recall, strict=False)))
 
 
 def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, force: bool = False) -> dict:

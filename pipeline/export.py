@@ -57,7 +57,7 @@ def _differences(got: tuple, expected: tuple) -> dict[str, float]:
     relative for logits, which on the check batch of noise images reach hundreds, where float32's
     rounding alone differs by 1e-4 between ONNX Runtime and PyTorch kernels."""
     return {name: float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(1.0, float(np.abs(np.asarray(b)).max())))
-            for name, a, b in zip(("logits", "cams"), got, expected)}
+            for name, a, b in zip(("logits", "cams"), got, expected, strict=False)}
 
 
 def _verdict(name: str, differences: dict[str, float], tolerance: float) -> dict:
@@ -119,7 +119,7 @@ def export(run_folder: Path, out: Path, tolerance: float, force: bool = False) -
     """Export a run folder (pipeline/run_folder.py); returns (and writes) export.json. ``force``: as
     :func:`pipeline.paths.replaced_atomically`."""
     run = read_run(run_folder)
-    size = run.meta.settings.data.crop
+    size = run.meta.run_settings.data.crop
     meta = ExportMeta(**run.meta.identity(), input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
                       mlflow_run_id=run.meta.mlflow_run_id)
     network = InferenceNetwork(run.model)

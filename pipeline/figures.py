@@ -12,8 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.metrics import BoxResult
 from pipeline.metadata import Metadata
+from pipeline.metrics import BoxResult
 from pipeline.metrics.contour_boxes import largest_contour_box
 from pipeline.metrics.conventions import best_iou, integer_thresholds, quantise, rescale_boxes
 
@@ -54,7 +54,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, gt_boxes: Sequence[Sequence[int]
         cam = cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     else:
         side = cam.shape[0]
-        base = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+        base = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)  # type: ignore[assignment]
     heat = cv2.applyColorMap((cam * 255).astype(np.uint8), cv2.COLORMAP_JET)
     out = cv2.addWeighted(base, 1 - alpha, cv2.cvtColor(heat, cv2.COLOR_BGR2RGB), alpha, 0)
     thickness = max(1, round(min(out.shape[:2]) / 112)) if at_image_size else 2
@@ -85,7 +85,7 @@ def _draw_caption(rgb: np.ndarray, text: str) -> None:
     pad = max(1, round(line_height / 6))
     band = (max(w for (w, _), _ in sizes) + 2 * pad, len(lines) * (line_height + pad) + pad)
     cv2.rectangle(rgb, (0, 0), band, (0, 0, 0), cv2.FILLED)
-    for k, (line, ((_, h), baseline)) in enumerate(zip(lines, sizes)):
+    for k, (line, ((_, h), _baseline)) in enumerate(zip(lines, sizes, strict=False)):
         cv2.putText(rgb, line, (pad, pad + k * (line_height + pad) + h), FONT, scale, (255, 255, 255), thickness,
                     cv2.LINE_AA)
 
@@ -149,7 +149,7 @@ def curve_panels(panels: Sequence[tuple[str, Sequence[Curve]]], path: Path, *, y
     ``title`` above them all."""
     figure = Figure(figsize=(6.4 if len(panels) == 1 else 4.6 * len(panels), 4.2), dpi=100)
     FigureCanvasAgg(figure)
-    for axes, (panel_title, curves) in zip(figure.subplots(1, len(panels), sharey=True, squeeze=False)[0], panels):
+    for axes, (panel_title, curves) in zip(figure.subplots(1, len(panels), sharey=True, squeeze=False)[0], panels, strict=False):
         for label, x, y, style in curves:
             axes.plot(x, y, style, label=label)
         axes.set(xlabel="CAM threshold τ", title=panel_title, xlim=(0, 1), ylim=(0, 100))
@@ -169,7 +169,7 @@ def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path
     styles = {30: ":", 50: "-", 70: "--"}
     curves = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."))
               for name, result in results.items() for delta, curve in result.multi_contour.boxacc.items()]
-    return curve_panels([(title, curves)], path, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))
+    return curve_panels([(title, curves)], path, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))  # type: ignore[list-item]
 
 
 def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:
@@ -189,7 +189,7 @@ class GalleryCollector:
     def __call__(self, images, cams, labels, predicted, image_ids) -> None:
         room = self.limit - len(self.items)
         if room > 0:
-            self.items += list(zip(to_rgb(images[:room]), cams[:room], image_ids[:room]))
+            self.items += list(zip(to_rgb(images[:room]), cams[:room], image_ids[:room], strict=False))
 
     def tiles(self, metadata: Metadata, threshold: float, class_names: Sequence[str] | None = None) -> list[np.ndarray]:
         """The kept images as overlays: GT boxes red, the box at ``threshold`` green, captioned with the
@@ -203,5 +203,5 @@ class GalleryCollector:
             box, gt = predicted_box(cam, threshold), boxes.get(image_id)
             if gt is not None:
                 caption += f" IoU {best_iou(*box, gt):.2f}"
-            tiles.append(overlay(rgb, cam, () if gt is None else gt, box, caption=caption))
+            tiles.append(overlay(rgb, cam, () if gt is None else gt, box, caption=caption))  # type: ignore[arg-type]
         return tiles

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_few
 
 SHOWN = 4  # keys named in an error
 
@@ -23,6 +23,5 @@ def require_finite(state: dict[str, torch.Tensor], owner: str) -> None:
     bad = [key for key, tensor in state.items()
            if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all())]
     if bad:
-        shown = ", ".join(bad[:SHOWN]) + (f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else "")
         raise NonFiniteWeightsError(f"{owner}: {len(bad)} of {len(state)} tensors hold NaN or infinite values "
-                                    f"({shown})")
+                                    f"({first_few(bad, SHOWN)})")

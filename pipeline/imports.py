@@ -13,6 +13,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
+from pipeline.metrics import FALLBACK_CAM_THRESHOLD, GT_KNOWN_IOU
 from pipeline.models.reference_checkpoint import ImportedCheckpoint, import_checkpoint
 from pipeline.paths import Layout, replaced_atomically
 from pipeline.run_folder import RunMeta, save_run
@@ -29,9 +30,11 @@ def import_run(path: Path, backbone: str, method: str, config: Config, layout: L
         raise DatasetError(f"{path}: its classifier has {imported.num_classes} classes, {config.dataset} has "
                            f"{info.num_classes}")
     scores = score_split(imported.model.cams, info, "val", config.data, val_scoring(config), torch.device("cpu"))
-    threshold = scores.box.multi_contour.optimal_threshold[50] if scores.box is not None else 0.5
-    meta = RunMeta(config.dataset, backbone, method, info.num_classes, list(info.class_names), threshold,
-                   config.model_dump(mode="json"), imported_from=str(path.resolve()))
+    threshold = (scores.box.multi_contour.optimal_threshold[GT_KNOWN_IOU] if scores.box is not None
+                 else FALLBACK_CAM_THRESHOLD)
+    meta = RunMeta(dataset=config.dataset, backbone=backbone, method=method, num_classes=info.num_classes,
+                   class_names=list(info.class_names), cam_threshold=threshold,
+                   settings=config.run(backbone, method).as_json(), imported_from=str(path.resolve()))
     with replaced_atomically(out, force) as staging:
         save_run(staging, imported.model.state_dict(), meta)
     return imported

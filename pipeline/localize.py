@@ -29,7 +29,7 @@ class Localization:
 
     def to_dict(self) -> dict:
         return {"image": self.image, "class": self.label, "class_name": self.class_name, "score": round(self.score, 6),
-                "box": dict(zip(("x0", "y0", "x1", "y1"), self.box)), "overlay": self.overlay}
+                "box": dict(zip(("x0", "y0", "x1", "y1"), self.box, strict=False)), "overlay": self.overlay}
 
 
 def to_image_pixels(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
@@ -51,7 +51,7 @@ def overlay_names(images: list[Path]) -> list[str]:
     absolute = [Path(os.path.abspath(path)) for path in images]
     parent = Path(os.path.commonpath([str(path.parent) for path in absolute]))
     names, used = [], set()
-    for path, full in zip(images, absolute):
+    for path, full in zip(images, absolute, strict=False):
         base = "__".join(full.with_suffix("").relative_to(parent).parts) if stems[path.stem] > 1 else path.stem
         name, count = base, 1
         while name in used:
@@ -72,7 +72,7 @@ def localize(images: list[Path], model: Path, out: Path | None = None, threshold
                                   transforms.Normalize(meta.mean, meta.std)])
     tau = meta.cam_threshold if threshold is None else threshold
     found, errors = [], []
-    for path, name in zip(images, overlay_names(images)):
+    for path, name in zip(images, overlay_names(images), strict=False):
         try:
             image = load_rgb(path)
         except ImageReadError as error:

@@ -28,9 +28,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_few
 
 FILES = ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt")
 SHOWN_BOXES = 20  # boxes outside their image listed in full before "and N more"
@@ -138,7 +138,7 @@ def _relative(path: Path, lineno: int, name: str, relative: str) -> None:
 
 def _integers(path: Path, lineno: int, image_id: str, names: tuple[str, ...], values: list[str]) -> list[int]:
     out = []
-    for name, value in zip(names, values):
+    for name, value in zip(names, values, strict=False):
         try:
             out.append(int(value))
         except ValueError:
@@ -172,9 +172,7 @@ class _IdCheck:
     def finish(self, image_ids: tuple[str, ...]) -> None:
         missing = [i for i in image_ids if i not in self.first_line]
         if missing:
-            shown = ", ".join(repr(i) for i in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise MetadataError(f"{self.path}: no line for image {shown}{more} of image_ids.txt")
+            raise MetadataError(f"{self.path}: no line for image {first_few([repr(i) for i in missing])} of image_ids.txt")
 
 
 def read_labels(path: str | Path, image_ids: tuple[str, ...]) -> dict[str, int]:
@@ -220,6 +218,15 @@ def read_sizes(path: str | Path, image_ids: tuple[str, ...]) -> dict[str, tuple[
     return sizes
 
 
+@overload
+def read_localization(path: str | Path, image_ids: tuple[str, ...],
+                      kind: Literal["boxes"]) -> dict[str, tuple[Box, ...]]: ...
+@overload
+def read_localization(path: str | Path, image_ids: tuple[str, ...],
+                      kind: Literal["masks"]) -> dict[str, MaskFiles]: ...
+@overload
+def read_localization(path: str | Path, image_ids: tuple[str, ...],
+                      kind: Literal["auto"] = "auto") -> dict[str, tuple[Box, ...]] | dict[str, MaskFiles]: ...
 def read_localization(path: str | Path, image_ids: tuple[str, ...],
                       kind: Literal["auto", "boxes", "masks"] = "auto") -> dict[str, tuple[Box, ...]] | dict[str, MaskFiles]:
     """A localization.txt naming each image at least once: boxes (five fields) or masks (three);

@@ -40,7 +40,7 @@ def _same(a, b) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
     return type(a) is type(b) and a == b
 
 
@@ -153,7 +153,7 @@ def _apply(fragment_path: Path, params_path: Path) -> list[str]:
         except ConfigError as error:
             raise ConfigError(f"{params_path}: {error}") from None
         dotted = ".".join(map(str, path))
-        if not isinstance(node, ScalarNode) and not node.flow_style:
+        if not isinstance(node, ScalarNode) and not getattr(node, "flow_style", False):
             kind = "mapping" if isinstance(node, MappingNode) else "list"
             raise ConfigError(f"{params_path}: {dotted}: a block {kind} cannot be replaced by a line edit; "
                               f"set its keys one by one, or write it in flow style in params.yaml")

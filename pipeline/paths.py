@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_few
 
 # In every folder replaced_atomically writes: the names it wrote at the folder's top. Anything else
 # there (a user's file, DVC's .gitignore) is not ours: it is never deleted, and a folder holding
@@ -79,10 +79,6 @@ def foreign_entries(folder: Path) -> list[str]:
     return [name for name in names if name not in written]
 
 
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
-
 def check_output_folder(out: Path, force: bool = False) -> None:
     """Refuse, before any work, an --out folder that is a file, cannot be written
     (:func:`check_writable`) or, unless ``force``, holds anything wsol did not write there."""
@@ -90,7 +86,7 @@ def check_output_folder(out: Path, force: bool = False) -> None:
         raise OutputError(f"{out}: is a file; expected the name of a folder to write")
     foreign = foreign_entries(out)
     if foreign and not force:
-        raise OutputError(f"{out}: not written: it holds what wsol did not write ({_listed(foreign)}); choose "
+        raise OutputError(f"{out}: not written: it holds what wsol did not write ({first_few(foreign)}); choose "
                           f"another folder, or give --force to write into it (those files are kept, any of the "
                           f"names wsol writes replaced)")
     check_writable(out)
@@ -138,7 +134,7 @@ def replaced_atomically(out: Path, force: bool = False) -> Iterator[Path]:
         foreign = foreign_entries(out)  # read now: something may have been put there while the block ran
         clashes = sorted(set(foreign) & set(entries))
         if clashes and not force:
-            raise OutputError(f"{out}: not replaced: it holds {_listed(clashes)}, which wsol did not write "
+            raise OutputError(f"{out}: not replaced: it holds {first_few(clashes)}, which wsol did not write "
                               f"there; move them, or give --force to replace them")
         for name in set(foreign) - set(entries):
             _carry(out / name, staging)

@@ -14,10 +14,10 @@ import torch
 try:  # the repository's module, where this file runs as it is logged
     from pipeline.pt2_safety import load_program
 except ImportError:  # the MLflow model's copy of it, its one code path (pipeline/served_model.py)
-    from pt2_safety import load_program
+    from pt2_safety import load_program  # type: ignore[no-redef]
 
 
-class ExportedNetwork(mlflow.pyfunc.PythonModel):
+class ExportedNetwork(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     def load_context(self, context):
         # torch.export.load would run code that a replaced model.pt2 carries: checked first
         self.network = load_program(context.artifacts["network"]).module()

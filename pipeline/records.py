@@ -58,15 +58,21 @@ class RecordError(PipelineError, ValueError):
     """A record file missing, or not the record it should be; the message names the file."""
 
 
-def read_record(cls: type[R], path: Path, missing: str, error: type[RecordError] = RecordError) -> R:
-    """The JSON file at ``path`` as a ``cls``; ``error`` naming the file when it is missing (with the
-    hint ``missing``), not JSON, or not a valid ``cls`` (:func:`record`)."""
+def read_json(path: Path, missing: str, error: type[RecordError] = RecordError) -> object:
+    """The parsed JSON file at ``path``; ``error`` naming the file when it is missing (with the hint
+    ``missing``) or not JSON."""
     if not path.is_file():
         raise error(f"{path} is missing: {missing}")
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except ValueError as problem:  # not JSON, or not UTF-8
         raise error(f"{path}: not valid JSON: {problem}") from None
+
+
+def read_record(cls: type[R], path: Path, missing: str, error: type[RecordError] = RecordError) -> R:
+    """The JSON file at ``path`` as a ``cls``; ``error`` naming the file when it is missing (with the
+    hint ``missing``), not JSON, or not a valid ``cls`` (:func:`record`)."""
+    data = read_json(path, missing, error)
     try:
         return record(cls, data, str(path))
     except ValueError as problem:  # named with the file and the field
@@ -79,7 +85,7 @@ def record(cls: type[R], data: object, source: str) -> R:
     :func:`within` limits, or breaks a rule of the record's ``problems()``."""
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)} for a {cls.__name__}")
@@ -115,7 +121,7 @@ def _conforms(value: object, hint: object) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
+    return isinstance(value, hint)  # type: ignore[arg-type]  # a class: the hints left are str, bool, dict
 
 
 def _describe(hint: object) -> str:
@@ -124,7 +130,7 @@ def _describe(hint: object) -> str:
     if typing.get_origin(hint) is list:
         return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ').removeprefix('an ')}s"
     return {type(None): "null", float: "a finite number", int: "an integer", str: "a string", bool: "a boolean",
-            dict: "a JSON object"}.get(hint, getattr(hint, "__name__", str(hint)))
+            dict: "a JSON object"}.get(hint, getattr(hint, "__name__", str(hint)))  # type: ignore[call-overload]
 
 
 def _limit_problem(value: object, limits: dict | None) -> str | None:
@@ -133,7 +139,7 @@ def _limit_problem(value: object, limits: dict | None) -> str | None:
     low, high, length, choices = limits["low"], limits["high"], limits["length"], limits["choices"]
     if choices is not None and value not in choices:
         return f"expected one of {', '.join(choices)}"
-    if length is not None and not length[0] <= len(value) <= length[1]:
+    if length is not None and not length[0] <= len(value) <= length[1]:  # type: ignore[arg-type]  # a list
         return f"expected {length[0]} items" if length[0] == length[1] else f"expected {length[0]} to {length[1]} items"
     items = value if isinstance(value, list) else [value]
     if low is not None and any(v < low for v in items) or high is not None and any(v > high for v in items):

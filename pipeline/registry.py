@@ -3,73 +3,36 @@
 Everything else reads these entries: ``config`` (the names params.yaml accepts and each method's
 settings section), the model factory (the implementation and the backbone variant it needs), the
 tuner (the settings a method searches) and the report (display names). Adding a method is a settings
-class and an entry here, its implementation, and its values in params.yaml.
+class and an entry here, its implementation in its own module, and its section in params.yaml;
+adding a backbone is its module under pipeline/models/backbones/, an entry here, and its sections
+in params.yaml (README, "Adding a backbone or a method").
 
-This module imports no PyTorch: implementations are named as ``"module:attribute"`` and imported
-only by the factory.
+No stage's code dependencies list this file (pipeline/code_deps.py): a run's code fingerprint
+holds its own backbone's and method's entries instead, so an entry added or edited here reruns
+only the runs it describes. What an entry is, and the settings types, are in pipeline/sections.py.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Annotated, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+from pydantic import Field
 
-# Every numeric method setting has a range a real run could need (non-finite values are refused for
-# all params in pipeline/config.py): the papers' margins, gammas, beta, tau and loss weights are
-# 0.01..10, their widths and embeddings 128..2048 channels, HaS's patches 16..56 px.
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[float, Field(gt=0, le=100)]
-Weight = Annotated[float, Field(ge=0, le=100)]  # a loss term's weight
-Channels = Annotated[int, Field(ge=1, le=8192)]
-Pixels = Annotated[int, Field(ge=1, le=1024)]  # no larger than the largest input side params allow
-T = TypeVar("T")
-# clovaai/wsolevaluation's architecture types (config.py, get_architecture_type): the backbone
-# variant a method trains on. HaS and CutMix use CAM's.
-Architecture = Literal["cam", "acol", "spg", "adl"]
-
-
-class Section(BaseModel):
-    """A params.yaml section: frozen, unknown keys refused, types checked strictly."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    def for_backbone(self, backbone: str) -> dict:
-        """The settings as plain values, each per-backbone one (:class:`PerBackbone`) reduced to this backbone's."""
-        values = self.model_dump()
-        for name in type(self).model_fields:
-            if isinstance(getattr(self, name), PerBackbone):
-                values[name] = values[name][backbone]
-        return values
-
-
-def entry(kind: str, table: Mapping[str, T], name: str) -> T:
-    """``table[name]``, or a ValueError listing the valid names of this ``kind`` (backbone, method)."""
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(table)}")
-    return table[name]
-
-
-def load_attribute(path: str):
-    """``"package.module:name"`` -> the object."""
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
+from pipeline.sections import (
+    BackboneEntry,
+    Channels,
+    Fraction,
+    FreeChoice,
+    MethodEntry,
+    PerBackbone,
+    Pixels,
+    Positive,
+    Section,
+    Weight,
+)
 
 # --------------------------------------------------------------------------------------- backbones
-
-@dataclass(frozen=True)
-class BackboneEntry:
-    name: str  # params.yaml key
-    display: str  # name in the report
-    builder: str  # "module:function" of (large_feature_map, architecture) -> Backbone
-    # Its tap names in forward order, per architecture variant (what Backbone.tap_names gives;
-    # tests/test_models.py checks each): params.yaml's taps are checked against these on load.
-    taps: Mapping[Architecture, tuple[str, ...]]
-
 
 def _taps(shared: tuple[str, ...], neck: tuple[str, ...], acol_neck: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
     """Taps of the four variants: ``shared`` then ``neck``, except ACoL's variant, which ends in ``acol_neck``."""
@@ -81,32 +44,25 @@ def _resnet_taps(blocks: tuple[int, ...]) -> dict[str, tuple[str, ...]]:
     return _taps(("stem",) + layers, (), ())
 
 
+_RESNET_RULE = (("layer4.", "fc."), True)
 BACKBONES: dict[str, BackboneEntry] = {entry.name: entry for entry in (
-    BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones:vgg16",
-                  _taps(("pool1", "pool2", "pool3", "conv4_3", "pool4", "conv5_3"), ("conv6",), ("pool5",))),
-    BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones:resnet50", _resnet_taps((3, 4, 6, 3))),
+    BackboneEntry("vgg16", "VGG16", "pipeline.models.backbones.vgg:vgg16",
+                  _taps(("pool1", "pool2", "pool3", "conv4_3", "pool4", "conv5_3"), ("conv6",), ("pool5",)),
+                  ("features.",), False),
+    BackboneEntry("resnet50", "ResNet50", "pipeline.models.backbones.resnet:resnet50", _resnet_taps((3, 4, 6, 3)),
+                  *_RESNET_RULE),
     # Not in the paper: ResNet18 in ResNet50's WSOL variant, the CPU default (README, "The default benchmark")
-    BackboneEntry("resnet18", "ResNet18", "pipeline.models.backbones:resnet18", _resnet_taps((2, 2, 2, 2))),
-    BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones:inception_v3",
+    BackboneEntry("resnet18", "ResNet18", "pipeline.models.backbones.resnet:resnet18", _resnet_taps((2, 2, 2, 2)),
+                  *_RESNET_RULE),
+    BackboneEntry("inception_v3", "InceptionV3", "pipeline.models.backbones.inception:inception_v3",
                   _taps(("stem", "Mixed_5b", "Mixed_5c", "Mixed_5d", "pool_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c",
-                         "Mixed_6d", "Mixed_6e"), ("neck",))),
+                         "Mixed_6d", "Mixed_6e"), ("neck",)),
+                  ("Mixed", "Conv2d_1", "Conv2d_2", "Conv2d_3", "Conv2d_4"), False),
 )}
-BackboneName = Literal[tuple(BACKBONES)]
-
-class PerBackbone(RootModel[dict[BackboneName, T]], Generic[T]):
-    """One value per backbone: a mapping with exactly the registered backbones as keys."""
-
-    model_config = ConfigDict(strict=True, frozen=True)
-
-    @model_validator(mode="after")
-    def _every_backbone(self):
-        missing = [name for name in BACKBONES if name not in self.root]
-        if missing:
-            raise ValueError(f"no value for backbone(s) {', '.join(missing)}")
-        return self
-
-    def of(self, backbone: str) -> T:
-        return self.root[backbone]
+if TYPE_CHECKING:  # a type checker sees names; pydantic validates them against the registered ones
+    BackboneName = str
+else:
+    BackboneName = Literal[tuple(BACKBONES)]
 
 
 # ----------------------------------------------------------------------------- method settings
@@ -181,16 +137,6 @@ class IclConfig(Section):
     taps: PerBackbone[list[str]]  # the last one is L_fc's reference layer
 
 
-@dataclass(frozen=True)
-class FreeChoice:
-    """A setting of the paper's method that its text leaves open, with the reading closest to the text."""
-
-    key: str  # its IclConfig field
-    literal: str  # the formula as written, or where the text says nothing, what the code did before the choice was named
-    short: str  # its Table 2 variant is the method icl_lit_<short>
-    label: str  # that variant's row in the report
-
-
 FREE_CHOICES = (
     FreeChoice("attention_sign", "free", "sign", "A of free sign"),
     FreeChoice("attention_init", "reference", "init", "reference init of f, g, z"),
@@ -206,19 +152,6 @@ AS_WRITTEN = {choice.key: choice.literal for choice in FREE_CHOICES}  # every ch
 
 
 # ----------------------------------------------------------------------------------------- methods
-
-@dataclass(frozen=True)
-class MethodEntry:
-    name: str  # params.yaml key
-    display: str  # name in the report
-    settings: type[Section]  # its section under method_settings
-    architecture: Architecture  # the backbone variant it trains on
-    implementation: str  # "module:class" of the Method plug-in
-    # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
-    tunable: Mapping[str, str]
-    # A Table 2 row of the paper's method: the settings (dotted keys of its section) that differ from icl's
-    variant_of_icl: Mapping[str, object] | None = None
-
 
 def _own(method: str, *keys: str) -> dict[str, str]:
     return {key: f"method_settings.{method}.{key}" for key in keys}
@@ -256,4 +189,7 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
       for choice in FREE_CHOICES),
     _icl_entry("icl_as_written", "Ours, every choice as written", AS_WRITTEN),
 )}
-MethodName = Literal[tuple(METHODS)]
+if TYPE_CHECKING:
+    MethodName = str
+else:
+    MethodName = Literal[tuple(METHODS)]

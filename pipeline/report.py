@@ -61,16 +61,18 @@ class Runs:
 
     @classmethod
     def load(cls, folders: list[Path]) -> Runs:
-        metrics, box, mask = [], [], []
+        metrics: list[dict] = []
+        box: list[BoxRecords] = []
+        mask: list[MaskRecords] = []
         for folder in folders:
             path = folder / "metrics.json"
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: run the stage that writes {folder.name}")
             metrics.append(json.loads(path.read_text()))
-            for kind, out in ((BoxRecords, box), (MaskRecords, mask)):
-                records = folder / RECORDS / f"{'box' if kind is BoxRecords else 'mask'}.npz"
-                if records.is_file():
-                    out.append(kind.load(records))
+            if (folder / RECORDS / "box.npz").is_file():
+                box.append(BoxRecords.load(folder / RECORDS / "box.npz"))
+            if (folder / RECORDS / "mask.npz").is_file():
+                mask.append(MaskRecords.load(folder / RECORDS / "mask.npz"))
         return cls(metrics, box, mask)
 
     @classmethod
@@ -86,7 +88,7 @@ class Runs:
 
     def values(self, key: str) -> list[float] | None:
         values = [m.get(key) for m in self.metrics]
-        return None if any(v is None for v in values) else values
+        return None if any(v is None for v in values) else values  # type: ignore[return-value]
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)
@@ -139,7 +141,7 @@ def _mean_shares(per_seed: list[list[float] | None], regions: int) -> list[str]:
     """Mean over seeds of region shares, in %; '-' where some seed has none (its maps were constant)."""
     if any(shares is None for shares in per_seed):
         return ["-"] * regions
-    return [f"{100 * v:.1f}" for v in np.mean(per_seed, axis=0)]
+    return [f"{100 * v:.1f}" for v in np.mean(per_seed, axis=0)]  # type: ignore[arg-type]  # no None left
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -304,8 +306,8 @@ class Report:
     def seeds_section(self) -> list[str]:
         if len(self.config.seeds) < 2:
             return []
-        rows = [[NAMES[m], BACKBONE_NAMES[b], *(f"{v:.2f}" for v in runs.values("maxboxacc_v2")),
-                 f"{np.std(runs.values('maxboxacc_v2'), ddof=1):.2f}"] for (b, m), runs in self.runs.items()]
+        rows = [[NAMES[m], BACKBONE_NAMES[b], *(f"{v:.2f}" for v in runs.values("maxboxacc_v2") or []),
+                 f"{np.std(runs.values('maxboxacc_v2') or [], ddof=1):.2f}"] for (b, m), runs in self.runs.items()]
         return ["## Seeds", "", "MaxBoxAccV2 of each seed and their standard deviation.", "",
                 _table(["Method", "Backbone", *(f"seed {s}" for s in self.config.seeds), "std"], rows), ""]
 
@@ -322,7 +324,7 @@ class Report:
                          ", ".join(f"{h[-1]['val_top1_cls']:.1f}" for h in histories), ", ".join(f"{c:.0f}" for c in clipped)])
             per_seed = [_tap_figures(h) for h in histories]
             for tap in per_seed[0]:
-                def mean(name: str, scale: float = 1.0, digits: int = 1) -> str:
+                def mean(name: str, scale: float = 1.0, digits: int = 1, tap: str = tap, per_seed: list = per_seed) -> str:
                     values = [seed[tap].get(name) for seed in per_seed]
                     return "-" if None in values else f"{scale * np.mean(values):.{digits}f}"
                 taps.append([NAMES[method], BACKBONE_NAMES[backbone], tap, mean("negative", 100),
@@ -346,7 +348,7 @@ class Report:
 
     def cost_section(self) -> list[str]:
         """What training each run took (its cost.json), mean over seeds."""
-        rows = [[NAMES[m], BACKBONE_NAMES[b], _duration(np.mean([c.wall_s for c in costs])),
+        rows = [[NAMES[m], BACKBONE_NAMES[b], _duration(float(np.mean([c.wall_s for c in costs]))),
                  f"{np.mean([c.images_per_s for c in costs]):.1f}", _distinct(c.device for c in costs),
                  _distinct(c.workers for c in costs), _distinct(c.epochs for c in costs)]
                 for (b, m), costs in self.costs.items()]

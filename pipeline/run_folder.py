@@ -2,10 +2,16 @@
 
     <folder>/
         model.pt        the weights: a plain state dict (loads with ``weights_only=True``)
-        model.json      :class:`RunMeta`: what the weights are and the config they were trained with
+        model.json      :class:`RunMeta`: what the weights are, and the run's own settings
 
 The training stage adds ``metrics.json``, ``history.csv`` and ``cost.json`` (pipeline/run_cost.py)
 beside them (pipeline/train/outputs.py).
+
+model.json carries a ``schema_version``. Version 1 stores the run's own settings
+(:class:`pipeline.config.RunSettings`: data, train, its backbone's and its method's sections), so
+backbones and methods added to the registry later leave it readable. Version 0 (no
+``schema_version``, before 2026-12-05) stored the whole params under ``config``; it is read by
+taking the run's own sections from it. A newer version than this code writes is refused by name.
 """
 
 from __future__ import annotations
@@ -13,17 +19,19 @@ from __future__ import annotations
 import json
 import textwrap
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from pipeline.config import Config, validate
+from pipeline.config import RunSettings
 from pipeline.finite_weights import require_finite
 from pipeline.models import WSOLModel, build_model
-from pipeline.records import ModelIdentity, RecordError, read_record, within
+from pipeline.records import ModelIdentity, RecordError, read_json, record, within
 
 WEIGHTS, META = "model.pt", "model.json"
+SCHEMA_VERSION = 1  # of model.json (see above)
 
 
 class RunFolderError(RecordError):
@@ -32,10 +40,11 @@ class RunFolderError(RecordError):
 
 @dataclass(frozen=True)
 class RunMeta(ModelIdentity):
-    """model.json: the model, the config it was trained with; a trained run names its epochs and
-    Ray/MLflow runs, an imported checkpoint its file."""
+    """model.json: the model, the settings it was trained with (:class:`RunSettings` as JSON); a
+    trained run names its epochs and Ray/MLflow runs, an imported checkpoint its file."""
 
-    config: dict  # the full configuration, as validated
+    settings: dict
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=within(SCHEMA_VERSION, SCHEMA_VERSION))
     mlflow_run_id: str | None = None
     selected_epoch: int | None = field(default=None, metadata=within(0))
     epochs: int | None = field(default=None, metadata=within(1))
@@ -44,14 +53,48 @@ class RunMeta(ModelIdentity):
     imported_from: str | None = None
 
     @property
-    def settings(self) -> Config:
-        return validate(self.config, META)
+    def run_settings(self) -> RunSettings:
+        return RunSettings.from_json(self.settings, self.method, "settings")
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        try:
+            RunSettings.from_json(self.settings, self.method, "settings")
+        except ValueError as error:
+            yield str(error)
 
 
 @dataclass(frozen=True)
 class Run:
     model: WSOLModel  # in eval mode
     meta: RunMeta
+
+
+def _from_version_0(data: dict, source: str) -> dict:
+    """A version-0 model.json (the whole params under ``config``) as version 1: the run's own
+    sections taken from it, the per-backbone values of its method reduced to its backbone."""
+    config, backbone, method = data.get("config"), data.get("backbone"), data.get("method")
+
+    def section(*keys: str) -> object:
+        value = config
+        for key in keys:
+            if not isinstance(value, dict) or key not in value:
+                raise ValueError(f"{source}: config.{'.'.join(keys)}: missing (a model.json without schema_version "
+                                 "stores the whole params under config)")
+            value = value[key]
+        return value
+
+    method_settings = section("method_settings", str(method))
+    if not isinstance(method_settings, dict):
+        raise ValueError(f"{source}: config.method_settings.{method}: expected a JSON object")
+    method_settings = dict(method_settings)
+    for key, value in method_settings.items():  # PerBackbone values: keyed by backbone names
+        if isinstance(value, dict) and backbone in value:
+            method_settings[key] = {backbone: value[backbone]}
+    upgraded = {key: value for key, value in data.items() if key != "config"}
+    return {**upgraded, "schema_version": SCHEMA_VERSION, "settings": {
+        "data": section("data"), "train": section("train"), "backbone": section("backbone_settings", str(backbone)),
+        "method": method_settings}}
 
 
 def save_run(folder: Path, state_dict: dict[str, torch.Tensor], meta: RunMeta) -> None:
@@ -61,8 +104,21 @@ def save_run(folder: Path, state_dict: dict[str, torch.Tensor], meta: RunMeta) -
 
 
 def read_meta(folder: Path) -> RunMeta:
-    """A run folder's model.json."""
-    return read_record(RunMeta, folder / META, "run the train stage first", RunFolderError)
+    """A run folder's model.json, of any schema version up to :data:`SCHEMA_VERSION`."""
+    path = folder / META
+    data = read_json(path, "run the train stage first", RunFolderError)
+    try:
+        version = data.get("schema_version", 0) if isinstance(data, dict) else SCHEMA_VERSION
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise ValueError(f"{path}: schema_version: expected a whole number, got {version!r}")
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {version} is newer than this wsol reads (up to "
+                             f"{SCHEMA_VERSION}): read it with the wsol that wrote it, or update wsol")
+        if version == 0 and isinstance(data, dict):
+            data = _from_version_0(data, str(path))
+        return record(RunMeta, data, str(path))
+    except ValueError as problem:  # named with the file and the field
+        raise RunFolderError(str(problem)) from None
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -87,7 +143,7 @@ def read_run(folder: Path) -> Run:
     meta = read_meta(folder)
     weights = folder / WEIGHTS
     state = _read_weights(weights)
-    model = build_model(meta.backbone, meta.method, meta.num_classes, meta.settings, pretrained=False)
+    model = build_model(meta.backbone, meta.method, meta.num_classes, meta.run_settings, pretrained=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # missing, unexpected or misshapen tensors, listed over many lines

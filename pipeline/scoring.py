@@ -19,14 +19,14 @@ from pipeline.config import Config, DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.metadata import load_metadata
-from pipeline.metrics import BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
+from pipeline.metrics import MAXBOXACC_V2_IOUS, BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
 from pipeline.metrics.regions import RegionEvaluator, RegionResult
+
 # (images (B, 3, H, W) normalised, CAMs (B, 224, 224), labels, predictions, image ids) of each batch
 BatchObserver = Callable[[torch.Tensor, np.ndarray, list[int], list[int], list[str]], None]
 # images (B, 3, H, W), classes (B,) -> logits (B, K), CAMs (B, 224, 224) in [0, 1]: WSOLModel.cams or an
 # export; logits None for a map that predicts no class (the center-Gaussian baseline)
 CamFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]]
-MAXBOXACC_V2_IOUS = (30, 50, 70)
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,15 @@ class SplitScores:
     @property
     def localization(self) -> float:
         """The protocol's model-selection score: MaxBoxAccV2, or PxAP for a mask-only dataset."""
-        return self.box.maxboxacc_v2 if self.box is not None else self.mask.pxap
+        if self.box is not None:
+            return self.box.maxboxacc_v2
+        assert self.mask is not None  # a split scores boxes, masks or both
+        return self.mask.pxap
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         """Scalar metrics, flat, for logs and JSON: maxboxacc_v2, maxboxacc_<delta>, gt_known_loc,
         top1_loc, top1_cls, pxap (those that apply)."""
-        out = {"top1_cls": self.top1_cls}
+        out: dict[str, float | None] = {"top1_cls": self.top1_cls}
         if self.box is not None:
             out["maxboxacc_v2"] = self.box.maxboxacc_v2
             out.update({f"maxboxacc_{d}": v for d, v in self.box.multi_contour.maxboxacc.items()})
@@ -86,6 +89,7 @@ def region_evaluator(info: DatasetInfo, split: str, cam_curve_interval: float) -
                                                 cam_curve_interval=cam_curve_interval)
     mask_folder = info.mask_metadata_dir(split)
     if mask_folder is not None:
+        assert info.mask_root is not None  # a dataset with mask metadata has its masks
         return RegionEvaluator.from_masks(load_metadata(mask_folder, "masks"), info.mask_root, cam_curve_interval)
     return None
 
@@ -102,13 +106,13 @@ def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConf
         if metadata.boxes is not None else None
     mask_folder = info.mask_metadata_dir(split)
     masks = MaskEvaluator(load_metadata(mask_folder, "masks"), info.mask_root, settings.cam_curve_interval) \
-        if mask_folder is not None else None
+        if mask_folder is not None and info.mask_root is not None else None
     shares = region_evaluator(info, split, settings.cam_curve_interval) if regions else None
     correct = total = 0
     for images, labels, image_ids in split_loader(info, split, data, settings.batch_size, train=False, prepared=prepared):
-        logits, maps = cams(images.to(device), labels.to(device))
+        logits, cam_maps = cams(images.to(device), labels.to(device))
         predicted = logits.argmax(dim=1).cpu() if logits is not None else None
-        maps = maps.float().cpu().numpy()
+        maps = cam_maps.float().cpu().numpy()
         correct += int((predicted == labels).sum()) if predicted is not None else 0
         total += len(labels)
         classes = predicted.tolist() if predicted is not None else None
@@ -119,7 +123,7 @@ def score_split(cams: CamFunction, info: DatasetInfo, split: str, data: DataConf
         if shares is not None:
             shares.accumulate(maps, list(image_ids))
         if observe is not None:
-            observe(images, maps, labels.tolist(), classes, list(image_ids))
+            observe(images, maps, labels.tolist(), classes, list(image_ids))  # type: ignore[arg-type]
     return SplitScores(total, correct * 100.0 / total if logits is not None else None,
                        boxes.compute() if boxes else None, masks.compute() if masks else None,
                        shares.compute() if shares else None)

@@ -41,7 +41,7 @@ def fluent_store(layout: Layout) -> Iterator[None]:
         with in_project(layout):
             yield
     finally:
-        mlflow.set_tracking_uri(before)  # None: unset again
+        mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None: unset again (MLflow accepts it)
 
 
 def registered_name(meta: ExportMeta) -> str:

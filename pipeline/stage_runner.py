@@ -21,16 +21,19 @@ from pipeline.registry import BACKBONES, METHODS
 Stage = Callable[[Config, Layout, argparse.Namespace], object]
 
 
-def run(name: str, stage: Stage, per_run: bool = False, per_backbone: bool = False) -> None:
-    """Run ``stage(config, layout, args)`` from the project root; ``per_run`` stages take
-    ``--backbone``, ``--method`` and ``--seed``, ``per_backbone`` ones ``--backbone``: from the
-    command line, else from the name DVC gives the stage (``$DVC_STAGE``, see :func:`matrix_item`)."""
+PER_RUN = ("backbone", "method", "seed")
+
+
+def run(name: str, stage: Stage, keys: tuple[str, ...] = ()) -> None:
+    """Run ``stage(config, layout, args)`` from the project root. A matrix stage takes its ``keys``
+    (a prefix of :data:`PER_RUN`: ``--backbone``, ``--method``, ``--seed``) from the command line,
+    else from the name DVC gives the stage (``$DVC_STAGE``, see :func:`matrix_item`)."""
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage '{name}'.")
-    keys = ("backbone", "method", "seed") if per_run else ("backbone",) if per_backbone else ()
-    if keys:
+    if "backbone" in keys:
         parser.add_argument("--backbone", choices=BACKBONES)
-    if per_run:
+    if "method" in keys:
         parser.add_argument("--method", choices=METHODS)
+    if "seed" in keys:
         parser.add_argument("--seed", type=int)
     args = parser.parse_args()
     given = [key for key in keys if getattr(args, key) is not None]
@@ -62,15 +65,16 @@ def matrix_item(addressing: str, name: str, keys: tuple[str, ...]) -> dict[str, 
     if stage != name or not item:
         raise ValueError(f"$DVC_STAGE is {addressing!r}, not a {name}@<item> stage: pass "
                          f"{' '.join('--' + key for key in keys)}")
-    values = dict(zip(keys, item.split("-", len(keys) - 1)))
+    values = dict(zip(keys, item.split("-", len(keys) - 1), strict=False))
     if len(values) != len(keys):
         raise ValueError(f"$DVC_STAGE {addressing!r}: expected {'-'.join(f'<{key}>' for key in keys)} after '@'")
     for key, table in (("backbone", BACKBONES), ("method", METHODS)):
         if key in values and values[key] not in table:
             raise ValueError(f"$DVC_STAGE {addressing!r}: {values[key]!r} is not a registered {key} "
                              f"({', '.join(table)}): check {key}s in params.yaml")
+    typed: dict[str, str | int] = dict(values)
     if "seed" in values:
         if not re.fullmatch(r"-?[0-9]+", values["seed"]):
             raise ValueError(f"$DVC_STAGE {addressing!r}: seed {values['seed']!r} is not an integer: check seeds in params.yaml")
-        values["seed"] = int(values["seed"])
-    return values
+        typed["seed"] = int(values["seed"])
+    return typed

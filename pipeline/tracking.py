@@ -30,15 +30,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import (MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY,
-                                     MLFLOW_PARENT_RUN_ID)
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_BRANCH,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_PARENT_RUN_ID,
+)
 from sqlalchemy.exc import SQLAlchemyError
-
-from mlflow.entities import Dataset, DatasetInput, InputTag
 
 from pipeline.config import PROTOCOL_SPLITS
 from pipeline.data.dataset_folder import INFO, DatasetInfo
@@ -63,8 +66,8 @@ def tracking_uri(layout: Layout) -> str:
 
 
 def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
+    if host is None or host == "localhost":
+        return host is not None
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name, or None (sqlite:///..., file:///...)
@@ -195,7 +198,8 @@ def ended_on_error(client: MlflowClient, run_id: str, layout: Layout) -> Iterato
 def split_digest(info: DatasetInfo, split: str) -> str:
     """A hash of a split's metadata (image ids, classes, sizes, boxes, mask paths) and dataset.json."""
     digest = hashlib.sha256((info.folder / INFO).read_bytes())
-    for folder in sorted({info.metadata_dir(split), info.mask_metadata_dir(split)} - {None}):
+    folders = {info.metadata_dir(split), info.mask_metadata_dir(split)}
+    for folder in sorted(folder for folder in folders if folder is not None):
         for path in sorted(folder.glob("*")):
             digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]

@@ -21,7 +21,6 @@ from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 from pipeline.errors import PipelineError
 
-
 MAX_NODES = 100_000  # nodes once every alias is expanded; params.yaml has about 2,000 (50x headroom)
 
 
@@ -79,8 +78,8 @@ def read(path: Path) -> object:
 def dump(data: object) -> str:
     """``data`` as block-style YAML 1.2, keys in their given order."""
     yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
+    yaml.default_flow_style = False  # type: ignore[assignment]
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     text = io.StringIO()
     yaml.dump(data, text)
     return text.getvalue()

@@ -4,7 +4,7 @@ checked against eager, then logged to its MLflow run as a registered MLflow mode
 from pipeline.export import export
 from pipeline.export_folder import load_exported
 from pipeline.served_model import log_served_model
-from pipeline.stage_runner import run
+from pipeline.stage_runner import PER_RUN, run
 
 
 def export_stage(config, layout, args):
@@ -15,4 +15,4 @@ def export_stage(config, layout, args):
 
 
 if __name__ == "__main__":
-    run("export", export_stage, per_run=True)
+    run("export", export_stage, PER_RUN)

@@ -4,4 +4,4 @@ from pipeline.stage_runner import run
 from pipeline.train.pretrain import pretrain
 
 if __name__ == "__main__":
-    run("pretrain", lambda config, layout, args: pretrain(config, layout, args.backbone), per_backbone=True)
+    run("pretrain", lambda config, layout, args: pretrain(config, layout, args.backbone), ("backbone",))

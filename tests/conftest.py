@@ -31,7 +31,8 @@ def saved_project(tmp_path_factory):
         model = build_model("resnet50", method, info.num_classes, cfg)
         run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {}, layout.root)
         save_run(layout.run("synth", "resnet50", method, 0), model.state_dict(),
-                 RunMeta("synth", "resnet50", method, info.num_classes, list(info.class_names), 0.4,
-                         cfg.model_dump(mode="json"), run_id))
+                 RunMeta(dataset="synth", backbone="resnet50", method=method, num_classes=info.num_classes,
+                         class_names=list(info.class_names), cam_threshold=0.4,
+                         settings=cfg.run("resnet50", method).as_json(), mlflow_run_id=run_id))
         export(layout.run("synth", "resnet50", method, 0), layout.export("synth", "resnet50", method, 0), cfg.export.tolerance)
     return layout, cfg, info

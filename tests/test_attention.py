@@ -111,7 +111,7 @@ def test_eq5_equals_the_formula_as_written_in_value_and_gradient():
     assert torch.allclose(fast, slow)
     grads_fast = torch.autograd.grad(fast.square().sum(), [x, *block.parameters()])
     grads_slow = torch.autograd.grad(slow.square().sum(), [x, *block.parameters()])
-    for fast_grad, slow_grad in zip(grads_fast, grads_slow):
+    for fast_grad, slow_grad in zip(grads_fast, grads_slow, strict=False):
         assert torch.allclose(fast_grad, slow_grad)
 
 

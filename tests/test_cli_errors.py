@@ -21,7 +21,8 @@ def params_file(tmp_path):
 def run_folder(tmp_path):
     """A run folder whose model.json is sound and whose model.pt holds no weights yet."""
     folder = tmp_path / "run"
-    save_run(folder, {}, RunMeta("synth", "resnet50", "cam", 3, ["a", "b", "c"], 0.4, config().model_dump(mode="json")))
+    save_run(folder, {}, RunMeta(dataset="synth", backbone="resnet50", method="cam", num_classes=3, class_names=["a", "b", "c"],
+                                 cam_threshold=0.4, settings=config().run("resnet50", "cam").as_json()))
     return folder
 
 

@@ -1,8 +1,8 @@
 """The fast all-thresholds contour boxes against a slow, obviously correct per-threshold OpenCV oracle."""
 
 import cv2
-import pytest
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

@@ -18,19 +18,19 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline import yaml_io
-from pipeline.code_deps import REPORTING_ONLY, code_deps, identity_code, is_code
+from pipeline.code_deps import REPORTING_ONLY, code_deps, fingerprint, identity_code, is_code
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.export_folder import load_exported
 from pipeline.paths import Layout
 from pipeline.registry import BACKBONES, METHODS
-from pipeline.stage_runner import matrix_item
 from pipeline.served_model import fluent_store
+from pipeline.stage_runner import matrix_item
 from pipeline.tracking import split_digest
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
-    "backbones": ["resnet50"], "methods": ["cam", "icl"],
+    "backbones": ["resnet50"], "methods": ["icl", "adl"],  # the paper's method, and ADL: the module it must not depend on
     "datasets.synth.classes": 2, "datasets.synth.images_per_class": {"train": 6, "val": 2, "test": 3},
     "datasets.synth.image_size": 32, "data.crop": 32, "data.resize": 36,
     "backbone_settings.resnet50.epochs": 1, "backbone_settings.resnet50.batch_size": 6,
@@ -50,8 +50,10 @@ def test_every_stage_declares_the_code_its_entry_point_imports():
 
 def test_readers_depend_on_the_formats_they_read_not_on_the_writers():
     declared = declared_code("dvc.yaml")
-    assert "pipeline/export_folder.py" in declared["evaluate"] and "pipeline/run_folder.py" in declared["export"]
-    for reader in ("evaluate", "report"):  # TorchScript: neither the models nor Ray's training code
+    assert "pipeline/export_folder.py" in declared["evaluate"]
+    assert "pipeline/run_folder.py" in fingerprint("resnet18", "cam", ROOT / "stages/export.py")["files"]
+    assert declared["train"] == declared["export"] == []  # they follow their run's fingerprint
+    for reader in ("evaluate", "report"):  # they read .pt2 files and records: neither the models nor Ray's training code
         assert not any(d.startswith(("pipeline/models", "pipeline/train")) for d in declared[reader]), reader
     loaded = subprocess.run([sys.executable, "-c", "import sys, pipeline.evaluate, pipeline.report, pipeline.localize; "
                              "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'onnx', 'onnxruntime'}))"],
@@ -60,11 +62,17 @@ def test_readers_depend_on_the_formats_they_read_not_on_the_writers():
 
 
 def test_a_run_identity_hashes_what_computes_its_result_only():
-    files = {p.relative_to(ROOT).as_posix() for p in identity_code()}
+    worker = ROOT / "pipeline/train/worker.py"
+    icl = fingerprint("resnet18", "icl", worker, leave_out=REPORTING_ONLY)
+    files = set(icl["files"])
     assert {"pipeline/train/worker.py", "pipeline/models/methods/icl.py", "pipeline/models/attention.py",
-            "pipeline/data/loading.py", "pipeline/metrics/box_evaluator.py", "pipeline/registry.py"} <= files
+            "pipeline/data/loading.py", "pipeline/metrics/box_evaluator.py"} <= files
     reporting = {"pipeline/figures.py", "pipeline/train/outputs.py", "pipeline/train/driver.py", *REPORTING_ONLY}
     assert not files & reporting  # a colour or a log line changes no result: no retraining
+    assert "pipeline/registry.py" not in files and icl["entries"]["method"]["implementation"].endswith("icl:ICL")
+    adl = fingerprint("resnet18", "adl", worker, leave_out=REPORTING_ONLY)
+    assert set(adl["files"]) ^ files == {"pipeline/models/methods/icl.py", "pipeline/models/methods/adl.py"}
+    assert identity_code("resnet18", "icl") != identity_code("resnet18", "icl_no_ca") != identity_code("resnet18", "adl")
 
 
 def dvc(repo: Path, *args: str, stdout_only: bool = False) -> str:
@@ -101,6 +109,7 @@ def repo(tmp_path_factory):
     return make_repo(tmp_path_factory.mktemp("project"), params(**TINY))
 
 
+@pytest.mark.dvc
 def test_a_command_in_a_params_value_never_reaches_the_shell(tmp_path):
     injected = "resnet18; touch INJECTED"  # what a shared params file or `dvc exp run -S` could hold
     settings = params(backbones=[injected])
@@ -199,10 +208,14 @@ def _pushed_then_pulled_into_a_clone(repo: Path, remote: Path, clone: Path) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.dvc
+@pytest.mark.ray
 def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     first = dvc(repo, "repro")
-    runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in ("cam", "icl")]
-    assert stages_run(first) == {"download", "split", "prepare", "pretrain@resnet50", "baseline", "report", *runs}
+    runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in TINY["methods"]]
+    fingerprints = [f"fingerprint@resnet50-{method}" for method in TINY["methods"]]
+    assert stages_run(first) == {"download", "split", "prepare", "pretrain@resnet50", "baseline", "report", *runs,
+                                 *fingerprints}
     assert np.load(repo / "data/prepared/synth/train.npy", mmap_mode="r").dtype == np.uint8  # training's pixels
     report = repo / "report" / "synth" / "report.md"
     assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.png").is_file()
@@ -215,30 +228,40 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
                           "test pixel precision-recall (mask datasets)"}
     for title in plots:
         labelled = {row["run"] for row in plots[title]}
-        assert {"ResNet50 CAM seed 0", "ResNet50 Ours (ICL) seed 0"} <= labelled, title  # one line per run, named
+        assert {"ResNet50 ADL seed 0", "ResNet50 Ours (ICL) seed 0"} <= labelled, title  # one line per run, named
 
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # numba's JIT cache is not a dependency
-    model = repo / "runs/synth/resnet50-cam-seed0/model.pt"
+    model = repo / "runs/synth/resnet50-adl-seed0/model.pt"
     cached = repo / ".dvc/cache/files/md5" / _md5(model)[:2] / _md5(model)[2:]
     assert os.path.samefile(model, cached)  # linked to the cache, not copied (.dvc/config cache.type)
     _mlflow_records_the_runs(repo)
     _pushed_then_pulled_into_a_clone(repo, repo.parent / "remote", repo.parent / "clone")
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    metrics = next(d for d in lock["train@resnet50-cam-0"]["deps"] if d["path"] == "pipeline/metrics")
-    assert metrics["nfiles"] == len(list((repo / "pipeline" / "metrics").glob("*.py")))
+    code = next(d for d in lock["fingerprint@resnet50-adl"]["deps"] if d["path"] == "pipeline")
+    assert code["nfiles"] == len([p for p in (repo / "pipeline").rglob("*") if p.is_file() and "__pycache__" not in p.parts])
 
     def stale() -> set[str]:
         return set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M))
 
-    for module, affected in (("pipeline/export_folder.py", {"export", "evaluate", "baseline", "report"}),
-                             ("pipeline/models/methods/icl.py", {"train", "export"})):
+    def stale_after_fingerprints() -> set[str]:
+        """What a code change makes stale, once the fingerprint stages have run (as dvc repro runs them first)."""
+        assert stale() >= {f"fingerprint@resnet50-{m}" for m in TINY["methods"]}  # they follow every code change
+        dvc(repo, "repro", "--glob", "fingerprint@*")
+        return stale()
+
+    def per_run(stages: tuple[str, ...], methods: tuple[str, ...]) -> set[str]:
+        return {f"{s}@resnet50-{m}-0" for s in stages for m in methods}
+
+    for module, expected in (
+            ("pipeline/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"}),
+            ("pipeline/models/methods/icl.py", per_run(("train", "export"), ("icl",))),
+            ("pipeline/models/methods/adl.py", per_run(("train", "export"), ("adl",)))):  # only its own runs
         original = (repo / module).read_text()
         (repo / module).write_text(original + "\n# edited\n")
-        per_run = {f"{s}@resnet50-{m}-0" for s in affected & {"train", "export", "evaluate"} for m in ("cam", "icl")}
-        expected = per_run | (affected & {"baseline", "report"})
-        assert stale() == expected, module
+        assert stale_after_fingerprints() == expected, module
         (repo / module).write_text(original)
+        dvc(repo, "repro", "--glob", "fingerprint@*")
     assert "Data and pipelines are up to date" in dvc(repo, "status")
 
     settings = yaml_io.read(repo / "params.yaml")
@@ -249,8 +272,8 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     settings["cluster"] = {"address": None, "storage_path": None}
     settings["evaluate"]["cam_curve_interval"] = 0.02
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
-    assert stages_run(dvc(repo, "repro")) == {"evaluate@resnet50-cam-0", "evaluate@resnet50-icl-0", "baseline", "report"}
-    assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-cam-seed0/metrics.json").read_text()
+    assert stages_run(dvc(repo, "repro")) == per_run(("evaluate",), TINY["methods"]) | {"baseline", "report"}
+    assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-adl-seed0/metrics.json").read_text()
 
     settings["method_settings"]["icl"]["margin"] = 0.5  # one method's setting retrains that method only
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
@@ -259,4 +282,39 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     settings["seeds"] = [0, 1]  # a second seed: its own runs; nothing of seed 0's reruns for it
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert stale() == {"train@resnet50-icl-0", "report",
-                       *(f"{s}@resnet50-{m}-1" for s in ("train", "export", "evaluate") for m in ("cam", "icl"))}
+                       *(f"{s}@resnet50-{m}-1" for s in ("train", "export", "evaluate") for m in TINY["methods"])}
+
+    settings["seeds"] = [0]
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
+    dvc(repo, "repro")
+    _a_new_method_runs_alone(repo, settings)
+
+
+NEW_METHOD = '''"""A method a user adds (tests/test_dag.py): CAM whose classifier sees the feature halved."""
+
+from pipeline.models.methods.base import CAM
+
+
+class HalfCAM(CAM):
+    def head(self, feature, labels, state):
+        return super().head(feature / 2, labels, state)
+'''
+
+
+def _a_new_method_runs_alone(repo: Path, settings: dict) -> None:
+    """Adding a method (its module, one registry entry, its params section, its name in methods)
+    runs its own stages, the cheap fingerprints and the report: no other run trains, exports or
+    evaluates again."""
+    (repo / "pipeline/models/methods/half_cam.py").write_text(NEW_METHOD)
+    registry = (repo / "pipeline/registry.py").read_text()
+    anchor = '    MethodEntry("cam", "CAM", CamConfig, "cam", "pipeline.models.methods.base:CAM", {}),\n'
+    assert anchor in registry
+    (repo / "pipeline/registry.py").write_text(registry.replace(anchor, anchor + '    MethodEntry("half_cam", "Half CAM", '
+                                               'CamConfig, "cam", "pipeline.models.methods.half_cam:HalfCAM", {}),\n'))
+    settings["method_settings"]["half_cam"] = {}
+    settings["methods"] = [*TINY["methods"], "half_cam"]
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
+    ran = stages_run(dvc(repo, "repro"))
+    fingerprints = {f"fingerprint@resnet50-{m}" for m in settings["methods"]}
+    assert ran == fingerprints | {f"{s}@resnet50-half_cam-0" for s in ("train", "export", "evaluate")} | {"report"}
+    assert "| Half CAM |" in (repo / "report/synth/report.md").read_text()

@@ -16,7 +16,14 @@ from pipeline.data import prepare
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo, region_map_path
 from pipeline.data.download import ChecksumError
 from pipeline.data.images import ImageReadError, load_rgb
-from pipeline.data.loading import PreparedImages, SplitImages, eval_transform, split_images, split_loader, train_transform
+from pipeline.data.loading import (
+    PreparedImages,
+    SplitImages,
+    eval_transform,
+    split_images,
+    split_loader,
+    train_transform,
+)
 from pipeline.data.prepared import prepare_splits
 from pipeline.data.synth import generate, render, sample_scene, tight_box
 from pipeline.paths import MANIFEST, Layout

@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 from pipeline.cli import main
 from pipeline.data.loading import SplitImages, eval_transform
 from pipeline.evaluate import evaluate, evaluate_baseline
-from pipeline.metrics import BoxEvaluator
 from pipeline.export_folder import load_exported
+from pipeline.metrics import BoxEvaluator
 
 
 def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_project, tmp_path):

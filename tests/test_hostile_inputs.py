@@ -13,7 +13,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from pipeline.data.dataset_folder import DatasetError, write_dataset
 from pipeline.data.sources.custom import folder_tables
 from pipeline.metadata import MetadataError, load_metadata, read_image_ids
 from pipeline.metrics import evaluate_scoremap_folder
-from pipeline.metrics.conventions import ScoremapError
 from pipeline.paths import Layout
 from pipeline.tracking import client_for, experiment_id, open_run
 from tests.helpers import write_box_metadata

@@ -31,7 +31,7 @@ def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_
     assert f"{broken}: cannot decode image" in captured.err
     found = json.loads(captured.out)
     assert [f["image"] for f in found] == [str(good), str(big)]
-    for item, (width, height) in zip(found, [(96, 96), (300, 200)]):
+    for item, (width, height) in zip(found, [(96, 96), (300, 200)], strict=False):
         x0, y0, x1, y1 = (item["box"][k] for k in ("x0", "y0", "x1", "y1"))
         assert 0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height
         assert item["class_name"] in info.class_names and 0 < item["score"] <= 1
@@ -118,7 +118,7 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, option, val
 
 def test_same_stem_images_in_two_folders_get_one_overlay_each(tmp_path, capsys):
     images = [tmp_path / "a" / "0005.png", tmp_path / "b" / "0005.png", tmp_path / "c.png"]
-    for colour, image in zip([(200, 20, 20), (20, 20, 200), (20, 200, 20)], images):
+    for colour, image in zip([(200, 20, 20), (20, 20, 200), (20, 200, 20)], images, strict=False):
         image.parent.mkdir(exist_ok=True)
         Image.new("RGB", (40, 30), colour).save(image)
     model = blob_export(tmp_path / "model.pt2", BLOB_META)
@@ -163,7 +163,7 @@ def test_the_json_box_names_its_corners(tmp_path, capsys):
     assert main(["localize", str(image), "--model", str(model)]) == 0
     [item] = json.loads(capsys.readouterr().out)
     assert list(item["box"]) == ["x0", "y0", "x1", "y1"]
-    assert item["box"] == dict(zip(["x0", "y0", "x1", "y1"], to_image_pixels((100, 100, 120, 120), 448, 224)))
+    assert item["box"] == dict(zip(["x0", "y0", "x1", "y1"], to_image_pixels((100, 100, 120, 120), 448, 224), strict=False))
 
 
 @pytest.mark.parametrize("name", ["picture.png", "picture.jpg", "picture.JPEG"])

@@ -59,7 +59,7 @@ def test_partial_separation(tmp_path):
     assert result.pxap == pytest.approx(100 * (0.5 + 0.5 * 2 / 3), abs=1e-9)
     assert confidence_intervals(result, samples=50) == {"pxap": [result.pxap, result.pxap]}  # one image: itself
     # The PR curve passes through (recall 0.5, precision 1) and ends at (recall 1, precision 22400/50176).
-    points = set(zip(np.round(result.recall, 12), np.round(result.precision, 12)))
+    points = set(zip(np.round(result.recall, 12), np.round(result.precision, 12), strict=False))
     assert (0.5, 1.0) in points
     assert result.recall[-1] == 1.0 and result.precision[-1] == pytest.approx(22400 / 50176)
 

@@ -247,7 +247,7 @@ def test_cams_are_the_reference_bicubic_upsampling_and_normalisation():
     with torch.no_grad():
         logits, cams = model.cams(images, torch.tensor([2, -1, 0]))
         raw = model.method.class_maps(model.backbone(images), torch.tensor([2, int(logits[1].argmax()), 0]))
-    for cam, small in zip(cams.numpy(), raw.numpy()):
+    for cam, small in zip(cams.numpy(), raw.numpy(), strict=False):
         expected = cv2.resize(small, (224, 224), interpolation=cv2.INTER_CUBIC)
         expected = (expected - expected.min()) / (expected.max() - expected.min())
         np.testing.assert_allclose(cam, expected, atol=1e-4)

@@ -13,7 +13,14 @@ import yaml
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.evaluate import evaluate
-from pipeline.paths import MANIFEST, Layout, OutputError, check_output_folder, replaced_atomically, write_text_atomically
+from pipeline.paths import (
+    MANIFEST,
+    Layout,
+    OutputError,
+    check_output_folder,
+    replaced_atomically,
+    write_text_atomically,
+)
 from tests.helpers import params
 
 USER_FILES = {"thesis.txt": "four years of work\n", "paper.tex": "\\documentclass{article}\n"}

@@ -199,7 +199,7 @@ def test_two_applies_at_once_lose_no_update(tmp_path, params_file):
         outcomes = [(run.wait(timeout=120), *run.communicate()) for run in runs]
         settings = load_config(params_file)
         applied = {"train.log_every": settings.train.log_every, "report.gallery_images": settings.report.gallery_images}
-        for (key, value), (status, out, err) in zip(fragments.items(), outcomes):
+        for (key, value), (status, out, err) in zip(fragments.items(), outcomes, strict=False):
             if status == 0:
                 assert applied[key] == value, f"attempt {attempt}: {key} reported applied ({out.strip()}) but lost"
             else:  # refused, saying so: never a silent loss

@@ -11,10 +11,10 @@ from pipeline.data import synth
 from pipeline.models import PretrainedWeightsError, build_model
 from pipeline.paths import PRETRAINED_WEIGHTS
 from pipeline.registry import METHODS
-
-PLUG_INS = [m for m, spec in METHODS.items() if spec.variant_of_icl is None]  # Table 2's rows build as icl does
 from pipeline.train.pretrain import classifier, generate, pretrain, train_classifier
 from tests.helpers import config, make_project
+
+PLUG_INS = [m for m, spec in METHODS.items() if spec.variant_of_icl is None]  # Table 2's rows build as icl does
 
 TINY = {"pretrain.images_per_class": 3, "pretrain.image_size": 40, "pretrain.crop": 32, "pretrain.epochs": 1,
         "pretrain.batch_size": 16}

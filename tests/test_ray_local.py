@@ -14,6 +14,8 @@ import pytest
 
 from pipeline.tracking import reachable_uri
 
+pytestmark = pytest.mark.ray
+
 ROOT = Path(__file__).resolve().parents[1]
 AGENTS = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}  # what the raylet starts, and outlived it
 START = """

@@ -54,7 +54,7 @@ def _cam_head(features: int, conv: bool) -> dict[str, tuple[str, tuple]]:
 def _acol_head(features: int) -> dict[str, tuple[str, tuple]]:
     head = {}
     for x in "AB":
-        for index, (out, inp, side) in zip((0, 2, 4), ((1024, features, 3), (1024, 1024, 3), (K, 1024, 1))):
+        for index, (out, inp, side) in zip((0, 2, 4), ((1024, features, 3), (1024, 1024, 3), (K, 1024, 1)), strict=False):
             head |= _conv(f"method.classifier_{x.lower()}.{index}", f"classifier_{x}.{index}", out, inp, side)
     return head
 

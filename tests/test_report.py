@@ -11,8 +11,8 @@ import pytest
 from pipeline.evaluate import evaluate, evaluate_baseline
 from pipeline.metrics import BoxRecords
 from pipeline.paths import Layout
-from pipeline.report import Report, Runs, build_report, write_plot_data
 from pipeline.records import RecordError
+from pipeline.report import Report, Runs, build_report, write_plot_data
 from pipeline.run_cost import RunCost
 from tests.conftest import SAVED_METHODS
 from tests.helpers import config

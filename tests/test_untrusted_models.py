@@ -250,7 +250,8 @@ def run_folder(tmp_path):
     """A run folder whose model.json is sound and whose model.pt holds one finite tensor."""
     folder = tmp_path / "run"
     save_run(folder, {"fc.weight": torch.zeros(3, 2)},
-             RunMeta("synth", "resnet50", "cam", 3, ["a", "b", "c"], 0.4, config().model_dump(mode="json")))
+             RunMeta(dataset="synth", backbone="resnet50", method="cam", num_classes=3, class_names=["a", "b", "c"],
+                     cam_threshold=0.4, settings=config().run("resnet50", "cam").as_json()))
     return folder
 
 
@@ -259,7 +260,8 @@ def run_folder(tmp_path):
     ("class_names", [], "class_names: expected 1 to 100000 items"),
     ("num_classes", "3", "num_classes: expected an integer, got '3'"),
     ("restarts", -1, "restarts: expected a number of at least 0, got -1"),
-    ("config", [], "config: expected a JSON object, got []"),
+    ("settings", [], "settings: expected a JSON object, got []"),
+    ("schema_version", 7, "schema_version 7 is newer than this wsol reads (up to 1)"),
     ("dataset", "../../etc", "dataset: expected one of synth"),
 ])
 def test_every_field_of_model_json_is_checked(run_folder, params_file, capsys, key, value, message):

@@ -33,7 +33,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from pipeline.errors import PipelineError
 
@@ -49,7 +49,7 @@ RATIO_FREE_BYTES = 1 << 26  # 64 MiB: an archive may always unpack to this much,
 CHUNK = 1 << 20  # bytes per read
 _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError,
                 NotImplementedError)  # NotImplementedError: a zip compression method zipfile lacks
-_COMPRESSIONS: dict[bytes, Callable[..., BinaryIO]] = {
+_COMPRESSIONS: dict[bytes, Callable[..., Any]] = {
     b"\x1f\x8b": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}  # magic bytes -> opener
 _DRIVE = re.compile(r"[A-Za-z]:")
 _TAR_KINDS = {tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file", tarfile.DIRTYPE: "folder",
@@ -157,7 +157,7 @@ def _open_tar(archive: Path, name: str) -> Iterator[tuple[tarfile.TarFile, _Last
     with opener(archive, "rb") as stream:
         recorded = _LastRead(stream)
         try:
-            t = tarfile.open(fileobj=recorded, mode="r:")
+            t = tarfile.open(fileobj=recorded, mode="r:")  # type: ignore[call-overload]  # a file-like reader
         except tarfile.ReadError as error:
             raise ArchiveError(f"{name}: cannot open: not a whole zip or tar archive ({error})") from None
         with t:
@@ -179,11 +179,13 @@ def _check_tar_end(name: str, t: tarfile.TarFile, recorded: _LastRead) -> None:
             raise ArchiveError(f"{name}: data after its end-of-archive block")
 
 
-def _read_through(name: str, member: str, size: int, open_member: Callable[[], BinaryIO]) -> None:
-    """Decompress one member to its end (which checks a zip member's CRC), counting its bytes."""
+def _read_through(name: str, member: str, size: int, open_member: Callable[[], IO[bytes] | None]) -> None:
+    """Decompress one member (a file) to its end (which checks a zip member's CRC), counting its bytes."""
     got = 0
     try:
-        with open_member() as stream:
+        opened = open_member()
+        assert opened is not None  # a file member
+        with opened as stream:
             while block := stream.read(CHUNK):
                 got += len(block)
     except _READ_ERRORS as error:
@@ -206,10 +208,10 @@ def _scan(archive: Path, name: str, read: bool) -> None:
                         _read_through(name, info.filename, info.file_size, lambda: z.open(info))
     else:
         with _open_tar(archive, name) as (t, recorded):
-            for info in t:
-                inventory.admit_tar(info)
-                if read and info.isfile():
-                    _read_through(name, info.name, info.size, lambda: t.extractfile(info))
+            for member in t:
+                inventory.admit_tar(member)
+                if read and member.isfile():
+                    _read_through(name, member.name, member.size, lambda: t.extractfile(member))
             _check_tar_end(name, t, recorded)
     inventory.check_not_empty()
 

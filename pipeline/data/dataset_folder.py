@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
+from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,7 +115,7 @@ class DatasetInfo:
                 return folder
         return None
 
-    def metadata(self, split: str, localization: str = "auto") -> Metadata:
+    def metadata(self, split: str, localization: Literal["auto", "boxes", "masks", "none"] = "auto") -> Metadata:
         return load_metadata(self.metadata_dir(split), localization)
 
     def image_path(self, split: str, image_id: str) -> Path:
@@ -171,6 +172,7 @@ def _check_split(split: str, table: SplitTable, num_classes: int, mask_root: Pat
     for masks in (table.masks, extra):
         if not masks:
             continue
+        assert mask_root is not None  # a split with masks has a mask root
         named = _under(mask_root, sorted({m for files in masks.values() for m in (*files.masks, files.ignore) if m}),
                        lambda _: f"{split}: {table.file('localization.txt')}mask path", problems)
         for name, result in zip(named, measure(named.values())):

@@ -42,7 +42,7 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     low, high = values.min(), values.max()
     if not 0 <= low <= high <= top:
         raise ValueError(f"mode {image.mode} values must lie in [0, {top}], found {low}..{high}")
-    eight = np.rint(values * 255) if image.mode == "F" else values >> 8
+    eight = np.rint(values * 255) if image.mode == "F" else values >> 8  # type: ignore[operator]  # integers
     return Image.fromarray(eight.astype(np.uint8))  # (H, W) uint8: mode L
 
 

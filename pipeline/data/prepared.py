@@ -17,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torchvision import transforms
@@ -39,14 +41,14 @@ def stored_size(split: str, data: DataConfig) -> int:
     return data.resize if split == "train" else data.crop
 
 
-def _ids_digest(image_ids: list[str]) -> str:
+def _ids_digest(image_ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()
 
 
 def prepare_splits(info: DatasetInfo, data: DataConfig, out: Path, threads: int = 4) -> dict:
     """Write ``out`` (atomically): the manifest, and with ``data.prepared`` each split's array, images
     decoded and resized by ``threads`` threads. Returns the manifest."""
-    manifest = {"pixels": data.prepared, "splits": {}}
+    manifest: dict[str, Any] = {"pixels": data.prepared, "splits": {}}
     with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         if data.prepared:
             for split in SPLITS:
@@ -71,7 +73,7 @@ def prepare_splits(info: DatasetInfo, data: DataConfig, out: Path, threads: int 
     return manifest
 
 
-def prepared_array(folder: Path, split: str, image_ids: list[str], data: DataConfig) -> np.ndarray | None:
+def prepared_array(folder: Path, split: str, image_ids: Sequence[str], data: DataConfig) -> np.ndarray | None:
     """The split's (N, S, S, 3) uint8 array, memory-mapped read-only, or None when ``folder`` holds no
     pixels (``data.prepared: false``). A manifest that does not match the split's ids or this ``data``'s
     sizes is an error naming the file: the prepare stage is stale."""

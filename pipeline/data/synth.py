@@ -35,7 +35,7 @@ import numpy as np
 
 from pipeline.config import SPLITS, SynthConfig
 from pipeline.data.dataset_folder import region_map_path
-from pipeline.metadata import MaskFiles, Metadata, write_metadata
+from pipeline.metadata import Box, MaskFiles, Metadata, write_metadata
 
 HEAD_COLOURS = {  # RGB, saturated: the discriminative part
     "red": (225, 35, 35), "blue": (35, 80, 230), "yellow": (240, 215, 30), "magenta": (205, 40, 205),
@@ -128,7 +128,7 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | S
     context = label if own or k == 1 else int(rng.choice([c for c in range(k) if c != label]))
     angle, period = _stripes(context, k)
     hue = rng.uniform(0, 180)  # OpenCV hue: any colour, unrelated to the class
-    tint = tuple(cv2.cvtColor(np.uint8([[[hue, 70, 165]]]), cv2.COLOR_HSV2RGB)[0, 0].astype(float))
+    tint = tuple(cv2.cvtColor(np.array([[[hue, 70, 165]]], dtype=np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(float))
 
     length = rng.uniform(*SIZE_RANGE) * side
     scale = length / OBJECT_LENGTH  # px per object unit
@@ -149,11 +149,12 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | S
                             rng.uniform(0.05, 0.12) * side, colour))
     grey = int(rng.integers(90, 170))
     head_rgb = np.array(HEAD_COLOURS[list(HEAD_COLOURS)[head_index]]) + rng.integers(-15, 16, 3)
+    red, green, blue = (int(v) for v in np.clip(head_rgb, 0, 255))
     return Scene(
         label=label, context=context, tint=tint, stripe_angle=angle, stripe_period=period * side,
         noise=rng.uniform(-25, 25, (6, 6, 3)), distractors=tuple(distractors), body=body + centre,
         head=(*(head + centre), radius), body_colour=(grey, grey, int(grey * 0.85)),
-        head_colour=tuple(int(v) for v in np.clip(head_rgb, 0, 255)),
+        head_colour=(red, green, blue),
     )
 
 
@@ -229,7 +230,10 @@ def generate(settings: SynthConfig, root: Path) -> None:
     names = class_names(settings.classes)
     side = settings.image_size
     for split_index, split in enumerate(SPLITS):
-        ids, labels, boxes, masks = [], {}, {}, {}
+        ids: list[str] = []
+        labels: dict[str, int] = {}
+        boxes: dict[str, tuple[Box, ...]] = {}
+        masks: dict[str, MaskFiles] = {}
         for label, name in enumerate(names):
             for n in range(getattr(settings.images_per_class, split)):
                 rng = np.random.default_rng([settings.seed, split_index, label, n])

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.metrics.box_evaluator import GT_KNOWN_IOU, BoxRecords, BoxResult, accuracies, mean_maxboxacc
+from pipeline.metrics.box_evaluator import BoxRecords, BoxResult, accuracies, mean_maxboxacc
+from pipeline.metrics.conventions import GT_KNOWN_IOU, MAXBOXACC_V2_IOUS
 from pipeline.metrics.mask_evaluator import MaskRecords, MaskResult, pr_curve
 
 CHUNK_BYTES = 200 * 2**20  # memory for one chunk of resample counts and their sums
@@ -92,7 +93,7 @@ def _resampled(statistics: Sequence[_Statistics], samples: int, seed: int) -> li
     chunks: list[list[dict[str, np.ndarray]]] = [[] for _ in statistics]
     for start in range(0, samples, rows):
         weights = rng.multinomial(n, np.full(n, 1.0 / n), size=min(rows, samples - start))
-        for statistic, out in zip(statistics, chunks):
+        for statistic, out in zip(statistics, chunks, strict=False):
             out.append(statistic(weights))
     return [{name: np.concatenate([c[name] for c in out]) for name in out[0]} for out in chunks]
 
@@ -105,7 +106,7 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_box(records: BoxRecords, iou_thresholds: Sequence[int] = (30, 50, 70), samples: int = 1000,
+def bootstrap_box(records: BoxRecords, iou_thresholds: Sequence[int] = MAXBOXACC_V2_IOUS, samples: int = 1000,
                   seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
     """Percentile intervals (%) of maxboxacc_v2 (mean over ``iou_thresholds``), maxboxacc_<delta> per
     delta, gt_known_loc and, with class flags, top1_loc and top1_cls."""
@@ -165,7 +166,7 @@ def _run_means(runs: Sequence[Records], metric: str, iou_thresholds: Sequence[in
             np.mean([v[metric] for v in values], axis=0))
 
 
-def mean_interval(runs: Records | Sequence[Records], metric: str, iou_thresholds: Sequence[int] = (30, 50, 70),
+def mean_interval(runs: Records | Sequence[Records], metric: str, iou_thresholds: Sequence[int] = MAXBOXACC_V2_IOUS,
                   samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """(mean of metric over the runs, low, high): the percentile interval over test images of the
     runs' mean, every run resampled with the same images (one run: its own interval)."""
@@ -174,7 +175,7 @@ def mean_interval(runs: Records | Sequence[Records], metric: str, iou_thresholds
 
 
 def paired_difference(a: Records | Sequence[Records], b: Records | Sequence[Records], metric: str,
-                      iou_thresholds: Sequence[int] = (30, 50, 70), samples: int = 1000, seed: int = 0,
+                      iou_thresholds: Sequence[int] = MAXBOXACC_V2_IOUS, samples: int = 1000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, float, float]:
     """metric(a) - metric(b) in percentage points and its percentile interval, (difference, low, high),
     from the same resamples of the images both sides hold (same ids, same order). Each side is one

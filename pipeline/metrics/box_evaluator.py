@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.metadata import Metadata
-from pipeline.metrics.coverage import Coverage
 from pipeline.metrics.contour_boxes import multi_contour_hits, single_contour_hits
 from pipeline.metrics.conventions import (
+    GT_KNOWN_IOU,
+    MAXBOXACC_V2_IOUS,
     RESIZE_LENGTH,
     cam_thresholds,
     check_scoremaps,
     integer_thresholds,
     rescale_boxes,
 )
-
-GT_KNOWN_IOU = 50  # the IoU criterion (%) of GT-known and top-1 localization
+from pipeline.metrics.coverage import Coverage
 
 
 def accuracies(correct: np.ndarray, top1_correct: np.ndarray | None, images: int,
@@ -108,7 +108,7 @@ class BoxRecords:
         if self.classified is not None:
             arrays["classified"] = self.classified
         with open(path, "wb") as file:
-            np.savez_compressed(file, **arrays)
+            np.savez_compressed(file, **arrays)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: str | Path) -> BoxRecords:
@@ -213,7 +213,7 @@ class BoxEvaluator:
     """
 
     def __init__(self, metadata: Metadata, cam_curve_interval: float = 0.01,
-                 iou_thresholds: Sequence[int] = (30, 50, 70), single_contour: bool = False,
+                 iou_thresholds: Sequence[int] = MAXBOXACC_V2_IOUS, single_contour: bool = False,
                  resize_length: int = RESIZE_LENGTH):
         if metadata.boxes is None:
             raise ValueError(f"{metadata.root}: box evaluation needs box metadata, localization.txt holds masks")

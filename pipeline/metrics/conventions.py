@@ -14,6 +14,10 @@ import numpy as np
 from pipeline.errors import PipelineError
 
 RESIZE_LENGTH = 224  # score maps and rescaled GT boxes live on a 224x224 grid
+MAXBOXACC_V2_IOUS = (30, 50, 70)  # MaxBoxAccV2 averages MaxBoxAcc over these IoU criteria (%)
+GT_KNOWN_IOU = 50  # the IoU criterion (%) of GT-known and top-1 localization, and of the old MaxBoxAcc
+# The CAM threshold a run records (and wsol localize cuts at) when no box-annotated val split chose one
+FALLBACK_CAM_THRESHOLD = 0.5
 
 
 class ScoremapError(PipelineError, ValueError):

@@ -83,7 +83,7 @@ class MaskResult:
     records: MaskRecords
 
     def to_dict(self, curves: bool = True) -> dict:
-        out = {"images": self.images, "pxap": self.pxap}
+        out: dict[str, object] = {"images": self.images, "pxap": self.pxap}
         if curves:
             out["pr_curve"] = {"thresholds": self.thresholds.tolist(), "precision": self.precision.tolist(),
                                "recall": self.recall.tolist()}
@@ -97,7 +97,7 @@ def _read_mask(path: Path, image_id: str, length: int) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise ScoremapError(f"mask of image {image_id!r}: {path} is missing or not a readable image")
-    return cv2.resize(np.float32(image), (length, length), interpolation=cv2.INTER_NEAREST) > 0.5
+    return cv2.resize(image.astype(np.float32), (length, length), interpolation=cv2.INTER_NEAREST) > 0.5
 
 
 def ground_truth_mask(mask_root: Path, files: MaskFiles, image_id: str, length: int = RESIZE_LENGTH) -> np.ndarray:
@@ -134,8 +134,10 @@ class MaskEvaluator:
         """Add a batch of (B, 224, 224) score maps in [0, 1] and their image ids."""
         check_scoremaps(scoremaps, image_ids, self.resize_length, sources)
         rows = self._coverage.rows(image_ids)
-        for row, scoremap, image_id in zip(rows, scoremaps, image_ids):
-            gt = ground_truth_mask(self.mask_root, self.metadata.masks[image_id], image_id, self.resize_length)
+        masks = self.metadata.masks
+        assert masks is not None  # checked in __init__
+        for row, scoremap, image_id in zip(rows, scoremaps, image_ids, strict=False):
+            gt = ground_truth_mask(self.mask_root, masks[image_id], image_id, self.resize_length)
             self._foreground[row] = np.histogram(scoremap[gt == FOREGROUND], bins=self.edges)[0]
             self._background[row] = np.histogram(scoremap[gt == BACKGROUND], bins=self.edges)[0]
         self._coverage.mark(rows)

@@ -124,7 +124,7 @@ class RegionEvaluator:
         root = Path(mask_root)
 
         def region_of(image_id: str) -> np.ndarray:
-            return ground_truth_mask(root, metadata.masks[image_id], image_id, resize_length)
+            return ground_truth_mask(root, metadata.masks[image_id], image_id, resize_length)  # type: ignore[index]  # checked above
 
         return cls(metadata, MASK_REGIONS, region_of, cam_curve_interval, resize_length)
 
@@ -134,7 +134,7 @@ class RegionEvaluator:
         rows = self._coverage.rows(image_ids)
         quantised = quantise(scoremaps)
         boxes = largest_component_boxes(quantised, integer_thresholds(self.taus, quantised))
-        for scoremap, image_id, row, image_boxes in zip(scoremaps, image_ids, rows, boxes):
+        for scoremap, image_id, row, image_boxes in zip(scoremaps, image_ids, rows, boxes, strict=False):
             labels = self._labels(image_id)
             counts = np.bincount(labels.ravel(), minlength=IGNORE + 1)[:len(self.region_names)]
             if not counts.sum():

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.metadata import Metadata, inside, load_metadata, read_labels
 from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
-from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, check_scoremap
+from pipeline.metrics.conventions import MAXBOXACC_V2_IOUS, RESIZE_LENGTH, ScoremapError, check_scoremap
 from pipeline.metrics.mask_evaluator import MaskEvaluator
 from pipeline.paths import written_atomically
 
@@ -85,7 +85,7 @@ def _read_npy(path: Path, length: int) -> np.ndarray | None:
         if fortran_order:
             return None
         array = np.empty(shape, dtype)
-        view, done = memoryview(array.reshape(-1).view(np.uint8)), 0
+        view, done = memoryview(array.reshape(-1).view(np.uint8)), 0  # type: ignore[arg-type]  # an ndarray is a buffer
         while done < array.nbytes:
             got = os.readv(fd, [view[done:]])
             if got == 0:
@@ -120,7 +120,7 @@ def _check_inside(scoremap_root: Path, mask_root: Path | None, metadata: Metadat
     """Refuse a score map or mask that lies outside its root (:func:`pipeline.metadata.inside`)."""
     for line, image_id in enumerate(metadata.image_ids, start=1):
         inside(scoremap_root, f"{image_id}.npy", f"{metadata.root / 'image_ids.txt'}:{line}: image {image_id!r}: score map")
-    if mask_root is None:
+    if mask_root is None or metadata.masks is None:
         return
     for image_id, files in metadata.masks.items():
         for name in filter(None, (*files.masks, files.ignore)):
@@ -146,7 +146,7 @@ def _batches(image_ids: Sequence[str], batch_size: int, load: Callable[[str], np
 
 
 def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Path, mask_root: str | Path | None = None,
-                             cam_curve_interval: float = 0.01, iou_thresholds: Sequence[int] = (30, 50, 70),
+                             cam_curve_interval: float = 0.01, iou_thresholds: Sequence[int] = MAXBOXACC_V2_IOUS,
                              predictions: str | Path | None = None, single_contour: bool = False,
                              batch_size: int = 64, bootstrap: int = 0, records: str | Path | None = None) -> dict:
     """Box metrics (or PxAP, when ``mask_root`` is given) of a folder of score maps, as a JSON-ready dict.
@@ -164,6 +164,7 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
     scoremap_root = Path(scoremap_root)
     metadata = load_metadata(metadata_root, "masks" if mask_root is not None else "boxes")
     _check_inside(scoremap_root, Path(mask_root) if mask_root is not None else None, metadata)
+    evaluator: MaskEvaluator | BoxEvaluator
     if mask_root is not None:
         evaluator = MaskEvaluator(metadata, mask_root, cam_curve_interval)
     else:
@@ -171,7 +172,7 @@ def evaluate_scoremap_folder(metadata_root: str | Path, scoremap_root: str | Pat
     predicted = read_labels(predictions, metadata.image_ids) if predictions is not None else None
     load = partial(_load_checked, scoremap_root, quantised=mask_root is None)
     for image_ids, scoremaps in _batches(metadata.image_ids, batch_size, load):
-        if mask_root is not None:
+        if isinstance(evaluator, MaskEvaluator):
             evaluator.accumulate(scoremaps, image_ids)
         else:
             labels = [predicted[i] for i in image_ids] if predicted is not None else None

@@ -56,6 +56,7 @@ class NonLocalAttention(nn.Module):
         """z = identity (no bias) and g = f: at step 0, zbar is the channel mean of x (ADL's attention)
         and A_i its average over the positions j weighted by softmax_j(sim(f_i, f_j)), the channel
         mean smoothed over positions whose features resemble i's. f keeps its initialisation."""
+        assert self.z.bias is not None and self.f.bias is not None and self.g.bias is not None  # built with biases
         channels = self.z.in_channels
         self.z.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
         self.z.bias.zero_()
@@ -67,7 +68,7 @@ class NonLocalAttention(nn.Module):
         b, _, h, w = x.shape
         k = self.f.out_channels
         weight = torch.cat([self.f.weight, self.g.weight, self.z.weight.mean(0, keepdim=True)])
-        bias = torch.cat([self.f.bias, self.g.bias, self.z.bias.mean(0, keepdim=True)])
+        bias = torch.cat([self.f.bias, self.g.bias, self.z.bias.mean(0, keepdim=True)])  # type: ignore[list-item,union-attr]  # convs with bias
         f, g, z_mean = F.conv2d(x, weight, bias).flatten(2).split([k, k, 1], dim=1)  # (B, C~, N) twice, (B, 1, N)
         if self.nonnegative:
             z_mean = F.relu(z_mean)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pathlib import Path
-
-from pipeline.config import PRETRAIN_STAGE, Config
+from pipeline.config import PRETRAIN_STAGE, Config, ModelConfig, RunSettings
 from pipeline.metrics import RESIZE_LENGTH
 from pipeline.models.backbones import Backbone, LoadReport, PretrainedWeightsError, build_backbone, initialize
 from pipeline.models.methods import Method, normalize_maps
 from pipeline.models.reference import at_classifier_rate, reference_name
 from pipeline.paths import PRETRAINED_WEIGHTS
-from pipeline.registry import BACKBONES, METHODS, entry, load_attribute
+from pipeline.registry import BACKBONES, METHODS
+from pipeline.sections import entry, load_attribute
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class WSOLModel(nn.Module):
         self.method = method
         self.pretrained: LoadReport | None = None
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
         """images (B, 3, H, W), labels (B,) or None -> the method's outputs (``logits`` (B, K) and,
         in training, what its losses need, and ``diagnostics``, a dict of detached scalars, when the
         method reports any)."""
@@ -39,7 +40,7 @@ class WSOLModel(nn.Module):
             return self.method.head(self.backbone(images), labels, None)
         state: dict[str, object] = {"input_size": tuple(images.shape[-2:])}
         feature = self.backbone(images, partial(self.method.at_tap, state=state))
-        outputs = self.method.head(feature, labels, state)
+        outputs: dict[str, Any] = self.method.head(feature, labels, state)
         diagnostics = self.method.diagnostics(state)
         if diagnostics:
             outputs["diagnostics"] = diagnostics
@@ -63,9 +64,9 @@ class WSOLModel(nn.Module):
         trains ``layer4`` and ``fc`` at the ratio and the rest at lr (so its ACoL and SPG heads at
         lr). Parameters the reference lacks (the paper's attention blocks and embeddings) are new
         layers, at the ratio, unless the method trains them at the backbone's rate (``Method.at_backbone_rate``)."""
-        backbone, groups = self.backbone.name, ([], [])
+        backbone, groups = self.backbone.name, (list[nn.Parameter](), list[nn.Parameter]())
         for name, parameter in self.named_parameters():
-            reference = reference_name(name, backbone, self.backbone.variant)
+            reference = reference_name(name, self.backbone)
             if reference is None:
                 at_ratio = not self.method.at_backbone_rate(name.removeprefix("method."))
             else:
@@ -74,10 +75,10 @@ class WSOLModel(nn.Module):
         return groups
 
 
-def pretrained_source(config: Config, backbone: str, pretrained_folder: Path | None) -> str | None:
-    """What ``backbone_settings.<backbone>.pretrained`` loads: None, a torchvision weights name, a
-    .pth path, or for ``pretrain`` the pretrain stage's weights in ``pretrained_folder``."""
-    source = config.backbone_settings.of(backbone).pretrained
+def pretrained_source(settings: ModelConfig, backbone: str, pretrained_folder: Path | None) -> str | None:
+    """What ``backbone_settings.<backbone>.pretrained`` (``settings``) loads: None, a torchvision
+    weights name, a .pth path, or for ``pretrain`` the pretrain stage's weights in ``pretrained_folder``."""
+    source = settings.pretrained
     if source != PRETRAIN_STAGE:
         return source
     path = pretrained_folder / PRETRAINED_WEIGHTS if pretrained_folder is not None else None
@@ -88,10 +89,10 @@ def pretrained_source(config: Config, backbone: str, pretrained_folder: Path | N
     return str(path)
 
 
-def build_model(backbone: str, method: str, num_classes: int, config: Config,
+def build_model(backbone: str, method: str, num_classes: int, settings: RunSettings | Config,
                 pretrained_folder: Path | None = None, pretrained: bool = True) -> WSOLModel:
-    """Any registered (backbone, method) pair, configured by ``backbone_settings`` and
-    ``method_settings``: the backbone in the variant the method trains on, the whole network
+    """Any registered (backbone, method) pair, configured by the run's settings (a :class:`Config`
+    is reduced to them): the backbone in the variant the method trains on, the whole network
     initialised as the reference initialises that variant, then pretrained weights loaded when
     ``backbone_settings.<backbone>.pretrained`` names them (:func:`pretrained_source`; the pretrain
     stage's from ``pretrained_folder``), unless ``pretrained`` is false (a trained model's own
@@ -100,13 +101,13 @@ def build_model(backbone: str, method: str, num_classes: int, config: Config,
     spec = entry("method", METHODS, method)
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
-    settings = config.backbone_settings.of(backbone)
-    network = build_backbone(backbone, settings.large_feature_map, spec.architecture)
-    plugin = load_attribute(spec.implementation)(network, num_classes, getattr(config.method_settings, method))
+    run = settings.run(backbone, method) if isinstance(settings, Config) else settings
+    network = build_backbone(backbone, run.model.large_feature_map, spec.architecture)
+    plugin = load_attribute(spec.implementation)(network, num_classes, run.method)
     model = WSOLModel(network, plugin)
     initialize(model, network.variant.init_mode)
     plugin.initialise()
-    source = pretrained_source(config, backbone, pretrained_folder) if pretrained else None
+    source = pretrained_source(run.model, backbone, pretrained_folder) if pretrained else None
     if source:
         model.pretrained = network.load_pretrained(source)
         log.info("%s: loaded %s; unused keys: %s", backbone, source, ", ".join(model.pretrained.unexpected) or "none")

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_few
 from pipeline.finite_weights import require_finite
 from pipeline.models.model import WSOLModel, build_model
 from pipeline.models.reference import reference_name
@@ -71,7 +71,7 @@ def import_checkpoint(path: Path, backbone: str, method: str, config: Config) ->
     variant = model.backbone.variant
     converted, used, missing = {}, set(), []
     for key, ours in model.state_dict().items():
-        name = reference_name(key, backbone, variant)
+        name = reference_name(key, model.backbone)
         if name is None:
             raise CheckpointImportError(f"{backbone}-{method}: the reference has no {key}; it trains no such model")
         if name not in state:
@@ -85,7 +85,7 @@ def import_checkpoint(path: Path, backbone: str, method: str, config: Config) ->
         converted[key] = value.reshape(ours.shape).to(ours.dtype)  # a 1x1 conv classifier as a linear one
         used.add(name)
     if missing:
-        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        shown = first_few(missing, 6)
         raise CheckpointImportError(f"{path}: not a {backbone}-{method} checkpoint of the reference "
                                     f"({variant.architecture} variant, large_feature_map {variant.large_feature_map}): "
                                     f"it lacks {shown}")

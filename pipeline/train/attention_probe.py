@@ -36,14 +36,14 @@ def attention_localization(model: WSOLModel, info: DatasetInfo, data: DataConfig
     for images, _, image_ids in split_loader(info, "val", data, batch_size, train=False, prepared=prepared):
         maps: dict[str, torch.Tensor] = {}
 
-        def record(tap: str, feature: torch.Tensor) -> torch.Tensor:
+        def record(tap: str, feature: torch.Tensor, maps: dict[str, torch.Tensor] = maps) -> torch.Tensor:
             for name, attention in model.method.attention_maps(tap, feature).items():
                 maps[f"attention/{tap}/val_auc_{name}"] = attention[:, 0].float().cpu()
             return feature
 
         model.backbone(images.to(device), record)
         for key, batch in maps.items():
-            for image_id, attention in zip(image_ids, batch.numpy()):
+            for image_id, attention in zip(image_ids, batch.numpy(), strict=False):
                 inside = cells_in_boxes(metadata.boxes[image_id], metadata.image_sizes[image_id], attention.shape)
                 auc = object_auc(attention, inside)
                 if auc is not None:

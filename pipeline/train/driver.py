@@ -28,7 +28,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from unittest import mock
 from urllib.parse import urlsplit
@@ -47,12 +47,22 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
 from pipeline.models import pretrained_source
 from pipeline.paths import Layout, run_name
-from pipeline.tracking import (SETTINGS_TAG, client_for, ended_on_error, experiment_id, flatten, log_dataset_inputs,
-                               open_run, reachable_uri, set_tags, tracking_uri)
+from pipeline.tracking import (
+    SETTINGS_TAG,
+    client_for,
+    ended_on_error,
+    experiment_id,
+    flatten,
+    log_dataset_inputs,
+    open_run,
+    reachable_uri,
+    set_tags,
+    tracking_uri,
+)
 from pipeline.train import ray_guard
 from pipeline.train import state as saved
 from pipeline.train.state import TrainingState, final_weights
-from pipeline.train.worker import train_worker
+from pipeline.train.worker import WorkerPayload, train_worker
 
 log = logging.getLogger("pipeline.train")
 
@@ -116,15 +126,17 @@ def _add_files(digest, base: Path, paths) -> None:
 
 
 def run_identity(config: Config, backbone: str, method: str, seed: int, info: DatasetInfo, layout: Layout) -> str:
-    """A hash of the run's settings, the code that computes its result (what the workers import,
-    pipeline/code_deps.py: not the figures, tracking or outputs, which the train stage may redo
-    without retraining), the dataset folder's metadata and the pretrain stage's weights it starts from."""
+    """A hash of the run's settings, the code that computes its result (its workers' code
+    fingerprint, pipeline/code_deps.py: its own backbone's and method's code and entries, not the
+    figures, tracking or outputs, which the train stage may redo without retraining), the dataset
+    folder's metadata and the pretrain stage's weights it starts from."""
     digest = hashlib.sha256(settings_hash(config, backbone, method, seed).encode())
-    root = Path(pipeline.__file__).parent.parent
-    _add_files(digest, root, identity_code(root))
+    digest.update(identity_code(backbone, method, Path(pipeline.__file__).parent.parent).encode())
     _add_files(digest, info.folder, [p for p in info.folder.rglob("*") if p.is_file()])
     if config.backbone_settings.of(backbone).pretrained == PRETRAIN_STAGE:
-        _add_files(digest, layout.root, [Path(pretrained_source(config, backbone, layout.pretrained(backbone)))])
+        source = pretrained_source(config.backbone_settings.of(backbone), backbone, layout.pretrained(backbone))
+        assert source is not None  # the pretrain stage's weights file
+        _add_files(digest, layout.root, [Path(source)])
     return digest.hexdigest()[:12]
 
 
@@ -169,6 +181,7 @@ def start_local_ray(num_cpus: int) -> None:
         _guard.wait()
     _guard = subprocess.Popen([sys.executable, "-m", "pipeline.train.ray_guard"], stdout=subprocess.PIPE,
                               start_new_session=True)
+    assert _guard.stdout is not None  # stdout=PIPE
     started = _guard.stdout.readline() == ray_guard.READY
     _guard.stdout.close()
     if not started:
@@ -213,12 +226,12 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
         uri = tracking_uri(layout)
         if cluster_address(config):  # rank 0 may run on another node
             uri = reachable_uri(uri, ray.util.get_node_ip_address())
-        payload = {"config": config.model_dump(mode="json"), "backbone": backbone, "method": method, "seed": seed,
-                   "dataset_folder": str(info.folder), "pretrained_folder": str(layout.pretrained(backbone)),
-                   "prepared_folder": str(layout.prepared(config.dataset)),
-                   "mlflow_tracking_uri": uri, "mlflow_run_id": run_id}
+        payload = WorkerPayload(config=config.model_dump(mode="json"), backbone=backbone, method=method, seed=seed,
+                                dataset_folder=str(info.folder), pretrained_folder=str(layout.pretrained(backbone)),
+                                prepared_folder=str(layout.prepared(config.dataset)), mlflow_tracking_uri=uri,
+                                mlflow_run_id=run_id)
         trainer = TorchTrainer(
-            train_worker, train_loop_config=payload,
+            train_worker, train_loop_config=asdict(payload),
             scaling_config=ScalingConfig(num_workers=config.ray.num_workers, use_gpu=config.ray.use_gpu,
                                          resources_per_worker={"CPU": config.ray.cpus_per_worker}),
             run_config=RunConfig(name=ray_name, storage_path=storage_path(config, layout),
@@ -230,9 +243,11 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
             result = trainer.fit()
         except ray.train.TrainingFailedError as error:
             raise TrainingError(f"{ray_name}: training failed after {config.ray.max_failures} allowed restart(s): {error}") from None
+        if result.checkpoint is None:
+            raise TrainingError(f"{ray_name}: training ended without a checkpoint")
         with result.checkpoint.as_directory() as folder:
             weights, progress = final_weights(Path(folder), config.train.select)
-        set_tags(client, run_id, {"wsol.restarts": progress.restarts})
+        set_tags(client, run_id, {"wsol.restarts": str(progress.restarts)})
     return TrainedRun(backbone, method, seed, weights, progress, info, run_id, ray_name, config.train.select, result)
 
 
@@ -241,7 +256,7 @@ def prune_checkpoints(trained: TrainedRun) -> None:
     and history, without the optimizer, scheduler and scaler state: what a rerun of the finished run
     resumes from. Ray's run snapshot lists each kept checkpoint, so none is deleted. Call it once the
     run's model is a stage output. Works on any storage Ray writes to."""
-    for checkpoint, _ in trained.result.best_checkpoints:
+    for checkpoint, _ in trained.result.best_checkpoints or []:
         with checkpoint.as_directory() as folder:
             finished = saved.finished(Path(folder) / saved.STATE)
         with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{saved.STATE}") as stream:

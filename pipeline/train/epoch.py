@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from typing import cast
 
 import torch
 
 from pipeline.models import WSOLModel
-from pipeline.train.recipe import autocast, optimization_step, term_gradient_norms
+from pipeline.train.recipe import autocast, channels_last, optimization_step, term_gradient_norms
 
 log = logging.getLogger("pipeline.train")
 
@@ -41,21 +42,21 @@ def train_epoch(ddp: torch.nn.Module, model: WSOLModel, loader, optimizer, scale
     clipped = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     started = time.perf_counter()
-    channels_last = config.train.channels_last and device.type == "cuda"
+    to_channels_last = channels_last(config, device)
     every = config.train.grad_terms_every
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     for step, (images, labels, _) in enumerate(loader, start=1):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if channels_last:
+        if to_channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         images, targets = model.method.augment(images, labels)
         with autocast(config, device):
             outputs = ddp(images, targets.labels)
             terms = model.method.losses(outputs, targets)
-            loss = sum(terms.values())
+            loss = cast(torch.Tensor, sum(terms.values()))
         if rank == 0 and every and (step - 1) % every == 0:
-            for name, norm in term_gradient_norms(terms, backbone, scaler).items():
-                term_norms[name] += norm
+            for name, term_norm in term_gradient_norms(terms, backbone, scaler).items():
+                term_norms[name] += term_norm
             measured += 1
         norm = optimization_step(loss, ddp.parameters(), optimizer, scaler, config)
         batch = len(labels)

@@ -23,6 +23,7 @@ import torch
 from pipeline.config import Config
 from pipeline.figures import GalleryCollector, boxacc_curves, grid, save_picture
 from pipeline.finite_weights import NonFiniteWeightsError, require_finite
+from pipeline.metrics import FALLBACK_CAM_THRESHOLD
 from pipeline.models import WSOLModel
 from pipeline.paths import Layout, replaced_atomically
 from pipeline.run_cost import COST, RunCost
@@ -78,10 +79,12 @@ def write_outputs(trained: TrainedRun, config: Config, layout: Layout) -> Path:
             client_for(layout).set_terminated(trained.mlflow_run_id, status="FAILED")
         raise
     selected = trained.selected
-    threshold = selected.get("val_cam_threshold", 0.5)
-    meta = RunMeta(config.dataset, trained.backbone, trained.method, trained.info.num_classes,
-                   list(trained.info.class_names), threshold, config.model_dump(mode="json"), trained.mlflow_run_id,
-                   trained.selected_epoch, trained.progress.epoch, trained.progress.restarts, trained.ray_name)
+    threshold = selected.get("val_cam_threshold", FALLBACK_CAM_THRESHOLD)
+    meta = RunMeta(dataset=config.dataset, backbone=trained.backbone, method=trained.method,
+                   num_classes=trained.info.num_classes, class_names=list(trained.info.class_names),
+                   cam_threshold=threshold, settings=config.run(trained.backbone, trained.method).as_json(),
+                   mlflow_run_id=trained.mlflow_run_id, selected_epoch=trained.selected_epoch,
+                   epochs=trained.progress.epoch, restarts=trained.progress.restarts, ray_run=trained.ray_name)
     with replaced_atomically(out, force=True) as staging:  # the stage's own folder
         save_run(staging, trained.state_dict, meta)
         (staging / "metrics.json").write_text(json.dumps(_results(selected), indent=2) + "\n")

@@ -136,7 +136,7 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
     source = config.backbone_settings.of(backbone).pretrained
     out = layout.pretrained(backbone)
     if source != PRETRAIN_STAGE:
-        summary = {"backbone": backbone, "source": source, "trained": False}
+        summary: dict[str, object] = {"backbone": backbone, "source": source, "trained": False}
         log.info("%s: pretrained %s, nothing to pretrain", backbone, source or "null (random init)")
         with replaced_atomically(out, force=True) as staging:  # the stage's own folder
             (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")

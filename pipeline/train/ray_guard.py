@@ -22,7 +22,7 @@ POLL = 1.0  # seconds between looks at the stage's descendants
 
 def guard() -> None:
     """Until the parent exits, note its descendants every POLL seconds; then kill those still alive."""
-    stage, seen = psutil.Process(os.getppid()), set()
+    stage, seen = psutil.Process(os.getppid()), set[psutil.Process]()
     sys.stdout.buffer.write(READY)
     sys.stdout.close()
     while os.getppid() == stage.pid:

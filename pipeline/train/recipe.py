@@ -31,11 +31,16 @@ def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: st
                                            gamma=config.train.lr_decay_factor)
 
 
+def channels_last(config: Config, device: torch.device) -> bool:
+    """Whether weights and batches are stored channels-last: train.channels_last asks for it, on a GPU only."""
+    return config.train.channels_last and device.type == "cuda"
+
+
 def place_model(model: WSOLModel, config: Config, device: torch.device) -> WSOLModel:
-    """The model on ``device``, in channels-last memory format when train.channels_last asks for it
-    on a GPU (the loop gives it channels-last batches then)."""
+    """The model on ``device``, in channels-last memory format where :func:`channels_last` (the
+    loop gives it channels-last batches then)."""
     model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if config.train.channels_last and device.type == "cuda" else model
+    return model.to(memory_format=torch.channels_last) if channels_last(config, device) else model  # type: ignore[call-overload]  # torch's stubs lack memory_format
 
 
 def autocast(config: Config, device: torch.device) -> AbstractContextManager:

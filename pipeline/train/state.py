@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pickle
 import re
 import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
 
@@ -33,8 +32,7 @@ class TrainingState:
 
 def save(folder: Path, state: TrainingState, model: torch.nn.Module, optimizer, scheduler, scaler,
          best_model: dict[str, torch.Tensor] | None) -> None:
-    torch.save({"epoch": state.epoch, "history": state.history, "best_score": state.best_score,
-                "best_epoch": state.best_epoch, "restarts": state.restarts, "device": state.device, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({**asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}, folder / STATE)
     if best_model is not None:
         torch.save(best_model, folder / BEST)
@@ -60,8 +58,7 @@ def read(path: Path) -> dict:
 
 
 def _progress(saved: dict) -> TrainingState:
-    return TrainingState(saved["epoch"], saved["history"], saved["best_score"], saved["best_epoch"], saved["restarts"],
-                         saved["device"])
+    return TrainingState(**{f.name: saved[f.name] for f in fields(TrainingState)})
 
 
 def finished(path: Path) -> dict:
@@ -74,7 +71,7 @@ def load(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> 
     state counts this restart."""
     saved = read(folder / STATE)
     model.load_state_dict(saved["model"])
-    for name, target in zip(OPTIMIZATION, (optimizer, scheduler, scaler)):
+    for name, target in zip(OPTIMIZATION, (optimizer, scheduler, scaler), strict=False):
         if name in saved:
             target.load_state_dict(saved[name])
     progress = _progress(saved)

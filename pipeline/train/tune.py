@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
@@ -71,9 +73,9 @@ def _steps(dotted: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in dotted.split(".")]
 
 
-def with_values(config: Config, values: dict[str, object]) -> Config:
+def with_values(config: Config, values: Mapping[str, object]) -> Config:
     """The config with dotted keys set (a number indexes a list), validated again."""
-    data = config.model_dump(mode="json")
+    data: Any = config.model_dump(mode="json")
     for dotted, value in values.items():
         *parents, last = _steps(dotted)
         node = data
@@ -83,11 +85,11 @@ def with_values(config: Config, values: dict[str, object]) -> Config:
     return validate(data, "params.yaml with tuned values")
 
 
-def settings_of(config: Config, values: dict[str, object]) -> dict[str, object]:
+def settings_of(config: Config, values: Mapping[str, object]) -> dict[str, object]:
     """The params.yaml settings holding these dotted keys, as they are in ``config``: a key into a
     list (SPG's thresholds) gives the whole list, the unit a params fragment or ``dvc exp run -S`` sets."""
-    data = config.model_dump(mode="json")
-    out = {}
+    data: Any = config.model_dump(mode="json")
+    out: dict[str, object] = {}
     for dotted in values:
         steps = _steps(dotted)
         cut = next((i for i, step in enumerate(steps) if isinstance(step, int)), len(steps))
@@ -153,8 +155,9 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
         run_config=tune.RunConfig(name=name, storage_path=storage_path(config, layout)))
     results = tuner.fit()
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
-    tuned = resolve(best.config, dimensions)
+    tuned = resolve(best.config or {}, dimensions)
     values = settings_of(with_values(config, tuned), tuned)
+    assert best.metrics_dataframe is not None  # every trial reports METRIC
     score = float(best.metrics_dataframe[METRIC].max())
     out = layout.root / "tuning" / f"{config.dataset}-{backbone}-{method}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray.train
@@ -25,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.config import validate
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
+from pipeline.metrics import GT_KNOWN_IOU
 from pipeline.models import build_model
 from pipeline.scoring import score_split, val_scoring
 from pipeline.tracking import log_epoch
@@ -77,7 +79,7 @@ def node_label(node_rank: int, local_world_size: int, world_size: int) -> str | 
 
 
 @contextlib.contextmanager
-def _system_metrics(payload: dict, interval: float, resumed: bool):
+def _system_metrics(payload: WorkerPayload, interval: float, resumed: bool):
     """Sample this node's CPU, memory and GPU use into the MLflow run while the block runs, from the
     node's first worker only (one series per node, named per node when there are several)."""
     context = ray.train.get_context()
@@ -85,8 +87,8 @@ def _system_metrics(payload: dict, interval: float, resumed: bool):
         yield
         return
     node = node_label(context.get_node_rank(), context.get_local_world_size(), context.get_world_size())
-    monitor = SystemMetricsMonitor(payload["mlflow_run_id"], sampling_interval=interval, resume_logging=resumed,
-                                   node_id=node, tracking_uri=payload["mlflow_tracking_uri"])
+    monitor = SystemMetricsMonitor(payload.mlflow_run_id, sampling_interval=interval, resume_logging=resumed,
+                                   node_id=node, tracking_uri=payload.mlflow_tracking_uri)
     monitor.start()
     try:
         yield
@@ -98,23 +100,37 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
-def train_worker(payload: dict) -> None:
-    """Ray Train's ``train_loop_per_worker``. payload: the validated config as a dict, the run's
-    backbone, method and seed, the dataset folder, the prepare and pretrain stages' folders, and the
-    MLflow tracking URI and run id."""
+@dataclass(frozen=True)
+class WorkerPayload:
+    """What the driver sends every worker (Ray Train's ``train_loop_config``, as ``asdict``)."""
+
+    config: dict  # the validated Config, as JSON
+    backbone: str
+    method: str
+    seed: int
+    dataset_folder: str
+    pretrained_folder: str  # the pretrain stage's
+    prepared_folder: str  # the prepare stage's
+    mlflow_tracking_uri: str
+    mlflow_run_id: str
+
+
+def train_worker(loop_config: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``; ``loop_config``: a :class:`WorkerPayload` as a dict."""
+    payload = WorkerPayload(**loop_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    config = validate(payload["config"], "params.yaml (as sent to the worker)")
-    backbone, method = payload["backbone"], payload["method"]
+    config = validate(payload.config, "params.yaml (as sent to the worker)")
+    backbone, method = payload.backbone, payload.method
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(config.ray.cpus_per_worker)
-    info = DatasetInfo.load(payload["dataset_folder"])
+    info = DatasetInfo.load(payload.dataset_folder)
     settings = config.backbone_settings.of(backbone)
 
-    seed_everything(payload["seed"], 0, -1)  # the same initial weights on every rank
-    model = place_model(build_model(backbone, method, info.num_classes, config, Path(payload["pretrained_folder"])),
+    seed_everything(payload.seed, 0, -1)  # the same initial weights on every rank
+    model = place_model(build_model(backbone, method, info.num_classes, config, Path(payload.pretrained_folder)),
                         config, device)
     optimizer = optimizer_for(model, config, backbone)
     scheduler = scheduler_for(optimizer, config, backbone)
@@ -123,15 +139,15 @@ def train_worker(payload: dict) -> None:
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
         "find_unused_parameters": model.method.may_skip_parameters})
     per_worker = max(1, settings.batch_size // world)
-    prepared = Path(payload["prepared_folder"])
+    prepared = Path(payload.prepared_folder)
     loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True,
                                                               prepared=prepared))
-    client = MlflowClient(payload["mlflow_tracking_uri"]) if rank == 0 else None
+    client = MlflowClient(payload.mlflow_tracking_uri) if rank == 0 else None
     progress.device = _device_name(device)
     with _system_metrics(payload, config.ray.system_metrics_interval, resumed=progress.epoch > 0):
         for epoch in range(progress.epoch, settings.epochs):
             started = time.perf_counter()
-            seed_everything(payload["seed"], rank, epoch)
+            seed_everything(payload.seed, rank, epoch)
             if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
@@ -147,7 +163,7 @@ def train_worker(payload: dict) -> None:
             model.train()
             metrics.update({f"val_{k}": v for k, v in scores.summary().items() if v is not None})
             if scores.box is not None:
-                metrics["val_cam_threshold"] = scores.box.multi_contour.optimal_threshold[50]
+                metrics["val_cam_threshold"] = scores.box.multi_contour.optimal_threshold[GT_KNOWN_IOU]
             metrics["epoch_s"] = time.perf_counter() - started  # training and val scoring
             progress.epoch = epoch + 1
             progress.history.append(metrics)
@@ -159,7 +175,8 @@ def train_worker(payload: dict) -> None:
                      epoch + 1, settings.epochs, metrics["loss"], metrics["train_top1_cls"], scores.localization,
                      scores.top1_cls, metrics["images_per_s"],
                      "".join(f"\n{line}" for line in _attention_lines(metrics)))
-            log_epoch(client, payload["mlflow_run_id"], metrics)
+            assert client is not None  # rank 0's
+            log_epoch(client, payload.mlflow_run_id, metrics)
             with tempfile.TemporaryDirectory() as folder:
                 saved.save(Path(folder), progress, model, optimizer, scheduler, scaler, best_model)
                 # Ray Tune selects on the protocol's score whatever the dataset: MaxBoxAccV2, or PxAP (mask-only)

@@ -10,7 +10,7 @@ from pipeline.data.archives import extract
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
 from pipeline.data.download import fetch as download
 from pipeline.data.sources.common import fetch_metadata, locate, read_table
-from pipeline.metadata import load_metadata
+from pipeline.metadata import Box, load_metadata
 from pipeline.paths import Layout
 
 
@@ -29,7 +29,7 @@ def official_splits(cub: Path) -> tuple[SplitTable, SplitTable, list[str]]:
     images = {n: name for n, name in read_table(paths["images"], 2)}
     labels = {n: int(c) - 1 for n, c in read_table(paths["image_class_labels"], 2)}
     is_train = {n: flag == "1" for n, flag in read_table(paths["train_test_split"], 2)}
-    boxes = {}
+    boxes: dict[str, tuple[Box, ...]] = {}
     for n, *xywh in read_table(paths["bounding_boxes"], 5):
         x, y, w, h = (float(v) for v in xywh)
         boxes[n] = ((int(x), int(y), int(x + w), int(y + h)),)
@@ -40,13 +40,13 @@ def official_splits(cub: Path) -> tuple[SplitTable, SplitTable, list[str]]:
     names = [name for _, name in sorted(read_table(paths["classes"], 2), key=lambda row: int(row[0]))]
     root = cub / "images"
 
-    def table(train: bool) -> SplitTable:
+    def split_table(train: bool) -> SplitTable:
         numbers = [n for n in images if is_train[n] == train]
         ids = tuple(images[n] for n in numbers)
         return SplitTable(root, ids, {images[n]: labels[n] for n in numbers},
                           boxes={images[n]: boxes[n] for n in numbers})
 
-    return table(True), table(False), names
+    return split_table(True), split_table(False), names
 
 
 def tables(settings: CubConfig, layout: Layout) -> DatasetTables:

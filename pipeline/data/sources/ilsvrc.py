@@ -55,8 +55,9 @@ def _val_annotation(path: Path, classes: dict[str, int]) -> tuple[str, int, tupl
     try:
         tree = ElementTree.parse(path).getroot()
         filename = tree.findtext("filename")
-        size = (int(tree.findtext("size/width")), int(tree.findtext("size/height")))
-        objects = [(o.findtext("name"), tuple(int(float(o.findtext(f"bndbox/{k}"))) for k in ("xmin", "ymin", "xmax", "ymax")))
+        size = (int(tree.findtext("size/width", "")), int(tree.findtext("size/height", "")))
+        objects = [(o.findtext("name", ""), tuple(int(float(o.findtext(f"bndbox/{k}", "")))
+                                                  for k in ("xmin", "ymin", "xmax", "ymax")))
                    for o in tree.iter("object")]
     except (ElementTree.ParseError, TypeError, ValueError) as error:
         raise DatasetError(f"{path}: not a readable ImageNet annotation: {error}") from None

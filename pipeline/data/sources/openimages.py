@@ -18,7 +18,7 @@ def fetch(settings: OpenImagesConfig, layout: Layout) -> None:
     extract(download(settings.images, layout.downloads), raw / "images")
     extract(download(settings.masks, layout.downloads), raw / "masks")
     for split in SPLITS:
-        fetch_metadata(settings.metadata[split], layout.downloads, raw / "metadata" / split)
+        fetch_metadata(settings.metadata[split], layout.downloads, raw / "metadata" / split)  # type: ignore[index]  # SPLITS
 
 
 def tables(settings: OpenImagesConfig, layout: Layout) -> DatasetTables:

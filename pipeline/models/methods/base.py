@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -97,8 +98,8 @@ class Method(nn.Module, ABC):
         ``attention/<tap>/<figure>``: the figures its ``at_tap`` recorded in ``state["figures"][tap]``
         (:func:`pipeline.models.attention.attention_figures`). The training loop averages them over
         each epoch's images."""
-        return {f"attention/{tap}/{name}": value for tap, figures in state.get("figures", {}).items()
-                for name, value in figures.items()}
+        recorded = cast(dict[str, dict[str, torch.Tensor]], state.get("figures", {}))
+        return {f"attention/{tap}/{name}": value for tap, figures in recorded.items() for name, value in figures.items()}
 
     def attention_maps(self, tap: str, feature: torch.Tensor) -> dict[str, torch.Tensor]:
         """The attention maps the method would compute at ``tap`` from ``feature`` (B, C, h, w), by name,
