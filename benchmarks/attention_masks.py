@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from icl_choices import configuration  # this folder's: params.yaml with --set overrides
 
-from pipeline.config import Config
+from pipeline.dag.paths import Layout
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
+from pipeline.formats.run_folder import read_run
 from pipeline.models import WSOLModel, build_model
 from pipeline.models.attention import attention_thresholds, dropped_foreground_mask, foreground_mask, is_empty
-from pipeline.paths import Layout
-from pipeline.run_folder import read_run
+from pipeline.settings.config import Config
 from pipeline.train.recipe import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]

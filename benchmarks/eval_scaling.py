@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from eval_speed import metadata_subset, run_timed, write_maps, wsol_command
 
-from pipeline.metadata import load_metadata
+from pipeline.data.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, cam_thresholds
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
 

@@ -215,7 +215,7 @@ def in_memory(args: argparse.Namespace) -> list[tuple[str, float, list[float]]]:
     """Rows (evaluator, seconds, MaxBoxAcc@30/50/70) of ``accumulate`` over in-memory maps."""
     import numba
 
-    from pipeline.metadata import load_metadata
+    from pipeline.data.metadata import load_metadata
     from pipeline.metrics import BoxEvaluator
 
     maps, boxes, sizes = generated_maps(args.images, args.seed, args.maps)

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import yaml_io
-from pipeline.config import validate_params
+from pipeline.dag.paths import Layout
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
+from pipeline.evaluation.scoring import score_split, val_scoring
 from pipeline.models import build_model
-from pipeline.paths import Layout
-from pipeline.scoring import score_split, val_scoring
+from pipeline.settings import yaml_io
+from pipeline.settings.config import validate_params
 from pipeline.train.attention_probe import attention_localization
 from pipeline.train.epoch import train_epoch
 from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything

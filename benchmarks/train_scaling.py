@@ -18,11 +18,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pipeline import yaml_io
-from pipeline.config import SOURCES_FILE, load_config
-from pipeline.data import prepare
+from pipeline.dag.paths import Layout
+from pipeline.data import acquire
 from pipeline.data.prepared import prepare_splits
-from pipeline.paths import Layout
+from pipeline.settings import yaml_io
+from pipeline.settings.config import SOURCES_FILE, load_config
 from pipeline.train.driver import ensure_ray, fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def scratch_project(root: Path, images_per_class: int, workers: int, cpus: int, 
     (root / SOURCES_FILE).write_text((ROOT / SOURCES_FILE).read_text())
     layout = Layout(root)
     config = load_config(root / "params.yaml")
-    prepare.download(config, layout)
-    info = prepare.split(config, layout)
+    acquire.download(config, layout)
+    info = acquire.split(config, layout)
     prepare_splits(info, config.data, layout.prepared(config.dataset))
     return layout
 

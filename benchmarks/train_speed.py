@@ -37,13 +37,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import load_config, validate
-from pipeline.data import prepare
+from pipeline.dag.paths import Layout
+from pipeline.data import acquire
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_images, split_loader
 from pipeline.data.prepared import prepare_splits
 from pipeline.models import build_model
-from pipeline.paths import Layout
+from pipeline.settings.config import load_config, validate
 from pipeline.train.epoch import train_epoch
 from pipeline.train.recipe import autocast, channels_last, grad_scaler, optimization_step, optimizer_for, place_model
 
@@ -187,8 +187,8 @@ def measure(args: argparse.Namespace) -> dict:
         undiagnosed = validate({**settings, "train": {**settings["train"], "grad_terms_every": 0}},
                                "params.yaml (benchmark settings, no term gradient norms)")
         layout = Layout(root)
-        prepare.download(config, layout)
-        info = prepare.split(config, layout)
+        acquire.download(config, layout)
+        info = acquire.split(config, layout)
         prepared = layout.prepared("custom")
         started = time.perf_counter()
         prepare_splits(info, config.data, prepared)

@@ -9,11 +9,11 @@ from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
-from pipeline.config import MAX_BATCH, MAX_BOOTSTRAP_SAMPLES, MAX_CAM_CURVE_INTERVAL, MIN_CAM_CURVE_INTERVAL
+from pipeline.dag.paths import Layout, check_output_folder, check_writable, write_text_atomically
 from pipeline.errors import PipelineError
 from pipeline.metrics import MAXBOXACC_V2_IOUS, evaluate_scoremap_folder
-from pipeline.paths import Layout, check_output_folder, check_writable, write_text_atomically
-from pipeline.registry import BACKBONES, METHODS
+from pipeline.settings.config import MAX_BATCH, MAX_BOOTSTRAP_SAMPLES, MAX_CAM_CURVE_INTERVAL, MIN_CAM_CURVE_INTERVAL
+from pipeline.settings.registry import BACKBONES, METHODS
 
 
 def _resamples(text: str) -> int:
@@ -111,7 +111,7 @@ def _name_the_mean(result: dict) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from pipeline.config import load_config
+    from pipeline.settings.config import load_config
     from pipeline.train.tune import search  # Ray and PyTorch: imported only when needed
 
     config = load_config(args.params)
@@ -121,7 +121,7 @@ def _tune(args: argparse.Namespace) -> None:
 
 def _localize(args: argparse.Namespace) -> int:
     """Exit status 1 when some image could not be read (the others are still localized)."""
-    from pipeline.localize import localize
+    from pipeline.evaluation.localize import localize
 
     check_writable(args.out)
     found, errors = localize(args.images, args.model, args.out, args.threshold)
@@ -132,8 +132,8 @@ def _localize(args: argparse.Namespace) -> int:
 
 
 def _import_checkpoint(args: argparse.Namespace) -> None:
-    from pipeline.config import load_config
-    from pipeline.imports import import_run
+    from pipeline.models.checkpoint_import import import_run
+    from pipeline.settings.config import load_config
 
     config = load_config(args.params)
     out = args.out or Path("imported") / config.dataset / f"{args.backbone}-{args.method}"
@@ -145,8 +145,8 @@ def _import_checkpoint(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from pipeline.config import load_config
-    from pipeline.export import export
+    from pipeline.export.export import export
+    from pipeline.settings.config import load_config
 
     out = args.out or args.run_folder.with_name(f"{args.run_folder.name}-export")
     check_output_folder(out, args.force)
@@ -156,8 +156,8 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pipeline.config import load_config
-    from pipeline.evaluate import evaluate_exported
+    from pipeline.evaluation.evaluate import evaluate_exported
+    from pipeline.settings.config import load_config
 
     out = args.out or args.export_folder.with_name(f"{args.export_folder.name}-results")
     check_output_folder(out, args.force)
@@ -167,7 +167,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _apply_params(args: argparse.Namespace) -> None:
-    from pipeline.params_file import apply_fragment
+    from pipeline.settings.params_file import apply_fragment
 
     changed = apply_fragment(args.fragment, args.params)
     print(f"{args.params}: changed {len(changed)} key(s) from {args.fragment}: {', '.join(changed)}" if changed

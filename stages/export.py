@@ -1,10 +1,10 @@
 """DVC stage `export@<backbone>-<method>-<seed>`: the inference network as torch.export (.pt2) and ONNX,
 checked against eager, then logged to its MLflow run as a registered MLflow model."""
 
-from pipeline.export import export
-from pipeline.export_folder import load_exported
-from pipeline.served_model import log_served_model
-from pipeline.stage_runner import PER_RUN, run
+from pipeline.dag.stage_runner import PER_RUN, run
+from pipeline.export.export import export
+from pipeline.export.served_model import log_served_model
+from pipeline.formats.export_folder import load_exported
 
 
 def export_stage(config, layout, args):

@@ -1,12 +1,12 @@
 """DVC stage `fingerprint@<backbone>-<method>`: the code a run of that pair executes, as the files its
-train and export stages depend on instead of the code itself (pipeline/code_deps.py). It runs on any
+train and export stages depend on instead of the code itself (pipeline/dag/code_deps.py). It runs on any
 change of code and rewrites a file only where the run's own code changed, so that only those runs retrain."""
 
 import json
 
-from pipeline.code_deps import FINGERPRINTED, fingerprint, fingerprint_file
-from pipeline.paths import write_text_atomically
-from pipeline.stage_runner import run
+from pipeline.dag.code_deps import FINGERPRINTED, fingerprint, fingerprint_file
+from pipeline.dag.paths import write_text_atomically
+from pipeline.dag.stage_runner import run
 
 
 def fingerprint_stage(config, layout, args):

@@ -1,8 +1,8 @@
 """DVC stage `prepare`: data/prepared/<dataset>, train and val resized once into uint8 arrays."""
 
+from pipeline.dag.stage_runner import run
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.prepared import prepare_splits
-from pipeline.stage_runner import run
 
 if __name__ == "__main__":
     run("prepare", lambda config, layout, args: prepare_splits(

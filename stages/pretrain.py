@@ -1,6 +1,6 @@
 """DVC stage `pretrain@<backbone>`: the synthetic stand-in for ImageNet weights; writes pretrained/<backbone>/."""
 
-from pipeline.stage_runner import run
+from pipeline.dag.stage_runner import run
 from pipeline.train.pretrain import pretrain
 
 if __name__ == "__main__":

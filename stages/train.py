@@ -1,7 +1,7 @@
 """DVC stage `train@<backbone>-<method>-<seed>`: one Ray Train run, tracked in MLflow; writes
 runs/<dataset>/<run>/, then prunes the run's Ray checkpoints."""
 
-from pipeline.stage_runner import PER_RUN, run
+from pipeline.dag.stage_runner import PER_RUN, run
 from pipeline.train.driver import fit, prune_checkpoints
 from pipeline.train.outputs import write_outputs
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from pipeline.config import load_config
+from pipeline.dag.tracking import client_for, experiment_id, open_run
 from pipeline.data.dataset_folder import DatasetInfo
-from pipeline.export import export
+from pipeline.export.export import export
+from pipeline.formats.run_folder import RunMeta, save_run
 from pipeline.models import build_model
-from pipeline.run_folder import RunMeta, save_run
-from pipeline.tracking import client_for, experiment_id, open_run
+from pipeline.settings.config import load_config
 from tests.helpers import make_project
 
 SAVED_METHODS = ("cam", "icl")

@@ -7,11 +7,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from pipeline import yaml_io
-from pipeline.config import SOURCES_FILE, Config, load_config, validate, with_sources
-from pipeline.data import prepare
+from pipeline.dag.paths import Layout
+from pipeline.data import acquire
 from pipeline.data.prepared import prepare_splits
-from pipeline.paths import Layout
+from pipeline.settings import yaml_io
+from pipeline.settings.config import SOURCES_FILE, Config, load_config, validate, with_sources
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -52,8 +52,8 @@ def make_project(root: Path, **overrides) -> Layout:
     (root / "params.yaml").write_text(yaml_io.dump(params(**overrides)))
     layout = Layout(root.resolve())
     cfg = load_config(root / "params.yaml")
-    prepare.download(cfg, layout)
-    info = prepare.split(cfg, layout)
+    acquire.download(cfg, layout)
+    info = acquire.split(cfg, layout)
     prepare_splits(info, cfg.data, layout.prepared(cfg.dataset))
     return layout
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline import yaml_io
+from pipeline.settings import yaml_io
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ MODULE = '''"""MobileNetV3-Small as a WSOL backbone: torchvision's features, eac
 import torchvision
 
 from pipeline.models.backbones.base import Backbone, Variant
-from pipeline.sections import Architecture
+from pipeline.settings.sections import Architecture
 
 TAPS = ("stem", *(f"block{index}" for index in range(1, 12)), "head")
 
@@ -37,7 +37,7 @@ ENTRY = """    BackboneEntry("mobilenet_v3_small", "MobileNetV3-S", "pipeline.mo
 
 CHECK = """
 import torch
-from pipeline.config import load_config
+from pipeline.settings.config import load_config
 from pipeline.models import build_model
 
 config = load_config("params.yaml")
@@ -67,10 +67,10 @@ def test_a_backbone_is_its_module_one_registry_entry_and_its_params_values(tmp_p
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "before")
 
     (repo / "pipeline/models/backbones/mobilenet.py").write_text(MODULE)
-    registry = (repo / "pipeline/registry.py").read_text()
+    registry = (repo / "pipeline/settings/registry.py").read_text()
     anchor = "BACKBONES: dict[str, BackboneEntry] = {entry.name: entry for entry in (\n"
     assert anchor in registry
-    (repo / "pipeline/registry.py").write_text(registry.replace(anchor, anchor + ENTRY))
+    (repo / "pipeline/settings/registry.py").write_text(registry.replace(anchor, anchor + ENTRY))
     params = yaml_io.read(repo / "params.yaml")
     params["backbones"] = ["mobilenet_v3_small"]
     params["methods"] = ["cam", "has", "cutmix", "icl"]
@@ -83,10 +83,10 @@ def test_a_backbone_is_its_module_one_registry_entry_and_its_params_values(tmp_p
 
     assert git(repo, "status", "--porcelain").splitlines() == [
         " M params.yaml",
-        " M pipeline/registry.py",
+        " M pipeline/settings/registry.py",
         "?? pipeline/models/backbones/mobilenet.py",
     ]
-    assert git(repo, "diff", "--numstat", "pipeline/registry.py").split()[:2] == ["2", "0"]  # one entry, two lines
+    assert git(repo, "diff", "--numstat", "pipeline/settings/registry.py").split()[:2] == ["2", "0"]  # one entry, two lines
     result = subprocess.run(
         [sys.executable, "-c", CHECK],
         cwd=repo,

@@ -11,10 +11,10 @@ import zipfile
 
 import pytest
 
-from pipeline.config import Source
 from pipeline.data import archives
 from pipeline.data.archives import ArchiveError, extract
 from pipeline.data.download import DownloadError, fetch
+from pipeline.settings.config import Source
 from tests.helpers import tarball
 from tests.http_server import FileServer
 

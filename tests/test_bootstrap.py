@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pipeline.metrics.bootstrap as bootstrap_module
-from pipeline.metadata import load_metadata
+from pipeline.data.metadata import load_metadata
 from pipeline.metrics import (
     BoxEvaluator,
     BoxRecords,

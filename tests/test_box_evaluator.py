@@ -8,7 +8,7 @@ pixels inclusively: area(x0, y0, x1, y1) = (x1-x0+1)(y1-y0+1).
 import numpy as np
 import pytest
 
-from pipeline.metadata import load_metadata
+from pipeline.data.metadata import load_metadata
 from pipeline.metrics import BoxEvaluator, ScoremapError
 from pipeline.metrics.box_evaluator import _hit_counts, _pack
 from pipeline.metrics.contour_boxes import multi_contour_hits

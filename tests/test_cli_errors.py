@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from pipeline.cli import main
-from pipeline.run_folder import RunMeta, save_run
+from pipeline.formats.run_folder import RunMeta, save_run
 from tests.helpers import config, params
 
 

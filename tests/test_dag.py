@@ -17,15 +17,15 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline import yaml_io
-from pipeline.code_deps import REPORTING_ONLY, code_deps, fingerprint, identity_code, is_code
+from pipeline.dag.code_deps import REPORTING_ONLY, code_deps, fingerprint, identity_code, is_code
+from pipeline.dag.paths import Layout
+from pipeline.dag.stage_runner import matrix_item
+from pipeline.dag.tracking import split_digest
 from pipeline.data.dataset_folder import DatasetInfo
-from pipeline.export_folder import load_exported
-from pipeline.paths import Layout
-from pipeline.registry import BACKBONES, METHODS
-from pipeline.served_model import fluent_store
-from pipeline.stage_runner import matrix_item
-from pipeline.tracking import split_digest
+from pipeline.export.served_model import fluent_store
+from pipeline.formats.export_folder import load_exported
+from pipeline.settings import yaml_io
+from pipeline.settings.registry import BACKBONES, METHODS
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,17 +45,17 @@ def declared_code(dvc_file: str) -> dict[str, list[str]]:
 
 
 def test_every_stage_declares_the_code_its_entry_point_imports():
-    assert declared_code("dvc.yaml") == code_deps(ROOT / "dvc.yaml"), "run `python -m pipeline.code_deps` to rewrite them"
+    assert declared_code("dvc.yaml") == code_deps(ROOT / "dvc.yaml"), "run `python -m pipeline.dag.code_deps` to rewrite them"
 
 
 def test_readers_depend_on_the_formats_they_read_not_on_the_writers():
     declared = declared_code("dvc.yaml")
-    assert "pipeline/export_folder.py" in declared["evaluate"]
-    assert "pipeline/run_folder.py" in fingerprint("resnet18", "cam", ROOT / "stages/export.py")["files"]
+    assert "pipeline/formats/export_folder.py" in declared["evaluate"]
+    assert "pipeline/formats/run_folder.py" in fingerprint("resnet18", "cam", ROOT / "stages/export.py")["files"]
     assert declared["train"] == declared["export"] == []  # they follow their run's fingerprint
     for reader in ("evaluate", "report"):  # they read .pt2 files and records: neither the models nor Ray's training code
         assert not any(d.startswith(("pipeline/models", "pipeline/train")) for d in declared[reader]), reader
-    loaded = subprocess.run([sys.executable, "-c", "import sys, pipeline.evaluate, pipeline.report, pipeline.localize; "
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pipeline.evaluation.evaluate, pipeline.report.report, pipeline.evaluation.localize; "
                              "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'onnx', 'onnxruntime'}))"],
                             cwd=ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
@@ -67,9 +67,9 @@ def test_a_run_identity_hashes_what_computes_its_result_only():
     files = set(icl["files"])
     assert {"pipeline/train/worker.py", "pipeline/models/methods/icl.py", "pipeline/models/attention.py",
             "pipeline/data/loading.py", "pipeline/metrics/box_evaluator.py"} <= files
-    reporting = {"pipeline/figures.py", "pipeline/train/outputs.py", "pipeline/train/driver.py", *REPORTING_ONLY}
+    reporting = {"pipeline/report/figures.py", "pipeline/train/outputs.py", "pipeline/train/driver.py", *REPORTING_ONLY}
     assert not files & reporting  # a colour or a log line changes no result: no retraining
-    assert "pipeline/registry.py" not in files and icl["entries"]["method"]["implementation"].endswith("icl:ICL")
+    assert "pipeline/settings/registry.py" not in files and icl["entries"]["method"]["implementation"].endswith("icl:ICL")
     adl = fingerprint("resnet18", "adl", worker, leave_out=REPORTING_ONLY)
     assert set(adl["files"]) ^ files == {"pipeline/models/methods/icl.py", "pipeline/models/methods/adl.py"}
     assert identity_code("resnet18", "icl") != identity_code("resnet18", "icl_no_ca") != identity_code("resnet18", "adl")
@@ -254,7 +254,7 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
         return {f"{s}@resnet50-{m}-0" for s in stages for m in methods}
 
     for module, expected in (
-            ("pipeline/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"}),
+            ("pipeline/formats/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"}),
             ("pipeline/models/methods/icl.py", per_run(("train", "export"), ("icl",))),
             ("pipeline/models/methods/adl.py", per_run(("train", "export"), ("adl",)))):  # only its own runs
         original = (repo / module).read_text()
@@ -306,10 +306,10 @@ def _a_new_method_runs_alone(repo: Path, settings: dict) -> None:
     runs its own stages, the cheap fingerprints and the report: no other run trains, exports or
     evaluates again."""
     (repo / "pipeline/models/methods/half_cam.py").write_text(NEW_METHOD)
-    registry = (repo / "pipeline/registry.py").read_text()
+    registry = (repo / "pipeline/settings/registry.py").read_text()
     anchor = '    MethodEntry("cam", "CAM", CamConfig, "cam", "pipeline.models.methods.base:CAM", {}),\n'
     assert anchor in registry
-    (repo / "pipeline/registry.py").write_text(registry.replace(anchor, anchor + '    MethodEntry("half_cam", "Half CAM", '
+    (repo / "pipeline/settings/registry.py").write_text(registry.replace(anchor, anchor + '    MethodEntry("half_cam", "Half CAM", '
                                                'CamConfig, "cam", "pipeline.models.methods.half_cam:HalfCAM", {}),\n'))
     settings["method_settings"]["half_cam"] = {}
     settings["methods"] = [*TINY["methods"], "half_cam"]

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.config import SynthConfig, load_config
-from pipeline.data import prepare
+from pipeline.dag.paths import MANIFEST, Layout
+from pipeline.data import acquire
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo, region_map_path
 from pipeline.data.download import ChecksumError
 from pipeline.data.images import ImageReadError, load_rgb
@@ -26,7 +26,7 @@ from pipeline.data.loading import (
 )
 from pipeline.data.prepared import prepare_splits
 from pipeline.data.synth import generate, render, sample_scene, tight_box
-from pipeline.paths import MANIFEST, Layout
+from pipeline.settings.config import SynthConfig, load_config
 from tests.helpers import config, make_project, tarball, zipped
 from tests.http_server import FileServer
 
@@ -106,8 +106,8 @@ def test_synth_context_bias_sets_how_often_the_background_is_the_class_own():
 def test_synth_download_and_split_stages(tmp_path):
     cfg = config(**SMALL_SYNTH)
     layout = Layout(tmp_path)
-    prepare.download(cfg, layout)
-    info = prepare.split(cfg, layout)
+    acquire.download(cfg, layout)
+    info = acquire.split(cfg, layout)
     assert info.num_classes == 3 and info.class_names == ("red-ellipse", "blue-rectangle", "yellow-triangle")
     test = info.metadata("test")
     assert len(test) == 6 and test.boxes is not None
@@ -124,12 +124,12 @@ def test_synth_download_and_split_stages(tmp_path):
 def test_split_lists_every_missing_or_misshapen_region_map(tmp_path):
     cfg = config(**SMALL_SYNTH)
     layout = Layout(tmp_path)
-    prepare.download(cfg, layout)
+    acquire.download(cfg, layout)
     regions = layout.raw("synth") / "regions"
     (regions / "images/val/red-ellipse/0001.png").unlink()
     (regions / "images/test/blue-rectangle/0000.png").write_bytes(png(90, 96))
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, layout)
+        acquire.split(cfg, layout)
     message = str(error.value)
     assert "2 problem(s)" in message
     assert "val: region map of image 'images/val/red-ellipse/0001.png'" in message and "file is missing" in message
@@ -173,8 +173,8 @@ def test_cub_download_and_split_build_the_protocol_metadata(tmp_path):
     with FileServer() as server:
         cfg = config(**cub_params(server))
         layout = Layout(tmp_path)
-        prepare.download(cfg, layout)
-        info = prepare.split(cfg, layout)
+        acquire.download(cfg, layout)
+        info = acquire.split(cfg, layout)
     meta = info.folder / "metadata"
     assert lines(meta / "train" / "image_ids.txt") == ["001.Aa/A_1.jpg", "002.Bb/B_1.jpg"]
     assert lines(meta / "train" / "class_labels.txt") == ["001.Aa/A_1.jpg,0", "002.Bb/B_1.jpg,1"]
@@ -195,7 +195,7 @@ def test_cub_wrong_checksum_fails_and_unpacks_nothing(tmp_path):
     with FileServer() as server:
         cfg = config(**cub_params(server, images_checksum="sha256:" + "1" * 64))
         with pytest.raises(ChecksumError, match="CUB_200_2011.tgz: checksum mismatch"):
-            prepare.download(cfg, Layout(tmp_path))
+            acquire.download(cfg, Layout(tmp_path))
     assert not (tmp_path / "data" / "raw" / "cub").exists()
     assert list((tmp_path / "data" / "downloads").iterdir()) == []
 
@@ -228,8 +228,8 @@ def test_ilsvrc_from_a_local_copy_xml_boxes_and_imagenetv2(tmp_path):
         cfg = config(**{"dataset": "ilsvrc", "datasets.ilsvrc": {
             "root": str(imagenet), "val_annotations": str(xmls), "fullsup_images": v2, "fullsup_metadata": val}})
         layout = Layout(tmp_path / "project")
-        prepare.download(cfg, layout)
-        info = prepare.split(cfg, layout)
+        acquire.download(cfg, layout)
+        info = acquire.split(cfg, layout)
     meta = info.folder / "metadata"
     assert lines(meta / "train" / "class_labels.txt") == ["train/n01/a.JPEG,0", "train/n01/b.JPEG,0", "train/n02/c.JPEG,1"]
     assert lines(meta / "test" / "class_labels.txt") == ["val/ILSVRC2012_val_00000001.JPEG,1",
@@ -243,7 +243,7 @@ def test_ilsvrc_from_a_local_copy_xml_boxes_and_imagenetv2(tmp_path):
 
 def test_ilsvrc_without_a_local_copy_says_which_setting_to_fill(tmp_path):
     with pytest.raises(DatasetError, match="datasets.ilsvrc.root and datasets.ilsvrc.val_annotations"):
-        prepare.download(config(dataset="ilsvrc"), Layout(tmp_path))
+        acquire.download(config(dataset="ilsvrc"), Layout(tmp_path))
 
 
 # -------------------------------------------------------------------------------------- OpenImages
@@ -266,8 +266,8 @@ def test_openimages_masks_with_ignore_regions_and_measured_sizes(tmp_path):
             "images": serve(server, "oi_images.zip", zipped(images)), "masks": serve(server, "oi_masks.zip", zipped(masks)),
             "metadata": {s: metadata_sources(server, f"oi_{s}", f) for s, f in split_files.items()}}})
         layout = Layout(tmp_path)
-        prepare.download(cfg, layout)
-        info = prepare.split(cfg, layout)
+        acquire.download(cfg, layout)
+        info = acquire.split(cfg, layout)
     meta = info.folder / "metadata"
     assert lines(meta / "val" / "image_sizes.txt") == ["val/c1/v.jpg,16,12"]
     assert not (meta / "train" / "localization.txt").exists()
@@ -293,8 +293,8 @@ def edit(path: Path, old: str, new: str) -> None:
 def test_a_custom_dataset_folder_loads(tmp_path):
     root, cfg = custom_dataset(tmp_path)
     layout = Layout(tmp_path / "project")
-    prepare.download(cfg, layout)
-    info = prepare.split(cfg, layout)
+    acquire.download(cfg, layout)
+    info = acquire.split(cfg, layout)
     image, label, image_id = SplitImages(info, "val", eval_transform(cfg.data))[3]
     assert image.shape == (3, cfg.data.crop, cfg.data.crop) and label == 1 and image_id == "images/val/blue-rectangle/0001.png"
     assert info.region_root is None  # region maps are the synth source's, not the custom layout's
@@ -303,14 +303,14 @@ def test_a_custom_dataset_folder_loads(tmp_path):
 def test_split_lists_every_problem_and_writes_nothing(tmp_path):
     cfg = config(**SMALL_SYNTH)
     layout = Layout(tmp_path)
-    prepare.download(cfg, layout)
+    acquire.download(cfg, layout)
     raw = layout.raw("synth")
     (raw / "images/train/red-ellipse/0001.png").write_bytes(b"not a png")
     (raw / "images/test/blue-rectangle/0000.png").unlink()
     sizes = raw / "metadata/val/image_sizes.txt"
     sizes.write_text(sizes.read_text().replace("images/val/red-ellipse/0000.png,96,96", "images/val/red-ellipse/0000.png,90,96"))
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, layout)
+        acquire.split(cfg, layout)
     message = str(error.value)
     assert "3 problem(s)" in message
     assert "train: image 'images/train/red-ellipse/0001.png'" in message and "cannot decode image" in message
@@ -325,7 +325,7 @@ def test_a_class_without_training_images_is_a_problem(tmp_path):
     labels = root / "metadata/train/class_labels.txt"
     labels.write_text(labels.read_text().replace(",2\n", ",1\n"))
     with pytest.raises(DatasetError, match="train: class 2 has no image"):
-        prepare.split(cfg, Layout(tmp_path))
+        acquire.split(cfg, Layout(tmp_path))
 
 
 def truncate(path: Path) -> None:
@@ -336,7 +336,7 @@ def test_split_decodes_every_image_and_names_a_truncated_one(tmp_path):
     root, cfg = custom_dataset(tmp_path)
     truncate(root / "images/test/red-ellipse/0001.png")
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, Layout(tmp_path / "project"))
+        acquire.split(cfg, Layout(tmp_path / "project"))
     assert "1 problem(s)" in str(error.value)
     assert (f"test: image 'images/test/red-ellipse/0001.png': {root / 'images/test/red-ellipse/0001.png'}: "
             f"cannot decode image: image file is truncated") in str(error.value)
@@ -350,7 +350,7 @@ def test_split_refuses_a_box_outside_its_image(tmp_path):
     edit(boxes, first, "images/val/red-ellipse/0000.png,0,0,500,600")
     with pytest.raises(DatasetError, match=f"val: {boxes}: image 'images/val/red-ellipse/0000.png': "
                                            r"box \(0, 0, 500, 600\) is not inside the 96x96 image"):
-        prepare.split(cfg, Layout(tmp_path / "project"))
+        acquire.split(cfg, Layout(tmp_path / "project"))
 
 
 def test_split_names_the_image_of_a_label_beyond_the_classes(tmp_path):
@@ -359,7 +359,7 @@ def test_split_names_the_image_of_a_label_beyond_the_classes(tmp_path):
     labels = root / "metadata/test/class_labels.txt"
     edit(labels, "images/test/blue-rectangle/0000.png,1", "images/test/blue-rectangle/0000.png,9")
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, Layout(tmp_path / "project"))
+        acquire.split(cfg, Layout(tmp_path / "project"))
     assert "1 problem(s)" in str(error.value)  # not "class 3..9 has no image"
     assert (f"test: {labels}: image 'images/test/blue-rectangle/0000.png': label 9 is not a class "
             f"(3 classes: 0..2)") in str(error.value)
@@ -373,7 +373,7 @@ def test_split_lists_the_faults_of_every_split_at_once(tmp_path):
          "images/val/blue-rectangle/0001.png,90,0,97,5\nimages/val/blue-rectangle/0001.png,")
     edit(root / "metadata/test/class_labels.txt", "images/test/red-ellipse/0000.png,0", "images/test/red-ellipse/0000.png,3")
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, Layout(tmp_path / "project"))
+        acquire.split(cfg, Layout(tmp_path / "project"))
     message = str(error.value)
     assert "3 problem(s)" in message
     assert "train: image 'images/train/red-ellipse/0002.png'" in message and "image file is truncated" in message
@@ -388,7 +388,7 @@ def test_split_lists_the_metadata_errors_of_every_split_at_once(tmp_path):
         (root / "metadata/val" / name).write_text("")
     edit(root / "metadata/test/image_sizes.txt", "images/test/red-ellipse/0000.png,96,96", "images/test/red-ellipse/0000.png,96")
     with pytest.raises(DatasetError) as error:
-        prepare.split(cfg, Layout(tmp_path / "project"))
+        acquire.split(cfg, Layout(tmp_path / "project"))
     message = str(error.value)
     assert "2 problem(s)" in message
     assert f"val: {root / 'metadata/val/image_ids.txt'}: no image ids (the file is empty)" in message
@@ -451,7 +451,7 @@ def test_training_never_reads_localization(synth_info, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("localization read while loading a training split")
 
-    monkeypatch.setattr("pipeline.metadata.read_localization", forbidden)
+    monkeypatch.setattr("pipeline.data.metadata.read_localization", forbidden)
     images = SplitImages(info, "train", train_transform(cfg.data))
     assert not hasattr(images, "boxes") and not hasattr(images, "masks")
     batch = next(iter(split_loader(info, "train", cfg.data, batch_size=4, train=True)))

@@ -12,9 +12,9 @@ import zipfile
 
 import pytest
 
-from pipeline.config import Source
 from pipeline.data import download
 from pipeline.data.download import ChecksumError, DownloadError, fetch
+from pipeline.settings.config import Source
 from tests.helpers import tarball, zipped
 from tests.http_server import FileServer, etag
 

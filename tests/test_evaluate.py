@@ -10,8 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.cli import main
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.evaluate import evaluate, evaluate_baseline
-from pipeline.export_folder import load_exported
+from pipeline.evaluation.evaluate import evaluate, evaluate_baseline
+from pipeline.formats.export_folder import load_exported
 from pipeline.metrics import BoxEvaluator
 
 

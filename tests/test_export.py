@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.export import ExportError, _differences, export
-from pipeline.export_folder import load_exported
-from pipeline.paths import MANIFEST
+from pipeline.dag.paths import MANIFEST
+from pipeline.export.export import ExportError, _differences, export
+from pipeline.formats.export_folder import load_exported
 
 
 def test_exports_match_the_eager_network_and_carry_their_metadata(saved_project):

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.figures import GalleryCollector, curve_panels, grid, overlay
-from pipeline.metadata import Metadata
+from pipeline.data.metadata import Metadata
+from pipeline.report.figures import GalleryCollector, curve_panels, grid, overlay
 
 WHITE = 255
 

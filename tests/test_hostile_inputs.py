@@ -22,12 +22,12 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.dag.paths import Layout
+from pipeline.dag.tracking import client_for, experiment_id, open_run
 from pipeline.data.dataset_folder import DatasetError, write_dataset
+from pipeline.data.metadata import MetadataError, load_metadata, read_image_ids
 from pipeline.data.sources.custom import folder_tables
-from pipeline.metadata import MetadataError, load_metadata, read_image_ids
 from pipeline.metrics import evaluate_scoremap_folder
-from pipeline.paths import Layout
-from pipeline.tracking import client_for, experiment_id, open_run
 from tests.helpers import write_box_metadata
 
 WSOL = Path(sys.executable).with_name("wsol")
@@ -238,7 +238,7 @@ def _store_with_run(root: Path) -> tuple[Layout, str]:
 
 def _log_after_the_work(layout: Layout, run_id: str, out: Path) -> None:
     """What a stage does once its work is done: write its result, then record it in MLflow."""
-    from pipeline.tracking import store_failure_warns
+    from pipeline.dag.tracking import store_failure_warns
 
     out.write_text("result\n")
     with store_failure_warns(layout, f"test scores of run {run_id}"):
@@ -250,7 +250,7 @@ def test_a_corrupt_store_costs_a_warning_naming_it(tmp_path):
     layout, run_id = _store_with_run(tmp_path / "p")
     layout.mlflow_db.write_bytes(np.random.default_rng(0).bytes(200_000))
     code = (f"import logging, sys; logging.basicConfig(); from pathlib import Path; from tests.test_hostile_inputs "
-            f"import _log_after_the_work; from pipeline.paths import Layout; "
+            f"import _log_after_the_work; from pipeline.dag.paths import Layout; "
             f"_log_after_the_work(Layout(Path({str(layout.root)!r})), {run_id!r}, Path({str(tmp_path / 'r.txt')!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).parents[1])  # a fresh process: no store cached from before
@@ -266,12 +266,12 @@ def test_a_locked_store_costs_a_warning_naming_it(tmp_path, caplog):
     lock = sqlite3.connect(layout.mlflow_db, isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than MLflow waits
     try:
-        with caplog.at_level(logging.WARNING, "pipeline.tracking"):
+        with caplog.at_level(logging.WARNING, "pipeline.dag.tracking"):
             _log_after_the_work(layout, run_id, tmp_path / "r.txt")
     finally:
         lock.close()
     assert (tmp_path / "r.txt").read_text() == "result\n" and (tmp_path / "r.done").is_file()
-    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.tracking"] == [f"test scores of run {run_id}: not recorded in the MLflow store "
+    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.dag.tracking"] == [f"test scores of run {run_id}: not recorded in the MLflow store "
                                f"sqlite:///{layout.mlflow_db}, which failed: (sqlite3.OperationalError) database is locked"]
 
 
@@ -282,8 +282,8 @@ def test_an_evaluation_on_a_corrupt_store_writes_its_results_and_warns(saved_pro
     shutil.copytree(saved_project[0].root, layout.root)
     layout.mlflow_db.write_bytes(np.random.default_rng(1).bytes(200_000))
     out = tmp_path / "results"
-    code = ("import logging; logging.basicConfig(); from pathlib import Path; from pipeline.config import load_config; "
-            "from pipeline.evaluate import evaluate_exported; from pipeline.paths import Layout; "
+    code = ("import logging; logging.basicConfig(); from pathlib import Path; from pipeline.settings.config import load_config; "
+            "from pipeline.evaluation.evaluate import evaluate_exported; from pipeline.dag.paths import Layout; "
             f"layout = Layout(Path({str(layout.root)!r})); "
             "evaluate_exported(layout.export('synth', 'resnet50', 'cam', 0) / 'model.pt2', "
             f"load_config(layout.root / 'params.yaml'), layout, Path({str(out)!r}))")
@@ -309,8 +309,8 @@ def test_a_dead_ray_address_fails_the_train_stage_at_once_naming_it_and_the_run_
 
     layout = make_project(tmp_path / "p", **SAVED)
     address = f"127.0.0.1:{_closed_port()}"
-    code = ("import sys, time; from pathlib import Path; from pipeline.config import load_config; "
-            "from pipeline.paths import Layout; from pipeline.train.driver import fit; "
+    code = ("import sys, time; from pathlib import Path; from pipeline.settings.config import load_config; "
+            "from pipeline.dag.paths import Layout; from pipeline.train.driver import fit; "
             f"layout = Layout(Path({str(layout.root)!r})); config = load_config(layout.root / 'params.yaml'); "
             "start = time.monotonic()\n"
             "try:\n    fit(config, layout, 'resnet50', 'cam', 0)\n"
@@ -330,7 +330,7 @@ def test_a_dead_ray_address_fails_the_train_stage_at_once_naming_it_and_the_run_
     (KeyboardInterrupt(), "KILLED"), (SystemExit(0), "KILLED"),  # Ctrl-C; Ray Tune stopping a trial (sys.exit(0))
 ])
 def test_a_run_that_raises_ends_failed_unless_it_was_asked_to_stop(tmp_path, error, status):
-    from pipeline.tracking import ended_on_error
+    from pipeline.dag.tracking import ended_on_error
 
     layout, run_id = _store_with_run(tmp_path / "p")
     client = client_for(layout)

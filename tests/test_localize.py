@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.export_folder import META, ExportMeta
-from pipeline.figures import save_picture
-from pipeline.localize import overlay_names, to_image_pixels
+from pipeline.evaluation.localize import overlay_names, to_image_pixels
+from pipeline.formats.export_folder import META, ExportMeta
+from pipeline.report.figures import save_picture
 
 
 def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_project, tmp_path, capsys):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.metadata import load_metadata
+from pipeline.data.metadata import load_metadata
 from pipeline.metrics import MaskEvaluator, ScoremapError, confidence_intervals
 from tests.helpers import write_box_metadata
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.metadata import MetadataError, load_metadata
+from pipeline.data.metadata import MetadataError, load_metadata
 from pipeline.metrics.scoremap_folder import evaluate_scoremap_folder
 from tests.helpers import write_box_metadata
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.config import ConfigError
 from pipeline.models import PretrainedWeightsError, build_backbone, build_model
 from pipeline.models.attention import NonLocalAttention, attention_thresholds, dropped_foreground_mask
 from pipeline.models.methods.base import normalize_maps
 from pipeline.models.methods.spg import IGNORE, guidance_mask
-from pipeline.registry import BACKBONES, FREE_CHOICES, METHODS
+from pipeline.settings.config import ConfigError
+from pipeline.settings.registry import BACKBONES, FREE_CHOICES, METHODS
 from tests.helpers import config
 
 CFG = config(**{"backbone_settings.resnet18.pretrained": None})  # random init: no pretrain stage here

@@ -11,9 +11,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
-from pipeline.config import load_config
-from pipeline.evaluate import evaluate
-from pipeline.paths import (
+from pipeline.dag.paths import (
     MANIFEST,
     Layout,
     OutputError,
@@ -21,6 +19,8 @@ from pipeline.paths import (
     replaced_atomically,
     write_text_atomically,
 )
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.settings.config import load_config
 from tests.helpers import params
 
 USER_FILES = {"thesis.txt": "four years of work\n", "paper.tex": "\\documentclass{article}\n"}

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from pipeline import yaml_io
 from pipeline.cli import main
-from pipeline.config import ConfigError, load_config
-from pipeline.params_file import apply_fragment
+from pipeline.settings import yaml_io
+from pipeline.settings.config import ConfigError, load_config
+from pipeline.settings.params_file import apply_fragment
 from tests.helpers import PARAMS, params
 
 INF, NAN = math.inf, math.nan
@@ -48,7 +48,7 @@ INF, NAN = math.inf, math.nan
     ("ray.num_workers", 10**5, "ray.num_workers: Input should be less than or equal to 1024 (got 100000)"),
     ("tune.num_samples", 10**9, "tune.num_samples: Input should be less than or equal to 10000 (got 1000000000)"),
     ("export.tolerance", 5.0, "export.tolerance: Input should be less than or equal to 1 (got 5.0)"),
-    # each method's settings (pipeline/registry.py)
+    # each method's settings (pipeline/settings/registry.py)
     ("method_settings.icl.margin", 1e6, "method_settings.icl.margin: Input should be less than or equal to 100 (got 1000000.0)"),
     ("method_settings.icl.embedding_dim", 10**7,
      "method_settings.icl.embedding_dim: Input should be less than or equal to 8192 (got 10000000)"),

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import yaml_io
-from pipeline.config import ConfigError, load_config
-from pipeline.params_file import apply_fragment
-from pipeline.registry import FREE_CHOICES, METHODS
+from pipeline.settings import yaml_io
+from pipeline.settings.config import ConfigError, load_config
+from pipeline.settings.params_file import apply_fragment
+from pipeline.settings.registry import FREE_CHOICES, METHODS
 from tests.helpers import params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, load_config
-from pipeline.params_file import apply_fragment
+from pipeline.settings.config import ConfigError, load_config
+from pipeline.settings.params_file import apply_fragment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def _get(data, dotted):
 
 @pytest.mark.parametrize("profile", sorted((ROOT / "infra" / "params").glob("*.yaml")), ids=lambda p: p.stem)
 def test_params_apply_leaves_untouched_lines_byte_equal_for_each_profile(params_file, profile):
-    from pipeline import yaml_io
+    from pipeline.settings import yaml_io
 
     before = params_file.read_text()
     old = yaml_io.parse(before, "params.yaml")
@@ -138,7 +138,7 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
     assert len(after.splitlines()) == len(before.splitlines())
     config = load_config(params_file)
     assert config.dataset == "cub" and list(config.seeds) == [0, 1, 2]
-    from pipeline import yaml_io
+    from pipeline.settings import yaml_io
 
     data = yaml_io.read(params_file)
     assert data["backbone_settings"]["resnet18"]["pretrained"] is None

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pipeline.paths import MANIFEST, replaced_atomically
+from pipeline.dag.paths import MANIFEST, replaced_atomically
 
 
 def written(out, files: dict[str, str]) -> None:

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from pipeline.config import load_config
+from pipeline.dag.paths import PRETRAINED_WEIGHTS
 from pipeline.data import synth
 from pipeline.models import PretrainedWeightsError, build_model
-from pipeline.paths import PRETRAINED_WEIGHTS
-from pipeline.registry import METHODS
+from pipeline.settings.config import load_config
+from pipeline.settings.registry import METHODS
 from pipeline.train.pretrain import classifier, generate, pretrain, train_classifier
 from tests.helpers import config, make_project
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.tracking import reachable_uri
+from pipeline.dag.tracking import reachable_uri
 
 pytestmark = pytest.mark.ray
 

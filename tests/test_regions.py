@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import SPLITS
 from pipeline.data.dataset_folder import region_map_path
+from pipeline.data.metadata import MaskFiles, Metadata, load_metadata
 from pipeline.data.synth import REGION_FOLDER, REGIONS, generate, render, sample_scene
-from pipeline.metadata import MaskFiles, Metadata, load_metadata
 from pipeline.metrics.conventions import ScoremapError
 from pipeline.metrics.regions import MASK_REGIONS, RegionEvaluator, bootstrap_ci, largest_component_boxes
+from pipeline.settings.config import SPLITS
 from tests.helpers import config
 
 PIXELS = 224 * 224

@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.evaluate import evaluate, evaluate_baseline
+from pipeline.dag.paths import Layout
+from pipeline.evaluation.evaluate import evaluate, evaluate_baseline
+from pipeline.formats.records import RecordError
+from pipeline.formats.run_cost import RunCost
 from pipeline.metrics import BoxRecords
-from pipeline.paths import Layout
-from pipeline.records import RecordError
-from pipeline.report import Report, Runs, build_report, write_plot_data
-from pipeline.run_cost import RunCost
+from pipeline.report.report import Report, Runs, build_report, write_plot_data
 from tests.conftest import SAVED_METHODS
 from tests.helpers import config
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pipeline.cli import main
+from pipeline.formats.run_folder import SCHEMA_VERSION, read_meta, read_run
 from pipeline.models import build_model
-from pipeline.run_folder import SCHEMA_VERSION, read_meta, read_run
 from tests.helpers import make_project
 
 LEGACY = Path(__file__).parent / "fixtures" / "run_folder_v0" / "model.json"

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.export_folder import load_exported
-from pipeline.paths import Layout
-from pipeline.served_model import fluent_store, log_served_model
-from pipeline.tracking import client_for, experiment_id, in_project, open_run, source_tags
+from pipeline.dag.paths import Layout
+from pipeline.dag.tracking import client_for, experiment_id, in_project, open_run, source_tags
+from pipeline.export.served_model import fluent_store, log_served_model
+from pipeline.formats.export_folder import load_exported
 
 
 def _git(repo, *args):

@@ -18,14 +18,14 @@ import torch
 import torchvision
 from mlflow.tracking import MlflowClient
 
-from pipeline import yaml_io
-from pipeline.config import load_config
+from pipeline.dag.paths import MANIFEST, Layout
+from pipeline.dag.tracking import in_project
 from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.formats.run_cost import read_cost
+from pipeline.formats.run_folder import read_meta
 from pipeline.models import build_model
-from pipeline.paths import MANIFEST, Layout
-from pipeline.run_cost import read_cost
-from pipeline.run_folder import read_meta
-from pipeline.tracking import in_project
+from pipeline.settings import yaml_io
+from pipeline.settings.config import load_config
 from pipeline.train import state as saved
 from pipeline.train.driver import fit, prune_checkpoints, run_identity
 from pipeline.train.epoch import train_epoch

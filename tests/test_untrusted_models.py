@@ -24,17 +24,17 @@ import pytest
 import torch
 import yaml
 
-from pipeline import pt2_safety
 from pipeline.cli import main
-from pipeline.export import ExportError, _verdict
-from pipeline.export_folder import META, ExportMeta
-from pipeline.finite_weights import NonFiniteWeightsError
+from pipeline.dag.paths import Layout
+from pipeline.dag.tracking import client_for, experiment_id, open_run
+from pipeline.export import pt2_safety
+from pipeline.export.export import ExportError, _verdict
+from pipeline.export.pt2_safety import UnsafeProgramError
+from pipeline.export.served_model import NETWORK_CODE
+from pipeline.formats.export_folder import META, ExportMeta
+from pipeline.formats.finite_weights import NonFiniteWeightsError
+from pipeline.formats.run_folder import RunMeta, save_run
 from pipeline.models.reference_checkpoint import import_checkpoint
-from pipeline.paths import Layout
-from pipeline.pt2_safety import UnsafeProgramError
-from pipeline.run_folder import RunMeta, save_run
-from pipeline.served_model import NETWORK_CODE
-from pipeline.tracking import client_for, experiment_id, open_run
 from pipeline.train.outputs import write_outputs
 from tests.helpers import config, params
 

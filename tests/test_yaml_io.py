@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline import yaml_io
-from pipeline.config import ConfigError, load_config
+from pipeline.settings import yaml_io
+from pipeline.settings.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

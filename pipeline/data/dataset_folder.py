@@ -21,12 +21,12 @@ from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.config import SPLITS
+from pipeline.settings.config import SPLITS
 from pipeline.data.images import ImageReadError, measure
 from pipeline.errors import PipelineError
-from pipeline.metadata import (Box, MaskFiles, Metadata, MetadataError, box_faults, inside, load_metadata, metadata_lines,
+from pipeline.data.metadata import (Box, MaskFiles, Metadata, MetadataError, box_faults, inside, load_metadata, metadata_lines,
                                write_metadata)
-from pipeline.paths import replaced_atomically
+from pipeline.dag.paths import replaced_atomically
 
 INFO = "dataset.json"
 SHOWN_PROBLEMS = 50  # problems listed in full before "and N more"
@@ -137,7 +137,7 @@ def _relative(target: Path, start: Path) -> str:
 
 def _under(root: Path, names: Iterable[str], where: Callable[[int], str], problems: list[str]) -> dict[str, Path]:
     """name -> ``root / name`` for each name (an image id, a mask path) that names a file under root
-    (:func:`pipeline.metadata.inside`); the others are problems, ``where(line)`` saying where each was read."""
+    (:func:`pipeline.data.metadata.inside`); the others are problems, ``where(line)`` saying where each was read."""
     paths = {}
     for line, name in enumerate(names, start=1):
         try:

@@ -42,10 +42,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from pipeline.config import URL_SCHEMES, Source, plain_filename
+from pipeline.settings.config import URL_SCHEMES, Source, plain_filename
 from pipeline.data import archives
 from pipeline.errors import PipelineError
-from pipeline.paths import write_text_atomically
+from pipeline.dag.paths import write_text_atomically
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from pipeline.config import DataConfig
+from pipeline.settings.config import DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.images import load_rgb
 from pipeline.data.prepared import prepared_array

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from torchvision import transforms
 
-from pipeline.config import DataConfig
+from pipeline.settings.config import DataConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
 from pipeline.data.images import load_rgb
-from pipeline.paths import replaced_atomically
+from pipeline.dag.paths import replaced_atomically
 
 log = logging.getLogger(__name__)
 

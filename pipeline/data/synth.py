@@ -33,9 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import SPLITS, SynthConfig
+from pipeline.settings.config import SPLITS, SynthConfig
 from pipeline.data.dataset_folder import region_map_path
-from pipeline.metadata import Box, MaskFiles, Metadata, write_metadata
+from pipeline.data.metadata import Box, MaskFiles, Metadata, write_metadata
 
 HEAD_COLOURS = {  # RGB, saturated: the discriminative part
     "red": (225, 35, 35), "blue": (35, 80, 230), "yellow": (240, 215, 30), "magenta": (205, 40, 205),

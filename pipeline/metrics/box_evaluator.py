@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metadata import Metadata
+from pipeline.data.metadata import Metadata
 from pipeline.metrics.contour_boxes import multi_contour_hits, single_contour_hits
 from pipeline.metrics.conventions import (
     GT_KNOWN_IOU,

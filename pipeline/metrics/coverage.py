@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.metadata import Metadata
+from pipeline.data.metadata import Metadata
 from pipeline.metrics.conventions import ScoremapError
 
 

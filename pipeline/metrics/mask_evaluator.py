@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metadata import MaskFiles, Metadata
+from pipeline.data.metadata import MaskFiles, Metadata
 from pipeline.metrics.conventions import RESIZE_LENGTH, ScoremapError, cam_thresholds, check_scoremaps
 from pipeline.metrics.coverage import Coverage
 

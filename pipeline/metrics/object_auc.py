@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.metadata import Box
+from pipeline.data.metadata import Box
 
 
 def cells_in_boxes(boxes: Sequence[Box], image_size: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:

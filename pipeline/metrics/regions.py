@@ -33,8 +33,8 @@ import numba
 import numpy as np
 
 from pipeline.data.dataset_folder import region_map_path
+from pipeline.data.metadata import Metadata
 from pipeline.data.synth import REGIONS
-from pipeline.metadata import Metadata
 from pipeline.metrics.contour_boxes import LEVELS, _find, _pixels_by_value
 from pipeline.metrics.conventions import (
     RESIZE_LENGTH,

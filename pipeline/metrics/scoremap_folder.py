@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.metadata import Metadata, inside, load_metadata, read_labels
+from pipeline.dag.paths import written_atomically
+from pipeline.data.metadata import Metadata, inside, load_metadata, read_labels
 from pipeline.metrics.bootstrap import confidence_intervals
 from pipeline.metrics.box_evaluator import BoxEvaluator
 from pipeline.metrics.conventions import MAXBOXACC_V2_IOUS, RESIZE_LENGTH, ScoremapError, check_scoremap
 from pipeline.metrics.mask_evaluator import MaskEvaluator
-from pipeline.paths import written_atomically
 
 READ_AHEAD = 2  # batches being read while one is evaluated
 _HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}  # .npy header -> (dtype, shape, Fortran order)
@@ -117,7 +117,7 @@ def _load_checked(scoremap_root: Path, image_id: str, quantised: bool, length: i
 
 
 def _check_inside(scoremap_root: Path, mask_root: Path | None, metadata: Metadata) -> None:
-    """Refuse a score map or mask that lies outside its root (:func:`pipeline.metadata.inside`)."""
+    """Refuse a score map or mask that lies outside its root (:func:`pipeline.data.metadata.inside`)."""
     for line, image_id in enumerate(metadata.image_ids, start=1):
         inside(scoremap_root, f"{image_id}.npy", f"{metadata.root / 'image_ids.txt'}:{line}: image {image_id!r}: score map")
     if mask_root is None or metadata.masks is None:

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import PRETRAIN_STAGE, Config, ModelConfig, RunSettings
+from pipeline.dag.paths import PRETRAINED_WEIGHTS
 from pipeline.metrics import RESIZE_LENGTH
 from pipeline.models.backbones import Backbone, LoadReport, PretrainedWeightsError, build_backbone, initialize
 from pipeline.models.methods import Method, normalize_maps
 from pipeline.models.reference import at_classifier_rate, reference_name
-from pipeline.paths import PRETRAINED_WEIGHTS
-from pipeline.registry import BACKBONES, METHODS
-from pipeline.sections import entry, load_attribute
+from pipeline.settings.config import PRETRAIN_STAGE, Config, ModelConfig, RunSettings
+from pipeline.settings.registry import BACKBONES, METHODS
+from pipeline.settings.sections import entry, load_attribute
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ entry: :func:`at_classifier_rate`), and importing checkpoints the reference save
 from __future__ import annotations
 
 from pipeline.models.backbones import Backbone
-from pipeline.registry import BACKBONES
+from pipeline.settings.registry import BACKBONES
 
 
 def at_classifier_rate(backbone: str, name: str) -> bool:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Config
 from pipeline.errors import PipelineError, first_few
-from pipeline.finite_weights import require_finite
+from pipeline.formats.finite_weights import require_finite
 from pipeline.models.model import WSOLModel, build_model
 from pipeline.models.reference import reference_name
+from pipeline.settings.config import Config
 
 # the reference's class-score layers, whose first dimension is the number of classes
 CLASSIFIER_KEYS = ("fc.weight", "SPG_A4.weight", "classifier_A.4.weight")

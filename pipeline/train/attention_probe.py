@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.metrics.object_auc import cells_in_boxes, object_auc
 from pipeline.models import WSOLModel
+from pipeline.settings.config import DataConfig
 
 
 @torch.no_grad()

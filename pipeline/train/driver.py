@@ -41,13 +41,9 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 import pipeline
-from pipeline.code_deps import identity_code
-from pipeline.config import PRETRAIN_STAGE, Config
-from pipeline.data.dataset_folder import DatasetInfo
-from pipeline.errors import PipelineError
-from pipeline.models import pretrained_source
-from pipeline.paths import Layout, run_name
-from pipeline.tracking import (
+from pipeline.dag.code_deps import identity_code
+from pipeline.dag.paths import Layout, run_name
+from pipeline.dag.tracking import (
     SETTINGS_TAG,
     client_for,
     ended_on_error,
@@ -59,6 +55,10 @@ from pipeline.tracking import (
     set_tags,
     tracking_uri,
 )
+from pipeline.data.dataset_folder import DatasetInfo
+from pipeline.errors import PipelineError
+from pipeline.models import pretrained_source
+from pipeline.settings.config import PRETRAIN_STAGE, Config
 from pipeline.train import ray_guard
 from pipeline.train import state as saved
 from pipeline.train.state import TrainingState, final_weights
@@ -127,7 +127,7 @@ def _add_files(digest, base: Path, paths) -> None:
 
 def run_identity(config: Config, backbone: str, method: str, seed: int, info: DatasetInfo, layout: Layout) -> str:
     """A hash of the run's settings, the code that computes its result (its workers' code
-    fingerprint, pipeline/code_deps.py: its own backbone's and method's code and entries, not the
+    fingerprint, pipeline/dag/code_deps.py: its own backbone's and method's code and entries, not the
     figures, tracking or outputs, which the train stage may redo without retraining), the dataset
     folder's metadata and the pretrain stage's weights it starts from."""
     digest = hashlib.sha256(settings_hash(config, backbone, method, seed).encode())

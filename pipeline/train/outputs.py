@@ -1,14 +1,14 @@
 """The training stage's outputs, written from the driver and logged to MLflow.
 
     runs/<dataset>/<backbone>-<method>/
-        model.pt, model.json   the selected weights and what they are (pipeline/run_folder.py)
+        model.pt, model.json   the selected weights and what they are (pipeline/formats/run_folder.py)
         metrics.json           the selected epoch's training and val (train-fullsup) metrics (dvc metrics)
         history.csv            every epoch's metrics (the report's plot data)
         cost.json              what training took: wall time, images/s, device (RunCost)
         figures/               the val BoxAcc curves and a val CAM gallery
 
 MLflow receives the same files but the weights: the run's model there is the exported network, as
-an MLflow model (the export stage, pipeline/served_model.py).
+an MLflow model (the export stage, pipeline/export/served_model.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Config
-from pipeline.figures import GalleryCollector, boxacc_curves, grid, save_picture
-from pipeline.finite_weights import NonFiniteWeightsError, require_finite
+from pipeline.dag.paths import Layout, replaced_atomically
+from pipeline.dag.tracking import client_for, in_project, store_failure_warns
+from pipeline.evaluation.scoring import score_split, val_scoring
+from pipeline.formats.finite_weights import NonFiniteWeightsError, require_finite
+from pipeline.formats.run_cost import COST, RunCost
+from pipeline.formats.run_folder import META, RunMeta, read_run, save_run
 from pipeline.metrics import FALLBACK_CAM_THRESHOLD
 from pipeline.models import WSOLModel
-from pipeline.paths import Layout, replaced_atomically
-from pipeline.run_cost import COST, RunCost
-from pipeline.run_folder import META, RunMeta, read_run, save_run
-from pipeline.scoring import score_split, val_scoring
-from pipeline.tracking import client_for, in_project, store_failure_warns
+from pipeline.report.figures import GalleryCollector, boxacc_curves, grid, save_picture
+from pipeline.settings.config import Config
 from pipeline.train.driver import TrainedRun
 from pipeline.train.epoch import is_diagnostic
 

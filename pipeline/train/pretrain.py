@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipeline.config import PRETRAIN_STAGE, Config, PretrainConfig
+from pipeline.dag.paths import PRETRAINED_WEIGHTS, Layout, replaced_atomically
+from pipeline.dag.tracking import client_for, experiment_id, flatten, log_epoch, log_metrics, open_run
 from pipeline.data import synth
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.paths import PRETRAINED_WEIGHTS, Layout, replaced_atomically
-from pipeline.tracking import client_for, experiment_id, flatten, log_epoch, log_metrics, open_run
+from pipeline.settings.config import PRETRAIN_STAGE, Config, PretrainConfig
 
 log = logging.getLogger("pipeline.pretrain")
 

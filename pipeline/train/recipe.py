@@ -9,8 +9,8 @@ from contextlib import AbstractContextManager, nullcontext
 import numpy as np
 import torch
 
-from pipeline.config import Config
 from pipeline.models import WSOLModel
+from pipeline.settings.config import Config
 
 
 def optimizer_for(model: WSOLModel, config: Config, backbone: str) -> torch.optim.SGD:

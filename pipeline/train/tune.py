@@ -25,11 +25,11 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
-from pipeline import yaml_io
-from pipeline.config import Config, Range, validate
-from pipeline.paths import Layout, run_name
-from pipeline.registry import METHODS
-from pipeline.tracking import client_for, experiment_id, open_run
+from pipeline.dag.paths import Layout, run_name
+from pipeline.dag.tracking import client_for, experiment_id, open_run
+from pipeline.settings import yaml_io
+from pipeline.settings.config import Config, Range, validate
+from pipeline.settings.registry import METHODS
 from pipeline.train.driver import ensure_ray, fit, storage_path
 from pipeline.train.worker import SELECTION as METRIC
 

@@ -23,13 +23,13 @@ import torch
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
-from pipeline.config import validate
+from pipeline.dag.tracking import log_epoch
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
+from pipeline.evaluation.scoring import score_split, val_scoring
 from pipeline.metrics import GT_KNOWN_IOU
 from pipeline.models import build_model
-from pipeline.scoring import score_split, val_scoring
-from pipeline.tracking import log_epoch
+from pipeline.settings.config import validate
 from pipeline.train import state as saved
 from pipeline.train.attention_probe import attention_localization
 from pipeline.train.epoch import train_epoch

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.config import MetadataSources
+from pipeline.settings.config import MetadataSources
 from pipeline.data.dataset_folder import DatasetError
 from pipeline.data.download import fetch
-from pipeline.metadata import FILES, metadata_lines
+from pipeline.data.metadata import FILES, metadata_lines
 
 
 def fetch_metadata(sources: MetadataSources, downloads: Path, into: Path) -> None:

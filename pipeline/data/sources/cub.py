@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import CubConfig
+from pipeline.settings.config import CubConfig
 from pipeline.data.archives import extract
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
 from pipeline.data.download import fetch as download
 from pipeline.data.sources.common import fetch_metadata, locate, read_table
-from pipeline.metadata import Box, load_metadata
-from pipeline.paths import Layout
+from pipeline.data.metadata import Box, load_metadata
+from pipeline.dag.paths import Layout
 
 
 def fetch(settings: CubConfig, layout: Layout) -> None:

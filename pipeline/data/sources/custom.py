@@ -1,18 +1,18 @@
 """A dataset brought by the user, already in the wsolevaluation layout:
 ``<root>/metadata/{train,val,test}/*.txt`` with image ids (and mask paths) relative to <root>,
 optionally ``<root>/metadata_masks/{val,test}/`` for masks beside boxes and ``<root>/classes.txt``.
-Every text file is UTF-8; an id or mask path that leads out of <root> is refused (pipeline/metadata.py)."""
+Every text file is UTF-8; an id or mask path that leads out of <root> is refused (pipeline/data/metadata.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline.config import SPLITS, CustomConfig
+from pipeline.settings.config import SPLITS, CustomConfig
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
-from pipeline.metadata import (MetadataError, load_metadata, metadata_lines, read_image_ids, read_labels,
+from pipeline.data.metadata import (MetadataError, load_metadata, metadata_lines, read_image_ids, read_labels,
                                read_localization)
-from pipeline.paths import Layout
+from pipeline.dag.paths import Layout
 
 
 def _root(settings: CustomConfig) -> Path:

@@ -13,13 +13,13 @@ import shutil
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
-from pipeline.config import IlsvrcConfig
+from pipeline.settings.config import IlsvrcConfig
 from pipeline.data.archives import extract
 from pipeline.data.dataset_folder import DatasetError, DatasetTables, SplitTable
 from pipeline.data.download import fetch as download
 from pipeline.data.sources.common import fetch_metadata, locate
-from pipeline.metadata import load_metadata
-from pipeline.paths import Layout
+from pipeline.data.metadata import load_metadata
+from pipeline.dag.paths import Layout
 
 FULLSUP_FOLDER = "val2"  # train-fullsup ids are "val2/<class>/<n>.jpeg"
 

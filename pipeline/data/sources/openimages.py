@@ -4,13 +4,13 @@ Its image_sizes.txt files are empty: sizes are read from the images."""
 
 from __future__ import annotations
 
-from pipeline.config import SPLITS, OpenImagesConfig
+from pipeline.settings.config import SPLITS, OpenImagesConfig
 from pipeline.data.archives import extract
 from pipeline.data.dataset_folder import DatasetTables, SplitTable
 from pipeline.data.download import fetch as download
 from pipeline.data.sources.common import fetch_metadata, locate
-from pipeline.metadata import read_image_ids, read_labels, read_localization
-from pipeline.paths import Layout
+from pipeline.data.metadata import read_image_ids, read_labels, read_localization
+from pipeline.dag.paths import Layout
 
 
 def fetch(settings: OpenImagesConfig, layout: Layout) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pipeline.config import SynthConfig
+from pipeline.settings.config import SynthConfig
 from pipeline.data import synth as generator
 from pipeline.data.dataset_folder import DatasetTables
 from pipeline.data.sources.custom import folder_tables
-from pipeline.paths import Layout, replaced_atomically
+from pipeline.dag.paths import Layout, replaced_atomically
 
 
 def fetch(settings: SynthConfig, layout: Layout) -> None:

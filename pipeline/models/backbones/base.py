@@ -5,7 +5,7 @@ A :class:`Backbone` runs named *stages* in order; the output of each stage is a 
 method may read or replace the feature map. Parameters keep torchvision's names (under ``net.``),
 so ImageNet weights load as they are. Each backbone is one module beside this one (vgg.py,
 resnet.py, inception.py) holding its builder and the reference's names of its parameters, and one
-entry in pipeline/registry.py (its taps and the reference's learning-rate rule); the channels of
+entry in pipeline/settings/registry.py (its taps and the reference's learning-rate rule); the channels of
 each tap are measured on the built network, never written by hand.
 
 Each backbone is built in the variant clovaai/wsolevaluation (96f4b88, ``wsol/vgg.py``,
@@ -27,8 +27,8 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import PipelineError, first_few
-from pipeline.registry import BACKBONES
-from pipeline.sections import Architecture, entry, load_attribute
+from pipeline.settings.registry import BACKBONES
+from pipeline.settings.sections import Architecture, entry, load_attribute
 
 Hook = Callable[[str, torch.Tensor], torch.Tensor]
 PROBE_SIDE = 64  # px: the image that measures each tap's channels (every variant keeps a map at this size)

@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.models.inception import InceptionB
 
 from pipeline.models.backbones.base import Backbone, Variant, conv_relu
-from pipeline.sections import Architecture
+from pipeline.settings.sections import Architecture
 
 
 class _StrideOneInceptionB(InceptionB):

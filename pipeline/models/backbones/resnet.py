@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from pipeline.models.backbones.base import Backbone, Variant
-from pipeline.sections import Architecture
+from pipeline.settings.sections import Architecture
 
 # ResNetAdl inserts ADL after layer3's block 0 and layer4's blocks 0 and 2 (_ADL_POSITION).
 ADL_RESNET_BLOCKS = {"layer3": {0: 0, 1: 2, 2: 3, 3: 4, 4: 5, 5: 6}, "layer4": {0: 0, 1: 2, 2: 3}}

@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from pipeline.models.backbones.base import Backbone, Variant, conv_relu
-from pipeline.sections import Architecture
+from pipeline.settings.sections import Architecture
 
 # torchvision's indices of VGG16's 13 convolutions in ``features``
 TORCHVISION_VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)

@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.models.backbones import Backbone, conv_relu
 from pipeline.models.methods.base import Method, normalize_maps, select_class
-from pipeline.registry import AcolConfig
+from pipeline.settings.registry import AcolConfig
 
 HIDDEN = 1024  # width of each classifier's two 3x3 convolutions, on every backbone (wsol/*.py)
 

@@ -7,7 +7,7 @@ import torch
 from pipeline.models.attention import attention_figures, channel_mean_attention, drop_mask, select_map
 from pipeline.models.backbones import Backbone
 from pipeline.models.methods.base import CAM
-from pipeline.registry import AdlConfig
+from pipeline.settings.registry import AdlConfig
 
 
 class ADL(CAM):

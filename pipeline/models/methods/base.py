@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.backbones import Backbone
-from pipeline.registry import Section
+from pipeline.settings.registry import Section
 
 State = dict[str, object]
 
@@ -63,7 +63,7 @@ def select_class(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
 class Method(nn.Module, ABC):
     """The plug-in interface; ``augment``, ``at_tap`` and ``losses`` default to plain classification.
     A method is built as ``Method(backbone, num_classes, settings)``, ``settings`` its section of
-    ``method_settings`` (pipeline/registry.py names its class and settings)."""
+    ``method_settings`` (pipeline/settings/registry.py names its class and settings)."""
 
     # Whether some parameters may receive no gradient in a step (DDP must then look for them).
     may_skip_parameters = False

@@ -25,7 +25,7 @@ from pipeline.models.attention import (
 )
 from pipeline.models.backbones import Backbone
 from pipeline.models.methods.base import CAM
-from pipeline.registry import IclConfig
+from pipeline.settings.registry import IclConfig
 
 
 def _module_key(tap: str) -> str:

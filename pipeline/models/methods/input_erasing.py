@@ -8,7 +8,7 @@ import torch
 
 from pipeline.models.backbones import Backbone
 from pipeline.models.methods.base import CAM, Targets
-from pipeline.registry import CutmixConfig, HasConfig
+from pipeline.settings.registry import CutmixConfig, HasConfig
 
 
 class HaS(CAM):

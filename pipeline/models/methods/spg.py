@@ -8,7 +8,7 @@ from torch import nn
 
 from pipeline.models.backbones import Backbone, conv_relu
 from pipeline.models.methods.base import CAM, normalize_maps
-from pipeline.registry import SpgConfig
+from pipeline.settings.registry import SpgConfig
 
 C_WIDTH = 512  # branch C's hidden channels on every backbone (SPG_C in wsol/*.py)
 IGNORE = -1.0  # label of pixels that are neither confident foreground nor background

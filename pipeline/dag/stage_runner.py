@@ -13,10 +13,10 @@ import re
 import sys
 from collections.abc import Callable
 
-from pipeline.config import Config, load_config
+from pipeline.dag.paths import Layout
 from pipeline.errors import PipelineError
-from pipeline.paths import Layout
-from pipeline.registry import BACKBONES, METHODS
+from pipeline.settings.config import Config, load_config
+from pipeline.settings.registry import BACKBONES, METHODS
 
 Stage = Callable[[Config, Layout, argparse.Namespace], object]
 

@@ -13,9 +13,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.config import DATASETS
 from pipeline.errors import PipelineError
-from pipeline.registry import BACKBONES, METHODS
+from pipeline.settings.config import DATASETS
+from pipeline.settings.registry import BACKBONES, METHODS
 
 R = TypeVar("R")
 LIMITS = "limits"  # the key of a field's limits in its metadata

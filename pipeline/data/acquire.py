@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.config import Config
+from pipeline.settings.config import Config
 from pipeline.data.dataset_folder import DatasetInfo, write_dataset
 from pipeline.data.sources import SOURCES
-from pipeline.paths import Layout
+from pipeline.dag.paths import Layout
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Config, DataConfig
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
-from pipeline.metadata import load_metadata
+from pipeline.data.metadata import load_metadata
 from pipeline.metrics import MAXBOXACC_V2_IOUS, BoxEvaluator, BoxResult, MaskEvaluator, MaskResult
 from pipeline.metrics.regions import RegionEvaluator, RegionResult
+from pipeline.settings.config import Config, DataConfig
 
 # (images (B, 3, H, W) normalised, CAMs (B, 224, 224), labels, predictions, image ids) of each batch
 BatchObserver = Callable[[torch.Tensor, np.ndarray, list[int], list[int], list[str]], None]

@@ -1,6 +1,6 @@
 """Weights with NaN or infinite values are refused wherever weights cross a boundary: after training
 (pipeline/train/outputs.py), when a run folder is read for export or evaluation
-(pipeline/run_folder.py) and when a reference checkpoint is imported
+(pipeline/formats/run_folder.py) and when a reference checkpoint is imported
 (pipeline/models/reference_checkpoint.py). Such a network computes NaN logits and CAMs, which
 every metric would then count as some value (``NaN > t`` is False)."""
 

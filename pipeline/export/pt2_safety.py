@@ -11,7 +11,7 @@ target names under ``torch``, ``operator`` or ``math``. :func:`load_program` adm
 then loads (no second read of the file): tensor payloads, nodes calling ATen operators, and
 expressions within a small allow-listed part of Python.
 
-This module imports nothing of the pipeline: the MLflow model (pipeline/pyfunc_network.py) carries
+This module imports nothing of the pipeline: the MLflow model (pipeline/export/pyfunc_network.py) carries
 it as its one code dependency.
 """
 

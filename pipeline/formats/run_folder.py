@@ -4,11 +4,11 @@
         model.pt        the weights: a plain state dict (loads with ``weights_only=True``)
         model.json      :class:`RunMeta`: what the weights are, and the run's own settings
 
-The training stage adds ``metrics.json``, ``history.csv`` and ``cost.json`` (pipeline/run_cost.py)
+The training stage adds ``metrics.json``, ``history.csv`` and ``cost.json`` (pipeline/formats/run_cost.py)
 beside them (pipeline/train/outputs.py).
 
 model.json carries a ``schema_version``. Version 1 stores the run's own settings
-(:class:`pipeline.config.RunSettings`: data, train, its backbone's and its method's sections), so
+(:class:`pipeline.settings.config.RunSettings`: data, train, its backbone's and its method's sections), so
 backbones and methods added to the registry later leave it readable. Version 0 (no
 ``schema_version``, before 2026-12-05) stored the whole params under ``config``; it is read by
 taking the run's own sections from it. A newer version than this code writes is refused by name.
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import RunSettings
-from pipeline.finite_weights import require_finite
+from pipeline.formats.finite_weights import require_finite
+from pipeline.formats.records import ModelIdentity, RecordError, read_json, record, within
 from pipeline.models import WSOLModel, build_model
-from pipeline.records import ModelIdentity, RecordError, read_json, record, within
+from pipeline.settings.config import RunSettings
 
 WEIGHTS, META = "model.pt", "model.json"
 SCHEMA_VERSION = 1  # of model.json (see above)

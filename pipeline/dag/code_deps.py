@@ -6,7 +6,7 @@ a module (also inside functions) and a package's ``__init__``. A folder all of w
 imported is listed as the folder. ``tests/test_dag.py`` checks dvc.yaml against this; after changing
 what a stage imports, rewrite the code entries of every stage's deps with::
 
-    python -m pipeline.code_deps
+    python -m pipeline.dag.code_deps
 
 Two things are not in those lists, so that adding or editing one backbone or method reruns only
 its own runs: the registry's entries (:data:`TABLES`) and the modules a registry entry names (a
@@ -28,16 +28,16 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline import yaml_io
+from pipeline.settings import yaml_io
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "pipeline"
-TABLES = "pipeline/registry.py"  # the entries: each run's fingerprint holds its own
+TABLES = "pipeline/settings/registry.py"  # the entries: each run's fingerprint holds its own
 FINGERPRINTED = {"train": "stages/train.py", "export": "stages/export.py"}  # stage -> the entry its fingerprint follows
 READS_TABLES = {"report"}  # its tables show every method's display name: it reruns on any entry's change
 FINGERPRINTS = "fingerprints"  # <backbone>-<method>.<stage>.json, written by the fingerprint stage
 # What the training workers import that cannot change what they compute.
-REPORTING_ONLY = ("pipeline/tracking.py", "pipeline/paths.py")
+REPORTING_ONLY = ("pipeline/dag/tracking.py", "pipeline/dag/paths.py")
 
 
 def _module_file(name: str, root: Path) -> Path | None:
@@ -96,7 +96,7 @@ def _shared(files: set[Path], root: Path) -> set[Path]:
 def run_files(backbone: str, method: str, entry: Path, root: Path = ROOT) -> set[Path]:
     """What a run of ``backbone`` x ``method`` executes from ``entry``: its imports, and those of its
     backbone's builder module and its method's plug-in module, less :data:`TABLES`."""
-    from pipeline.registry import BACKBONES, METHODS  # the tables, read, never hashed as a file
+    from pipeline.settings.registry import BACKBONES, METHODS  # the tables, read, never hashed as a file
 
     files = closure(entry, root)
     for name in (BACKBONES[backbone].builder, METHODS[method].implementation):
@@ -111,7 +111,7 @@ def run_entries(backbone: str, method: str) -> dict:
     """The registry's entries of the run's backbone and method, as JSON: what they build and how
     (not their display names or search spaces, which change no result), with the method's
     settings schema."""
-    from pipeline.registry import BACKBONES, METHODS
+    from pipeline.settings.registry import BACKBONES, METHODS
 
     spec = METHODS[method]
     return {"backbone": {key: value for key, value in asdict(BACKBONES[backbone]).items() if key != "display"},

@@ -43,9 +43,9 @@ from mlflow.utils.mlflow_tags import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.config import PROTOCOL_SPLITS
+from pipeline.dag.paths import Layout
 from pipeline.data.dataset_folder import INFO, DatasetInfo
-from pipeline.paths import Layout
+from pipeline.settings.config import PROTOCOL_SPLITS
 
 RUN_KEY_TAG = "wsol.run_key"  # the identity of a training run (config, code and data); a resumed run keeps it
 SETTINGS_TAG = "wsol.settings_hash"  # a hash of the run's settings alone (pipeline/train/driver.py:settings_hash)
@@ -58,7 +58,7 @@ CODE = ("pipeline", "stages", "pyproject.toml")  # what the dirty flag looks at:
 # (requests' connection errors, an artifact folder that cannot be written).
 STORE_ERRORS = (MlflowException, SQLAlchemyError, sqlite3.Error, OSError)
 
-log = logging.getLogger("pipeline.tracking")
+log = logging.getLogger("pipeline.dag.tracking")
 
 
 def tracking_uri(layout: Layout) -> str:

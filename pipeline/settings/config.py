@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from pipeline import yaml_io
 from pipeline.errors import PipelineError
-from pipeline.registry import BACKBONES, METHODS, BackboneName, MethodName
-from pipeline.sections import Fraction, PerBackbone, Section
+from pipeline.settings import yaml_io
+from pipeline.settings.registry import BACKBONES, METHODS, BackboneName, MethodName
+from pipeline.settings.sections import Fraction, PerBackbone, Section
 
 Dataset = Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
@@ -435,7 +435,7 @@ class Config(Section):
 class RunSettings:
     """All that one run reads and that rebuilding its network needs: the data and training recipes,
     its backbone's section and its method's, per-backbone values reduced to its backbone. A run
-    folder stores these, never the whole :class:`Config` (pipeline/run_folder.py), so backbones and
+    folder stores these, never the whole :class:`Config` (pipeline/formats/run_folder.py), so backbones and
     methods added later leave it readable."""
 
     data: DataConfig

@@ -19,10 +19,10 @@ from pathlib import Path
 from torch import nn
 from torch.export.pt2_archive import is_pt2_package
 
-from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
-from pipeline.pt2_safety import UnsafeProgramError, load_program
-from pipeline.records import ModelIdentity, record, within
+from pipeline.export.pt2_safety import UnsafeProgramError, load_program
+from pipeline.formats.records import ModelIdentity, record, within
+from pipeline.settings.config import DataConfig
 
 PT2, ONNX, REPORT = "model.pt2", "model.onnx", "export.json"
 META = "meta.json"  # the extra file inside model.pt2

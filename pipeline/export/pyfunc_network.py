@@ -1,6 +1,6 @@
 """The exported network as an MLflow pyfunc model, by MLflow's "models from code": MLflow copies
 this file into the logged model and runs it on load, so serving needs torch, numpy and mlflow, not
-this repository (but pipeline/pt2_safety.py, which the model carries). The network is the export
+this repository (but pipeline/export/pt2_safety.py, which the model carries). The network is the export
 stage's ``model.pt2`` (a ``torch.export`` program), the model's one artifact, under the key ``network``.
 
     predict({"images": float32 (B, 3, S, S), normalised; "classes": int64 (B,), -1: the predicted class})
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 try:  # the repository's module, where this file runs as it is logged
-    from pipeline.pt2_safety import load_program
-except ImportError:  # the MLflow model's copy of it, its one code path (pipeline/served_model.py)
+    from pipeline.export.pt2_safety import load_program
+except ImportError:  # the MLflow model's copy of it, its one code path (pipeline/export/served_model.py)
     from pt2_safety import load_program  # type: ignore[no-redef]
 
 

@@ -25,15 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Config, EvaluateConfig
+from pipeline.dag.paths import RECORDS, Layout, replaced_atomically
+from pipeline.dag.tracking import (
+    client_for,
+    in_project,
+    last_step,
+    log_dataset_inputs,
+    log_metrics,
+    store_failure_warns,
+)
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
-from pipeline.export_folder import PT2, load_exported
+from pipeline.evaluation.scoring import SplitScores, score_split, test_scoring
+from pipeline.formats.export_folder import PT2, load_exported
 from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
 from pipeline.metrics.regions import RegionResult, bootstrap_ci
-from pipeline.paths import RECORDS, Layout, replaced_atomically
-from pipeline.scoring import SplitScores, score_split, test_scoring
-from pipeline.tracking import client_for, in_project, last_step, log_dataset_inputs, log_metrics, store_failure_warns
+from pipeline.settings.config import Config, EvaluateConfig
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -118,7 +125,7 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
 def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, force: bool = False) -> dict:
     """Score an exported model.pt2 on params' test split; write ``out`` (metrics.json, curves) and
     return its metrics. The scores also go into the training run's MLflow run, where it has one.
-    ``force``: as :func:`pipeline.paths.replaced_atomically` (``wsol evaluate`` refuses a foreign
+    ``force``: as :func:`pipeline.dag.paths.replaced_atomically` (``wsol evaluate`` refuses a foreign
     ``--out`` before calling this; a stage's folder may hold DVC's .gitignore, which is kept)."""
     exported, meta = load_exported(path)
     if meta.dataset != config.dataset:

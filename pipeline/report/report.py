@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import Config
+from pipeline.settings.config import Config
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.export_folder import load_exported
-from pipeline.figures import GalleryCollector, curve_panels, grid, save_picture
+from pipeline.formats.export_folder import load_exported
+from pipeline.report.figures import GalleryCollector, curve_panels, grid, save_picture
 from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
-from pipeline.paths import RECORDS, Layout, replaced_atomically
-from pipeline.registry import BACKBONES, METHODS
-from pipeline.run_cost import RunCost, read_cost
+from pipeline.dag.paths import RECORDS, Layout, replaced_atomically
+from pipeline.settings.registry import BACKBONES, METHODS
+from pipeline.formats.run_cost import RunCost, read_cost
 
 NAMES = {name: entry.display for name, entry in METHODS.items()}
 BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}

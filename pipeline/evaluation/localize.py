@@ -13,9 +13,9 @@ import torch
 from torchvision import transforms
 
 from pipeline.data.images import ImageReadError, load_rgb
-from pipeline.export_folder import load_exported
-from pipeline.figures import overlay, predicted_box, save_picture
+from pipeline.formats.export_folder import load_exported
 from pipeline.metrics import RESIZE_LENGTH
+from pipeline.report.figures import overlay, predicted_box, save_picture
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
-from pipeline import yaml_io
-from pipeline.config import ConfigError, validate_params
-from pipeline.paths import write_text_atomically
+from pipeline.dag.paths import write_text_atomically
+from pipeline.settings import yaml_io
+from pipeline.settings.config import ConfigError, validate_params
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.records import read_record
+from pipeline.formats.records import read_record
 
 COST = "cost.json"
 

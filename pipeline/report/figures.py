@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.metadata import Metadata
+from pipeline.data.metadata import Metadata
 from pipeline.metrics import BoxResult
 from pipeline.metrics.contour_boxes import largest_contour_box
 from pipeline.metrics.conventions import best_iou, integer_thresholds, quantise, rescale_boxes
@@ -180,7 +180,7 @@ def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:
 
 
 class GalleryCollector:
-    """A :data:`pipeline.scoring.BatchObserver` keeping the first ``limit`` images with their CAMs."""
+    """A :data:`pipeline.evaluation.scoring.BatchObserver` keeping the first ``limit`` images with their CAMs."""
 
     def __init__(self, limit: int):
         self.limit = limit

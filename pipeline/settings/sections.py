@@ -1,5 +1,5 @@
 """What a registry entry is: the settings sections, the entries of a backbone and of a method, and
-how an implementation named in one is found. The entries themselves are in pipeline/registry.py.
+how an implementation named in one is found. The entries themselves are in pipeline/settings/registry.py.
 
 This module imports no PyTorch: implementations are named as ``"module:attribute"`` and imported
 only by the factory.
@@ -15,7 +15,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 # Every numeric method setting has a range a real run could need (non-finite values are refused for
-# all params in pipeline/config.py): the papers' margins, gammas, beta, tau and loss weights are
+# all params in pipeline/settings/config.py): the papers' margins, gammas, beta, tau and loss weights are
 # 0.01..10, their widths and embeddings 128..2048 channels, HaS's patches 16..56 px.
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0, le=100)]
@@ -81,7 +81,7 @@ class BackboneEntry:
 
 class PerBackbone(RootModel[dict[str, T]], Generic[T]):
     """One value per backbone: a mapping from backbone names. Every name must be registered and the
-    backbones a configuration selects must be there (pipeline/config.py checks both); a run folder
+    backbones a configuration selects must be there (pipeline/settings/config.py checks both); a run folder
     keeps its own backbone's value only."""
 
     model_config = ConfigDict(strict=True, frozen=True)

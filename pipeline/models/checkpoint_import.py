@@ -1,6 +1,6 @@
 """``wsol import-checkpoint``: a model the reference trained, as a run folder of ours.
 
-The folder is what the train stage writes (pipeline/run_folder.py), so ``wsol export`` and
+The folder is what the train stage writes (pipeline/formats/run_folder.py), so ``wsol export`` and
 ``wsol evaluate`` treat it as any trained run; its CAM threshold is the val-optimal one, found on
 train-fullsup as training finds it.
 """
@@ -11,19 +11,19 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import Config
+from pipeline.dag.paths import Layout, replaced_atomically
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
+from pipeline.evaluation.scoring import score_split, val_scoring
+from pipeline.formats.run_folder import RunMeta, save_run
 from pipeline.metrics import FALLBACK_CAM_THRESHOLD, GT_KNOWN_IOU
 from pipeline.models.reference_checkpoint import ImportedCheckpoint, import_checkpoint
-from pipeline.paths import Layout, replaced_atomically
-from pipeline.run_folder import RunMeta, save_run
-from pipeline.scoring import score_split, val_scoring
+from pipeline.settings.config import Config
 
 
 def import_run(path: Path, backbone: str, method: str, config: Config, layout: Layout, out: Path,
                force: bool = False) -> ImportedCheckpoint:
     """Convert the reference checkpoint at ``path`` for params' dataset and write it to ``out``
-    (``force``: as :func:`pipeline.paths.replaced_atomically`)."""
+    (``force``: as :func:`pipeline.dag.paths.replaced_atomically`)."""
     info = DatasetInfo.load(layout.split(config.dataset))
     imported = import_checkpoint(path, backbone, method, config)
     if imported.num_classes != info.num_classes:

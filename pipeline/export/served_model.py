@@ -1,5 +1,5 @@
 """The exported network in MLflow: logged into its training run as an MLflow model (a pyfunc over
-``model.pt2``, pipeline/pyfunc_network.py) with a tensor signature, and registered as
+``model.pt2``, pipeline/export/pyfunc_network.py) with a tensor signature, and registered as
 ``wsol-<dataset>-<backbone>-<method>`` (one version per export; the version is tagged with its seed),
 so ``mlflow models serve -m models:/<name>/<version>`` and ``mlflow.pyfunc.load_model`` use it
 without this repository.
@@ -19,11 +19,11 @@ import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Schema, TensorSpec
 
-from pipeline import pt2_safety
-from pipeline.export_folder import PT2, ExportMeta
+from pipeline.dag.paths import Layout
+from pipeline.dag.tracking import client_for, in_project, store_failure_warns, tracking_uri
+from pipeline.export import pt2_safety
+from pipeline.formats.export_folder import PT2, ExportMeta
 from pipeline.metrics.conventions import RESIZE_LENGTH
-from pipeline.paths import Layout
-from pipeline.tracking import client_for, in_project, store_failure_warns, tracking_uri
 
 log = logging.getLogger(__name__)
 

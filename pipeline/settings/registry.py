@@ -7,9 +7,9 @@ class and an entry here, its implementation in its own module, and its section i
 adding a backbone is its module under pipeline/models/backbones/, an entry here, and its sections
 in params.yaml (README, "Adding a backbone or a method").
 
-No stage's code dependencies list this file (pipeline/code_deps.py): a run's code fingerprint
+No stage's code dependencies list this file (pipeline/dag/code_deps.py): a run's code fingerprint
 holds its own backbone's and method's entries instead, so an entry added or edited here reruns
-only the runs it describes. What an entry is, and the settings types, are in pipeline/sections.py.
+only the runs it describes. What an entry is, and the settings types, are in pipeline/settings/sections.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
-from pipeline.sections import (
+from pipeline.settings.sections import (
     BackboneEntry,
     Channels,
     Fraction,

@@ -4,7 +4,7 @@ dynamic batch, saved as model.pt2 and converted to ONNX, each file checked again
 The network takes normalised images (B, 3, S, S) and classes (B,) (-1: the predicted class) and
 returns logits (B, K) and CAMs (B, 224, 224) in [0, 1], the protocol's score maps. The attention
 branches of the training methods are not in it: they act only in training. What a user of the files
-needs travels inside model.pt2 and beside both files (pipeline/export_folder.py).
+needs travels inside model.pt2 and beside both files (pipeline/formats/export_folder.py).
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from torch import nn
 from torch.export import ExportedProgram, ExportGraphSignature
 from torch.export.graph_signature import InputKind
 
+from pipeline.dag.paths import replaced_atomically
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.errors import PipelineError
-from pipeline.export_folder import META, ONNX, PT2, REPORT, ExportMeta, load_exported
+from pipeline.formats.export_folder import META, ONNX, PT2, REPORT, ExportMeta, load_exported
+from pipeline.formats.run_folder import read_run
 from pipeline.models import WSOLModel
-from pipeline.paths import replaced_atomically
-from pipeline.run_folder import read_run
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,8 @@ def export_onnx(program: ExportedProgram, check: tuple, expected: tuple, path: P
 
 
 def export(run_folder: Path, out: Path, tolerance: float, force: bool = False) -> dict:
-    """Export a run folder (pipeline/run_folder.py); returns (and writes) export.json. ``force``: as
-    :func:`pipeline.paths.replaced_atomically`."""
+    """Export a run folder (pipeline/formats/run_folder.py); returns (and writes) export.json. ``force``: as
+    :func:`pipeline.dag.paths.replaced_atomically`."""
     run = read_run(run_folder)
     size = run.meta.run_settings.data.crop
     meta = ExportMeta(**run.meta.identity(), input_size=size, mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),

@@ -1,0 +1,1 @@
+"""The report stage: the paper's tables, paired differences, and figures."""
