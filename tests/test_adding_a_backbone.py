@@ -86,7 +86,8 @@ def test_a_backbone_is_its_module_one_registry_entry_and_its_params_values(tmp_p
         " M pipeline/settings/registry.py",
         "?? pipeline/models/backbones/mobilenet.py",
     ]
-    assert git(repo, "diff", "--numstat", "pipeline/settings/registry.py").split()[:2] == ["2", "0"]  # one entry, two lines
+    added, removed = git(repo, "diff", "--numstat", "pipeline/settings/registry.py").split()[:2]
+    assert (added, removed) == ("2", "0")  # one entry, two lines
     result = subprocess.run(
         [sys.executable, "-c", CHECK],
         cwd=repo,
