@@ -80,3 +80,23 @@ def test_the_registered_model_serves_what_the_exported_network_computes(saved_pr
     with torch.no_grad():
         logits, cams = network(images, classes)
     assert np.array_equal(got["logits"], logits.numpy()) and np.array_equal(got["cams"], cams.numpy())
+
+
+def test_each_trial_run_ends_as_tune_decided_not_as_the_trial_saw_it(tmp_path):
+    from pipeline.dag.tracking import SETTINGS_TAG
+    from pipeline.train.tune import _end_trial_runs
+
+    layout = Layout(tmp_path)
+    client = client_for(layout)
+    experiment = experiment_id(client, "synth", layout)
+    parent = open_run(client, experiment, "tune", "parent", {}, {}, layout.root)
+    children = {}
+    for name, status in (("done", "FINISHED"), ("stopped", "FAILED"), ("stopped-running", "RUNNING"), ("raised", "RUNNING")):
+        children[name] = open_run(client, experiment, name, name, {}, {SETTINGS_TAG: name}, layout.root, parent)
+        if status != "RUNNING":
+            client.set_terminated(children[name], status=status)
+    # the stopped trial saw its controller die (FAILED); Tune recorded a stop, no error
+    _end_trial_runs(client, experiment, parent, {"done": None, "stopped": None, "stopped-running": None,
+                                                 "raised": RuntimeError("boom")})
+    assert {name: client.get_run(run).info.status for name, run in children.items()} == {
+        "done": "FINISHED", "stopped": "KILLED", "stopped-running": "KILLED", "raised": "FAILED"}

@@ -26,11 +26,11 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from pipeline.dag.paths import Layout, run_name
-from pipeline.dag.tracking import client_for, experiment_id, open_run
+from pipeline.dag.tracking import SETTINGS_TAG, client_for, experiment_id, open_run
 from pipeline.settings import yaml_io
 from pipeline.settings.config import Config, Range, validate
 from pipeline.settings.registry import METHODS
-from pipeline.train.driver import ensure_ray, fit, storage_path
+from pipeline.train.driver import ensure_ray, fit, settings_hash, storage_path
 from pipeline.train.worker import SELECTION as METRIC
 
 log = logging.getLogger("pipeline.tune")
@@ -123,6 +123,18 @@ class TuneOutcome:
         return "dvc exp run " + " ".join(f"-S '{k}={json.dumps(v)}'" for k, v in self.best.items())
 
 
+def _end_trial_runs(client, experiment: str, parent: str, errors: Mapping[str, BaseException | None]) -> None:
+    """Give each trial's MLflow child run the status Tune decided: FAILED for a trial that raised,
+    KILLED for one ASHA stopped early. The trial's own ending cannot say which: a stop kills its
+    Ray Train controller, and the trial may see that as an error before it is itself ended."""
+    for child in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'"):
+        error = errors.get(child.data.tags.get(SETTINGS_TAG, ""))
+        if error is not None:
+            client.set_terminated(child.info.run_id, status="FAILED")
+        elif child.info.status != "FINISHED":
+            client.set_terminated(child.info.run_id, status="KILLED")
+
+
 def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOutcome:
     settings = config.tune
     dimensions = search_space(config, backbone, method)
@@ -164,9 +176,9 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     header = (f"# wsol tune: best of {len(results)} trials on {config.dataset} train-fullsup, "
               f"{backbone}-{method}: val localization {score:.2f}\n")
     out.write_text(header + yaml_io.dump(nested(values)))
-    experiment = experiment_id(client, config.dataset, layout)
-    for child in client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
-        client.set_terminated(child.info.run_id, status="KILLED")  # stopped early by ASHA
+    _end_trial_runs(client, experiment_id(client, config.dataset, layout), parent,
+                    {settings_hash(with_values(config, resolve(r.config or {}, dimensions)), backbone, method, seed): r.error
+                     for r in results})
     client.set_terminated(parent, status="FINISHED")
     outcome = TuneOutcome(values, score, len(results), out)
     log.info("best val localization %.2f with %s; written to %s\nrun the benchmark with it: %s",
