@@ -178,7 +178,7 @@ def search(config: Config, layout: Layout, backbone: str, method: str) -> TuneOu
     out.write_text(header + yaml_io.dump(nested(values)))
     _end_trial_runs(client, experiment_id(client, config.dataset, layout), parent,
                     {settings_hash(with_values(config, resolve(r.config or {}, dimensions)), backbone, method, seed): r.error
-                     for r in results})
+                     for r in (results[i] for i in range(len(results)))})  # ResultGrid indexes, it does not iterate
     client.set_terminated(parent, status="FINISHED")
     outcome = TuneOutcome(values, score, len(results), out)
     log.info("best val localization %.2f with %s; written to %s\nrun the benchmark with it: %s",
