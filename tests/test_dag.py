@@ -35,8 +35,9 @@ TINY = {
     "datasets.synth.image_size": 32, "data.crop": 32, "data.resize": 36,
     "backbone_settings.resnet50.epochs": 1, "backbone_settings.resnet50.batch_size": 6,
     "ray.num_workers": 1, "ray.cpus_per_worker": 1, "train.gallery_images": 2, "report.gallery_images": 2,
-    "ray.system_metrics_interval": 0.5,
+    "ray.system_metrics_interval": 0.5, "few_shot.epochs": 1, "few_shot.batch_size": 4,
 }
+ROWS = {"features@resnet50", "few_shot@resnet50"}  # the reference rows of the backbone
 
 
 def declared_code(dvc_file: str) -> dict[str, list[str]]:
@@ -215,11 +216,12 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in TINY["methods"]]
     fingerprints = [f"fingerprint@resnet50-{method}" for method in TINY["methods"]]
     assert stages_run(first) == {"download", "split", "prepare", "pretrain@resnet50", "baseline", "report", *runs,
-                                 *fingerprints}
+                                 *fingerprints, "fingerprint_rows@resnet50", *ROWS}
     assert np.load(repo / "data/prepared/synth/train.npy", mmap_mode="r").dtype == np.uint8  # training's pixels
     report = repo / "report" / "synth" / "report.md"
     assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.png").is_file()
-    assert "| Center Gaussian (floor) |" in report.read_text()
+    for row in ("Center Gaussian (floor)", "Pretrained features", "Few-shot (train-fullsup masks)"):
+        assert f"| {row} |" in report.read_text()
     assert (repo / "exports/synth/resnet50-icl-seed0/model.pt2").is_file()
     metrics = dvc(repo, "metrics", "show")
     assert "results/synth/resnet50-icl-seed0/metrics.json" in metrics and "maxboxacc_v2" in metrics
@@ -246,22 +248,22 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
 
     def stale_after_fingerprints() -> set[str]:
         """What a code change makes stale, once the fingerprint stages have run (as dvc repro runs them first)."""
-        assert stale() >= {f"fingerprint@resnet50-{m}" for m in TINY["methods"]}  # they follow every code change
-        dvc(repo, "repro", "--glob", "fingerprint@*")
+        assert stale() >= {f"fingerprint@resnet50-{m}" for m in TINY["methods"]} | {"fingerprint_rows@resnet50"}
+        dvc(repo, "repro", "--glob", "fingerprint*")  # they follow every code change
         return stale()
 
     def per_run(stages: tuple[str, ...], methods: tuple[str, ...]) -> set[str]:
         return {f"{s}@resnet50-{m}-0" for s in stages for m in methods}
 
     for module, expected in (
-            ("pipeline/formats/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"}),
+            ("pipeline/formats/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"} | ROWS),
             ("pipeline/models/methods/icl.py", per_run(("train", "export"), ("icl",))),
             ("pipeline/models/methods/adl.py", per_run(("train", "export"), ("adl",)))):  # only its own runs
         original = (repo / module).read_text()
         (repo / module).write_text(original + "\n# edited\n")
         assert stale_after_fingerprints() == expected, module
         (repo / module).write_text(original)
-        dvc(repo, "repro", "--glob", "fingerprint@*")
+        dvc(repo, "repro", "--glob", "fingerprint*")
     assert "Data and pipelines are up to date" in dvc(repo, "status")
 
     settings = yaml_io.read(repo / "params.yaml")
@@ -272,7 +274,7 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     settings["cluster"] = {"address": None, "storage_path": None}
     settings["evaluate"]["cam_curve_interval"] = 0.02
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
-    assert stages_run(dvc(repo, "repro")) == per_run(("evaluate",), TINY["methods"]) | {"baseline", "report"}
+    assert stages_run(dvc(repo, "repro")) == per_run(("evaluate",), TINY["methods"]) | {"baseline", "report"} | ROWS
     assert '"cam_curve_interval": 0.02' in (repo / "results/synth/resnet50-adl-seed0/metrics.json").read_text()
 
     settings["method_settings"]["icl"]["margin"] = 0.5  # one method's setting retrains that method only
@@ -316,5 +318,5 @@ def _a_new_method_runs_alone(repo: Path, settings: dict) -> None:
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
     ran = stages_run(dvc(repo, "repro"))
     fingerprints = {f"fingerprint@resnet50-{m}" for m in settings["methods"]}
-    assert ran == fingerprints | {f"{s}@resnet50-half_cam-0" for s in ("train", "export", "evaluate")} | {"report"}
+    assert ran == fingerprints | {"fingerprint_rows@resnet50"} | {f"{s}@resnet50-half_cam-0" for s in ("train", "export", "evaluate")} | {"report"}
     assert "| Half CAM |" in (repo / "report/synth/report.md").read_text()

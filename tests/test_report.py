@@ -1,4 +1,5 @@
-"""The report: the paper's tables with intervals and the best of each column in bold, the floor,
+"""The report: the paper's tables with intervals and the best of each column in bold, the rows that
+frame every method (floor, pretrained features, few-shot) and where each method sits between them,
 paired differences, where the CAMs go, training cost, labelled galleries, and the plots' data."""
 
 import csv
@@ -10,10 +11,13 @@ import pytest
 
 from pipeline.dag.paths import Layout
 from pipeline.evaluation.evaluate import evaluate, evaluate_baseline
+from pipeline.evaluation.reference_rows import evaluate_features
 from pipeline.formats.records import RecordError
 from pipeline.formats.run_cost import RunCost
 from pipeline.metrics import BoxRecords
 from pipeline.report.report import Report, Runs, build_report, write_plot_data
+from pipeline.train.few_shot import few_shot
+from pipeline.train.pretrain import pretrain
 from tests.conftest import SAVED_METHODS
 from tests.helpers import config
 
@@ -56,6 +60,9 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     for method in SAVED_METHODS:
         evaluate(cfg, layout, "resnet50", method, 0)
     floor = evaluate_baseline(cfg, layout)
+    pretrain(cfg, layout, "resnet50")  # random init: its pretrain.json says so
+    evaluate_features(cfg, layout, "resnet50")
+    few_shot(cfg.model_copy(update={"few_shot": cfg.few_shot.model_copy(update={"epochs": 1})}), layout, "resnet50")
     with pytest.raises(RecordError, match="cost.json"):  # the train stage writes it: the report needs it
         build_report(cfg, layout)
     for method in SAVED_METHODS:
@@ -64,7 +71,8 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     text = build_report(cfg, layout).read_text()
     for heading in ("MaxBoxAccV2 (Table 4 layout)", "MaxBoxAcc at each IoU (Table 5 layout)", "Top-1 localization",
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
-                    "Where the CAMs go (the failure modes as numbers)", "Training", "Cost"):
+                    "Where the CAMs go (the failure modes as numbers)", "Training", "Cost",
+                    "Between the floor, the pretrained features and the few-shot row", "The backbones before WSOL training"):
         assert f"## {heading}" in text
     metrics = {m: json.loads((layout.results("synth", "resnet50", m, 0) / "metrics.json").read_text())
                for m in SAVED_METHODS}
@@ -78,6 +86,12 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
         assert f"| {name} | {shown} [{low:.1f}, {high:.1f}] |" in table
     low, high = floor["ci95"]["maxboxacc_v2"]
     assert f"| Center Gaussian (floor) | {floor['maxboxacc_v2']:.2f} [{low:.1f}, {high:.1f}] |" in table
+    for row, folder in (("Pretrained features", layout.features("synth", "resnet50")),
+                        ("Few-shot (train-fullsup masks)", layout.few_shot("synth", "resnet50"))):
+        written = json.loads((folder / "metrics.json").read_text())
+        low, high = written["ci95"]["maxboxacc_v2"]
+        assert f"| {row} | {written['maxboxacc_v2']:.2f} [{low:.1f}, {high:.1f}] |" in table
+    assert _cells(text.split("## The backbones before WSOL training")[1], "ResNet50") == ["random init", "-", "-", "-", "-"]
     detail = text.split("## MaxBoxAcc at each IoU")[1].split("\n## ")[0]
     for method, name in (("cam", "CAM"), ("icl", "Ours (ICL)")):
         run = metrics[method]
@@ -90,6 +104,7 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     assert "| CAM on part |" in regions.replace("CAM on background | CAM on context | CAM on body | ", "")
     cost = text.split("## Cost")[1].split("\n## ")[0]
     assert _cells(cost, "CAM", "ResNet50") == ["2.5 min", "12.3", "cpu", "1", "3"]
+    assert _cells(cost, "Few-shot (train-fullsup masks)", "ResNet50")[2:] == ["cpu", "1", "1"]
     training = text.split("## Training")[1].split("\n## ")[0]
     assert _cells(training, "CAM", "ResNet50") == ["1.33", "75.0", "80.0", "3"]  # loss 1.2 / 0.9; 2 + 1 clipped
     assert _cells(training, "Ours (ICL)", "ResNet50", "layer3.0") == ["0.0", "3.0", "15.0", "0.41", "0.812", "0.750"]
@@ -107,6 +122,8 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
         [f"ResNet50 {name} seed 0", epoch, value] for name in runs for epoch, value in (("1", "10.5"), ("2", "12.25"))]
     folders = {f"ResNet50 {name} seed 0": layout.results("synth", "resnet50", m, 0) for name, m in runs.items()}
     folders["Center Gaussian (floor)"] = layout.baseline("synth")
+    folders["ResNet50 Pretrained features"] = layout.features("synth", "resnet50")
+    folders["ResNet50 Few-shot (train-fullsup masks)"] = layout.few_shot("synth", "resnet50")
     evaluated = {name: _dict_rows(folder / "boxacc.csv") for name, folder in folders.items()}
     assert _csv_rows(report / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
         [name, str(d), r["threshold"], r[f"iou_{d}"]] for name, table in evaluated.items() for d in IOUS for r in table]
@@ -135,12 +152,28 @@ def _runs(accuracy: dict[int, float], images: int = 4) -> Runs:
 ACCURACY = {("resnet18", "cam"): {30: 75, 50: 50, 70: 0}, ("resnet18", "icl"): {30: 50, 50: 25, 70: 0},
             ("resnet50", "cam"): {30: 25, 50: 25, 70: 0}, ("resnet50", "icl"): {30: 100, 50: 50, 70: 25}}
 FLOOR = {30: 100, 50: 100, 70: 100}  # above every method: never bold
+FEATURES = {30: 25, 50: 0, 70: 0}  # MaxBoxAccV2 8.33
+FEW_SHOT = {30: 100, 50: 75, 70: 50}  # MaxBoxAccV2 75.00
 
 
 def _report(backbones: list[str], seeds: tuple[int, ...] = (0,), costs: dict | None = None) -> Report:
     cfg = config(**{"backbones": backbones, "methods": ["cam", "icl"], "seeds": list(seeds)})
     runs = {key: _runs(accuracy) for key, accuracy in ACCURACY.items() if key[0] in backbones}
-    return Report(cfg, runs, _runs(FLOOR), costs or {}, {})
+    references = {"Center Gaussian (floor)": dict.fromkeys(backbones, _runs(FLOOR)),
+                  "Pretrained features": {b: _runs(FEATURES) for b in backbones},
+                  "Few-shot (train-fullsup masks)": {b: _runs(FEW_SHOT) for b in backbones}}
+    return Report(cfg, runs, references, costs or {}, {})
+
+
+def test_each_method_is_placed_between_the_floor_the_features_and_the_few_shot_row():
+    section = "\n".join(_report(["resnet18"]).framing_section())
+    # ResNet18 CAM: MaxBoxAccV2 41.67: -58.33 against the floor, +33.33 against the features, -33.33 against
+    # the few-shot row; it closes (41.67 - 8.33) / (75 - 8.33) = 50 % of the gap from the features to the few-shot row
+    cells = _cells(section, "CAM", "ResNet18")
+    assert [c.split(" [")[0] for c in cells[:3]] == ["-58.33", "+33.33", "-33.33"] and cells[3] == "50 %"
+    # ICL on ResNet18: 25.00, so (25 - 8.33) / 66.67 = 25 %
+    assert _cells(section, "Ours (ICL)", "ResNet18")[3] == "25 %"
+    assert "- CAM (ResNet18): below the floor, above the pretrained features, below the few-shot row." in section
 
 
 def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean_column():
@@ -150,6 +183,8 @@ def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean
     assert [_value(c) for c in _cells(table, "CAM")] == ["**41.67**", "16.67", "29.17"]
     assert [_value(c) for c in _cells(table, "Ours (ICL)")] == ["25.00", "**58.33**", "**41.67**"]
     assert [_value(c) for c in _cells(table, "Center Gaussian (floor)")] == ["100.00"] * 3
+    assert [_value(c) for c in _cells(table, "Pretrained features")] == ["8.33"] * 3  # the Mean pools both backbones
+    assert [_value(c) for c in _cells(table, "Few-shot (train-fullsup masks)")] == ["75.00"] * 3
     low, high = map(float, _cells(table, "Ours (ICL)")[2].split(" [")[1].strip("]").split(", "))
     assert low <= 41.67 <= high  # the interval of the mean over backbones, from the pooled records
 
@@ -171,6 +206,8 @@ def test_the_per_iou_table_bolds_each_backbones_best_and_has_no_threshold_where_
         "**100.00**", "**50.00**", "**25.00**", "**58.33**", "0.75", "0.75", "0.75"]
     assert [_value(c) for c in _cells(table, "Center Gaussian (floor)", "-")] == [
         "100.00", "100.00", "100.00", "100.00", "0.75", "0.75", "0.75"]
+    assert [_value(c) for c in _cells(table, "Pretrained features", "ResNet50")] == [
+        "25.00", "0.00", "0.00", "8.33", "0.75", "–", "–"]
 
 
 def test_the_cost_section_gives_each_runs_mean_over_seeds():
@@ -204,6 +241,10 @@ def test_the_plot_data_holds_every_run_and_point_as_the_stages_wrote_them(tmp_pa
     floor.mkdir(parents=True)
     (floor / "boxacc.csv").write_text(header + "0.2500,30.0000,10.0000,1.0000\n")
     (floor / "pr_curve.csv").write_text("threshold,precision,recall\n")
+    for row in (layout.features("synth", "resnet18"), layout.few_shot("synth", "resnet18")):
+        row.mkdir(parents=True)
+        (row / "boxacc.csv").write_text(header + "0.5000,40.0000,20.0000,2.0000\n")
+        (row / "pr_curve.csv").write_text("threshold,precision,recall\n")
     write_plot_data(cfg, layout, tmp_path / "plots")
 
     runs = {"ResNet18 CAM seed 0": "cam", "ResNet18 CAM seed 1": "cam", "ResNet18 Ours (ICL) seed 0": "icl",
@@ -218,7 +259,9 @@ def test_the_plot_data_holds_every_run_and_point_as_the_stages_wrote_them(tmp_pa
     floor_points = [["30", "0.2500", "30.0000"], ["50", "0.2500", "10.0000"], ["70", "0.2500", "1.0000"]]
     assert _csv_rows(tmp_path / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
         [name, *point] for name, method in runs.items() for point in points[method]] + [
-        ["Center Gaussian (floor)", *point] for point in floor_points]
+        ["Center Gaussian (floor)", *point] for point in floor_points] + [
+        [f"ResNet18 {row}", str(d), "0.5000", value] for row in ("Pretrained features", "Few-shot (train-fullsup masks)")
+        for d, value in ((30, "40.0000"), (50, "20.0000"), (70, "2.0000"))]
     assert _csv_rows(tmp_path / "plots" / "pr_curve.csv") == [
         ["run", "recall", "precision"], ["ResNet18 CAM seed 0", "0.010000", "0.900000"],
         ["ResNet18 CAM seed 1", "0.010000", "0.900000"]]

@@ -15,7 +15,8 @@ build its network (:data:`FINGERPRINTED`: train, export) depend instead on the r
 fingerprint* (:func:`fingerprint`): the files its entry point, its backbone's module and its
 method's module import, each with its hash, and its two registry entries. The ``fingerprint``
 stage rewrites these files whenever any code changes; one that comes out byte-equal leaves its
-run up to date. A training run's identity (pipeline/train/driver.py) hashes the same, less the
+run up to date. The reference rows (:data:`FINGERPRINTED_ROWS`) follow a fingerprint per backbone
+likewise, written by the ``fingerprint_rows`` stage. A training run's identity (pipeline/train/driver.py) hashes the same, less the
 modules that only report (MLflow logging, paths).
 """
 
@@ -34,6 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "pipeline"
 TABLES = "pipeline/settings/registry.py"  # the entries: each run's fingerprint holds its own
 FINGERPRINTED = {"train": "stages/train.py", "export": "stages/export.py"}  # stage -> the entry its fingerprint follows
+# The rows that frame every method build a backbone too (in its CAM variant): per backbone, each
+# follows its own fingerprint, written by the fingerprint_rows stage.
+FINGERPRINTED_ROWS = {"features": "stages/features.py", "few_shot": "stages/few_shot.py"}
+ROW_METHOD = "cam"  # the variant the rows' backbone is built in (pipeline/evaluation/reference_rows.py)
 READS_TABLES = {"report"}  # its tables show every method's display name: it reruns on any entry's change
 FINGERPRINTS = "fingerprints"  # <backbone>-<method>.<stage>.json, written by the fingerprint stage
 # What the training workers import that cannot change what they compute.
@@ -137,9 +142,22 @@ def identity_code(backbone: str, method: str, root: Path = ROOT) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def fingerprint_file(backbone: str, method: str, stage: str) -> str:
-    """Where the fingerprint stage writes a run's fingerprint for ``stage`` (relative to the project)."""
-    return f"{FINGERPRINTS}/{backbone}-{method}.{stage}.json"
+def fingerprint_file(backbone: str, method: str | None, stage: str) -> str:
+    """Where the fingerprint stage writes a run's fingerprint for ``stage``, or with no method where
+    fingerprint_rows writes a backbone's for a reference row's ``stage`` (relative to the project)."""
+    return f"{FINGERPRINTS}/{backbone}{'' if method is None else '-' + method}.{stage}.json"
+
+
+def write_fingerprints(root: Path, backbone: str, method: str, entries: dict[str, str], named: str | None) -> None:
+    """The fingerprint stages' work: the fingerprint of ``backbone`` x ``method`` from each stage's
+    entry script (``entries``: stage -> script), at :func:`fingerprint_file` (``named``: its method;
+    None for a reference row's), each replaced in one rename."""
+    from pipeline.dag.paths import write_text_atomically
+
+    for stage, entry in entries.items():
+        path = root / fingerprint_file(backbone, named, stage)
+        path.parent.mkdir(exist_ok=True)
+        write_text_atomically(path, json.dumps(fingerprint(backbone, method, root / entry, root), indent=2) + "\n")
 
 
 def stage_entries(dvc_file: Path) -> dict[str, Path]:
@@ -159,7 +177,8 @@ def code_deps(dvc_file: Path, root: Path = ROOT) -> dict[str, list[str]]:
     deps = {}
     for name, entry in stage_entries(dvc_file).items():
         files = closure(entry, root)
-        deps[name] = [] if name in FINGERPRINTED or name == "fingerprint" else \
+        follows_fingerprint = name in FINGERPRINTED or name in FINGERPRINTED_ROWS
+        deps[name] = [] if follows_fingerprint or name.startswith("fingerprint") else \
             as_deps(files if name in READS_TABLES else _shared(files, root), root)
     return deps
 

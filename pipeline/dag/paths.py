@@ -7,7 +7,9 @@
     runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
     exports/<dataset>/<run>/     torch.export (.pt2) and ONNX inference network, export.json
     results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv, records/
-    results/<dataset>/center-gaussian/   the same for the protocol's trivial baseline
+    results/<dataset>/center-gaussian/   the same for the rows that frame every method: the protocol's
+    results/<dataset>/features-<backbone>/   trivial baseline (the floor), the pretrained backbone's
+    results/<dataset>/few-shot-<backbone>/   features, the few-shot fully supervised row (+ its weights)
     report/<dataset>/            report.md and its figures
     ray_results/                 Ray Train's storage (checkpoints; what a resumed run restarts from)
     mlflow.db, mlartifacts/      the default MLflow store
@@ -172,6 +174,12 @@ RECORDS = "records"  # in each results folder: the evaluator's per-image records
 PRETRAINED_WEIGHTS = "weights.pth"  # in pretrained/<backbone>/, when the pretrain stage trained it
 
 
+# The report's names of the rows that frame every method (the stages' folders below)
+FLOOR_ROW = "Center Gaussian (floor)"
+FEATURES_ROW = "Pretrained features"
+FEW_SHOT_ROW = "Few-shot (train-fullsup masks)"
+
+
 def run_name(backbone: str, method: str, seed: int) -> str:
     return f"{backbone}-{method}-seed{seed}"
 
@@ -212,6 +220,14 @@ class Layout:
     def baseline(self, dataset: str) -> Path:
         """The center-Gaussian baseline's results, beside the runs'."""
         return self.root / "results" / dataset / "center-gaussian"
+
+    def features(self, dataset: str, backbone: str) -> Path:
+        """The pretrained-features row of a backbone (the features stage)."""
+        return self.root / "results" / dataset / f"features-{backbone}"
+
+    def few_shot(self, dataset: str, backbone: str) -> Path:
+        """The few-shot row of a backbone (the few_shot stage): its results and its weights."""
+        return self.root / "results" / dataset / f"few-shot-{backbone}"
 
     def report(self, dataset: str) -> Path:
         return self.root / "report" / dataset

@@ -45,7 +45,6 @@ HEAD_COLOURS = {  # RGB, saturated: the discriminative part
 BODY_SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "pentagon", "cross", "arrow", "hexagon")
 HEAD_RADIUS = 0.45  # object units
 OBJECT_LENGTH = 2 + HEAD_RADIUS  # object units along the long axis
-SIZE_RANGE = (0.15, 0.70)  # object length as a fraction of the image side
 # Region map values, by index: background that is not the class's own (other classes' stripes,
 # distractor shapes), background showing the image's own class stripes, the object's body, its head.
 REGIONS = ("background", "context", "body", "part")
@@ -56,23 +55,37 @@ def class_names(classes: int) -> list[str]:
     return [f"{colour}-{shape}" for colour, shape in zip(list(HEAD_COLOURS)[:classes], BODY_SHAPES[:classes])]
 
 
-def pretrain_looks(benchmark_classes: int) -> list[tuple[int, int]]:
-    """(head colour, body shape) indices of the pretrain stage's classes: every pairing of the
-    colours and shapes that none of the benchmark's ``benchmark_classes`` classes uses (class c of
-    the benchmark is colour c on shape c), so pretraining never sees a benchmark class's head
-    colour (its discriminative part) or body shape."""
-    free = range(benchmark_classes, min(len(HEAD_COLOURS), len(BODY_SHAPES)))
-    return [(colour, shape) for colour in free for shape in free]
+def pretrain_colours(shape: int, benchmark_classes: int) -> list[int]:
+    """Head colours (indices into HEAD_COLOURS) an image of the pretrain stage's class ``shape`` (a
+    body shape) may wear: every colour except the one the benchmark pairs with that shape (class c of
+    the benchmark is colour c on shape c, for c < ``benchmark_classes``), so pretraining never sees a
+    benchmark class, its colour and shape together."""
+    return [c for c in range(len(HEAD_COLOURS)) if not (c == shape < benchmark_classes)]
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How objects are drawn: length as a fraction of the image side (low, high), rotation drawn
+    uniformly in +- ``max_rotation`` degrees, body grey levels [low, high)."""
+
+    size_range: tuple[float, float]
+    max_rotation: float
+    body_greys: tuple[int, int]
+
+
+BENCHMARK = Appearance(size_range=(0.15, 0.70), max_rotation=180.0, body_greys=(90, 170))
 
 
 @dataclass(frozen=True)
 class SceneSettings:
-    """What :func:`sample_scene` reads (a :class:`SynthConfig` has the same fields)."""
+    """What :func:`sample_scene` reads (a :class:`SynthConfig` has the same fields, and the
+    benchmark's appearance)."""
 
     image_size: int
     classes: int
     context_bias: float
     distractors: int
+    appearance: Appearance = BENCHMARK
 
 
 def _body_outline(shape: str) -> np.ndarray:
@@ -122,6 +135,7 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | S
     carry): head colour and body shape ``look`` (indices into HEAD_COLOURS, BODY_SHAPES), by
     default the benchmark's (label, label)."""
     head_index, body_index = (label, label) if look is None else look
+    appearance = getattr(settings, "appearance", BENCHMARK)
     side = settings.image_size
     k = settings.classes
     own = rng.random() < settings.context_bias
@@ -130,9 +144,9 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | S
     hue = rng.uniform(0, 180)  # OpenCV hue: any colour, unrelated to the class
     tint = tuple(cv2.cvtColor(np.array([[[hue, 70, 165]]], dtype=np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(float))
 
-    length = rng.uniform(*SIZE_RANGE) * side
+    length = rng.uniform(*appearance.size_range) * side
     scale = length / OBJECT_LENGTH  # px per object unit
-    rotation = rng.uniform(0, 2 * np.pi)
+    rotation = math.radians(rng.uniform(-appearance.max_rotation, appearance.max_rotation))
     rot = np.array([[math.cos(rotation), -math.sin(rotation)], [math.sin(rotation), math.cos(rotation)]])
     body = _body_outline(BODY_SHAPES[body_index]) @ rot.T * scale
     head = np.array([1.0, 0.0]) @ rot.T * scale
@@ -147,7 +161,7 @@ def sample_scene(rng: np.random.Generator, label: int, settings: SynthConfig | S
         colour = (grey, int(grey * rng.uniform(0.8, 1.0)), int(grey * rng.uniform(0.6, 0.9)))
         distractors.append((str(rng.choice(["disc", "square"])), *rng.uniform(0, side, 2),
                             rng.uniform(0.05, 0.12) * side, colour))
-    grey = int(rng.integers(90, 170))
+    grey = int(rng.integers(*appearance.body_greys))
     head_rgb = np.array(HEAD_COLOURS[list(HEAD_COLOURS)[head_index]]) + rng.integers(-15, 16, 3)
     red, green, blue = (int(v) for v in np.clip(head_rgb, 0, 255))
     return Scene(

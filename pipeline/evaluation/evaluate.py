@@ -11,15 +11,17 @@
                         comparisons between runs resample
 
 The test scores are also logged into the training run's MLflow run (``test_*``, their intervals
-``test_*_ci_low`` / ``_ci_high``). The protocol's floor, a centred Gaussian score map scored by the
-same evaluator, goes to results/<dataset>/center-gaussian/ (:func:`evaluate_baseline`).
+``test_*_ci_low`` / ``_ci_high``). The rows that frame every method are score maps scored by the same
+evaluator into folders of the same form (:func:`score_reference`): the protocol's floor, a centred
+Gaussian (:func:`evaluate_baseline`), the pretrained features and the few-shot row
+(pipeline/evaluation/reference_rows.py).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from pipeline.dag.tracking import (
     store_failure_warns,
 )
 from pipeline.data.dataset_folder import DatasetError, DatasetInfo
-from pipeline.evaluation.scoring import SplitScores, score_split, test_scoring
+from pipeline.evaluation.scoring import CamFunction, SplitScores, score_split, test_scoring
 from pipeline.formats.export_folder import PT2, load_exported
 from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
@@ -151,15 +153,26 @@ def center_gaussian(images: torch.Tensor, classes: torch.Tensor, size: int = RES
     return None, gaussian.expand(len(images), size, size)
 
 
-def evaluate_baseline(config: Config, layout: Layout) -> dict:
-    """The baseline stage: the center Gaussian scored on test into results/<dataset>/center-gaussian/."""
+def score_reference(cams: CamFunction, config: Config, layout: Layout, out: Path, run_id: str | None = None,
+                    device: torch.device | None = None, write_more: Callable[[Path], None] | None = None) -> dict:
+    """A reference row: score maps ``cams`` scored on test like a run, written to ``out`` (a stage's
+    own folder, with what ``write_more`` adds) and, with ``run_id``, logged into that MLflow run."""
     info = DatasetInfo.load(layout.split(config.dataset))
-    scores = score_split(center_gaussian, info, "test", config.data, test_scoring(config), torch.device("cpu"),
+    scores = score_split(cams, info, "test", config.data, test_scoring(config), device or torch.device("cpu"),
                          regions=True)
     metrics = _metrics(scores, config)
-    with replaced_atomically(layout.baseline(config.dataset), force=True) as staging:  # the stage's own folder
+    with replaced_atomically(out, force=True) as staging:
         _write_results(staging, scores, metrics, config)
+        if write_more is not None:
+            write_more(staging)
+    if run_id is not None:
+        _log_to_training_run(layout, run_id, info, scores, metrics, out)
     return metrics
+
+
+def evaluate_baseline(config: Config, layout: Layout) -> dict:
+    """The baseline stage: the center Gaussian scored on test into results/<dataset>/center-gaussian/."""
+    return score_reference(center_gaussian, config, layout, layout.baseline(config.dataset))
 
 
 def evaluate(config: Config, layout: Layout, backbone: str, method: str, seed: int) -> dict:

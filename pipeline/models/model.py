@@ -23,6 +23,13 @@ from pipeline.settings.sections import entry, load_attribute
 log = logging.getLogger(__name__)
 
 
+def score_maps(maps: torch.Tensor, size: int = RESIZE_LENGTH) -> torch.Tensor:
+    """(B, h, w) maps -> (B, size, size) in [0, 1]: upsampled bicubically (as the reference's
+    cv2.INTER_CUBIC) and min-max normalised; constant -> zeros."""
+    maps = F.interpolate(maps[:, None], size=(size, size), mode="bicubic", align_corners=False)[:, 0]
+    return normalize_maps(maps)
+
+
 class WSOLModel(nn.Module):
     """In training mode the method's tap modules act; in eval mode the plain network runs."""
 
@@ -48,14 +55,11 @@ class WSOLModel(nn.Module):
 
     def cams(self, images: torch.Tensor, classes: torch.Tensor, size: int = RESIZE_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K) and CAMs (B, size, size) in [0, 1] of the plain network, for class
-        classes[b] of each image, or its predicted class where classes[b] is -1. The map is upsampled
-        bicubically (as the reference's cv2.INTER_CUBIC) and min-max normalised; constant -> zeros."""
+        classes[b] of each image, or its predicted class where classes[b] is -1 (:func:`score_maps`)."""
         feature = self.backbone(images)
         logits = self.method.head(feature, None, None)["logits"]
         classes = torch.where(classes < 0, logits.argmax(dim=1), classes)
-        maps = self.method.class_maps(feature, classes)[:, None]
-        maps = F.interpolate(maps, size=(size, size), mode="bicubic", align_corners=False)[:, 0]
-        return logits, normalize_maps(maps)
+        return logits, score_maps(self.method.class_maps(feature, classes), size)
 
     def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(parameters at lr, parameters at lr * lr_classifier_ratio), by clovaai/wsolevaluation's

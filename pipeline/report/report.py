@@ -1,6 +1,7 @@
-"""The benchmark's report: the paper's tables with 95 % intervals, the floor, paired differences,
-where the CAMs go, Table 2's ablation, training cost, BoxAcc curves and CAM galleries, in Markdown,
-and the data of dvc.yaml's plots.
+"""The benchmark's report: the paper's tables with 95 % intervals, the rows that frame every method
+(the floor, the pretrained features, the few-shot row) and where each method sits between them, paired
+differences, where the CAMs go, Table 2's ablation, the backbones' pretraining, training cost, BoxAcc
+curves and CAM galleries, in Markdown, and the data of dvc.yaml's plots.
 
     report/<dataset>/
         report.md
@@ -11,8 +12,9 @@ and the data of dvc.yaml's plots.
         plots/pr_curve.csv          run, recall, precision (header only without masks)
 
 Numbers come from results/<dataset>/<run>/ (the evaluate stage, on test: metrics.json, the curves
-and the per-image records), results/<dataset>/center-gaussian/ (the baseline stage) and
-runs/<dataset>/<run>/ (the train stage: history.csv, cost.json). A cell is a run's value, or with
+and the per-image records), the reference rows' folders beside them (the baseline, features and
+few_shot stages), runs/<dataset>/<run>/ (the train stage: history.csv, cost.json) and
+pretrained/<backbone>/pretrain.json (the pretrain stage). A cell is a run's value, or with
 several seeds their mean ± std; in brackets the 95 % bootstrap interval over test images (of the mean
 over seeds, every seed resampled with the same images). Differences between methods are paired: the
 same resampled images for both. Galleries run the exported networks on test images, boxes at each
@@ -36,17 +38,19 @@ from pipeline.data.loading import SplitImages, eval_transform
 from pipeline.formats.export_folder import load_exported
 from pipeline.report.figures import GalleryCollector, curve_panels, grid, save_picture
 from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
-from pipeline.dag.paths import RECORDS, Layout, replaced_atomically
+from pipeline.dag.paths import FEATURES_ROW, FEW_SHOT_ROW, FLOOR_ROW, RECORDS, Layout, replaced_atomically
+from pipeline.formats.records import RecordError, read_json
 from pipeline.settings.registry import BACKBONES, METHODS
 from pipeline.formats.run_cost import RunCost, read_cost
 
 NAMES = {name: entry.display for name, entry in METHODS.items()}
 BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}
-FLOOR = "Center Gaussian (floor)"
+FLOOR = FLOOR_ROW
 PAPER_METHOD = "icl"
 TABLE2_BASELINE = "adl"  # the paper's Table 2 "Baseline [9]"
 
 Key = tuple[str, str]  # (backbone, method)
+References = dict[str, dict[str, "Runs"]]  # row name -> backbone -> its runs (the floor: the same for every backbone)
 
 
 @dataclass(frozen=True)
@@ -157,15 +161,26 @@ def _history(path: Path) -> History:
     return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in _rows(path)]
 
 
-def _load(config: Config, layout: Layout) -> tuple[dict[Key, Runs], Runs, dict[Key, list[RunCost]], dict[Key, list[History]]]:
-    """(runs, the floor, costs, training histories) of every backbone x method, over the config's seeds."""
+def reference_folders(config: Config, layout: Layout) -> dict[str, dict[str, Path]]:
+    """Row name -> backbone -> the results folder of each row that frames every method."""
+    return {FLOOR: {b: layout.baseline(config.dataset) for b in config.backbones},
+            FEATURES_ROW: {b: layout.features(config.dataset, b) for b in config.backbones},
+            FEW_SHOT_ROW: {b: layout.few_shot(config.dataset, b) for b in config.backbones}}
+
+
+def _load(config: Config, layout: Layout) -> tuple[dict[Key, Runs], References, dict[Key, list[RunCost]], dict[Key, list[History]]]:
+    """(runs, the reference rows, costs, training histories) of every backbone x method, over the config's
+    seeds; the few-shot row's cost under the key (backbone, FEW_SHOT_ROW)."""
     runs = {(b, m): Runs.load([layout.results(config.dataset, b, m, s) for s in config.seeds])
             for b in config.backbones for m in config.methods}
     costs = {(b, m): [read_cost(layout.run(config.dataset, b, m, s)) for s in config.seeds]
              for b in config.backbones for m in config.methods}
+    costs.update({(b, FEW_SHOT_ROW): [read_cost(layout.few_shot(config.dataset, b))] for b in config.backbones})
     histories = {(b, m): [_history(layout.run(config.dataset, b, m, s) / "history.csv") for s in config.seeds]
                  for b in config.backbones for m in config.methods}
-    return runs, Runs.load([layout.baseline(config.dataset)]), costs, histories
+    references = {name: {b: Runs.load([folder]) for b, folder in folders.items()}
+                  for name, folders in reference_folders(config, layout).items()}
+    return runs, references, costs, histories
 
 
 def _tap_figures(history: History) -> dict[str, dict[str, float]]:
@@ -181,12 +196,19 @@ def _tap_figures(history: History) -> dict[str, dict[str, float]]:
 class Report:
     """The report's sections, from the loaded runs, their training costs and histories."""
 
-    def __init__(self, config: Config, runs: dict[Key, Runs], floor: Runs, costs: dict[Key, list[RunCost]],
+    def __init__(self, config: Config, runs: dict[Key, Runs], references: References, costs: dict[Key, list[RunCost]],
                  histories: dict[Key, list[History]]):
-        self.config, self.runs, self.floor, self.costs, self.histories = config, runs, floor, costs, histories
+        """``references``: the floor first, then any other rows, each per backbone."""
+        self.config, self.runs, self.references, self.costs, self.histories = config, runs, references, costs, histories
+        self.floor = next(iter(references[FLOOR].values()))
         first = next(iter(runs.values())).metrics[0]
         self.bootstrap = first["bootstrap"]
         self.ious = tuple(config.evaluate.iou_thresholds)
+
+    def _reference_rows(self, key: str) -> list[tuple[str, dict[str, Runs]]]:
+        """The rows that frame the methods and have ``key``."""
+        return [(name, rows) for name, rows in self.references.items()
+                if all(r.values(key) is not None for r in rows.values())]
 
     def _column(self, backbone: str) -> dict[str, Runs]:
         return {method: self.runs[backbone, method] for method in self.config.methods}
@@ -201,8 +223,12 @@ class Report:
         best = {name: _best(column, key) for name, column in columns.items()}
         rows = [[NAMES[m], *(column[m].cell(key, self.bootstrap, self.ious, bold=m in best[name])
                              for name, column in columns.items())] for m in config.methods]
-        if with_floor and self.floor.values(key) is not None:
-            rows.append([FLOOR, *[self.floor.cell(key, self.bootstrap, self.ious)] * len(columns)])
+        for name, per_backbone in self._reference_rows(key) if with_floor else []:
+            cells = [per_backbone[b].cell(key, self.bootstrap, self.ious) for b in config.backbones]
+            if len(config.backbones) > 1:
+                cells.append(cells[0] if name == FLOOR else
+                             Runs.pooled(per_backbone[b] for b in config.backbones).cell(key, self.bootstrap, self.ious))
+            rows.append([name, *cells])
         return _table(["Method", *columns], rows)
 
     def detail_table(self) -> str:
@@ -213,10 +239,16 @@ class Report:
         rows = [[NAMES[m], BACKBONE_NAMES[b],
                  *(runs.cell(key, self.bootstrap, self.ious, bold=m in best[b, key]) for key in keys),
                  *(_optimal_threshold(runs, d) for d in self.ious)] for (b, m), runs in self.runs.items()]
-        rows.append([FLOOR, "-", *(self.floor.cell(key, self.bootstrap, self.ious) for key in keys),
-                     *(_optimal_threshold(self.floor, d) for d in self.ious)])
+        for name, runs, backbone in self._reference_runs():
+            rows.append([name, BACKBONE_NAMES.get(backbone, "-"), *(runs.cell(key, self.bootstrap, self.ious) for key in keys),
+                         *(_optimal_threshold(runs, d) for d in self.ious)])
         return _table(["Method", "Backbone", *(f"MaxBoxAcc@{d}" for d in self.ious), "MaxBoxAccV2",
                        *(f"τ*@{d}" for d in self.ious)], rows)
+
+    def _reference_runs(self) -> list[tuple[str, Runs, str]]:
+        """(row name, runs, backbone; "" for the floor, the same on every backbone) of every reference row."""
+        return [(FLOOR, self.floor, ""), *((name, runs, backbone) for name, rows in self.references.items()
+                                           if name != FLOOR for backbone, runs in rows.items())]
 
     def _difference(self, a: Runs, b: Runs, key: str = "maxboxacc_v2") -> tuple[float, float, float]:
         return paired_difference(a.records(key), b.records(key), key, self.ious, self.bootstrap["samples"],
@@ -230,11 +262,13 @@ class Report:
         rows, verdicts = [], []
         for backbone in config.backbones:
             ours = self.runs[backbone, PAPER_METHOD]
-            for method in [m for m in config.methods if m != PAPER_METHOD] + [None]:
-                other = self.runs[backbone, method] if method else self.floor
+            others: list[tuple[str, Runs, str | None]] = [
+                (NAMES[m], self.runs[backbone, m], m) for m in config.methods if m != PAPER_METHOD]
+            others += [(name, per_backbone[backbone], None) for name, per_backbone in self.references.items()]
+            for name, other, method in others:
                 difference, low, high = self._difference(ours, other)
-                verdict = "ahead" if low > 0 else "behind" if high < 0 else "no difference resolved"
-                rows.append([NAMES[PAPER_METHOD], NAMES[method] if method else FLOOR, BACKBONE_NAMES[backbone],
+                verdict = _verdict(low, high, "ahead", "behind")
+                rows.append([NAMES[PAPER_METHOD], name, BACKBONE_NAMES[backbone],
                              f"{difference:+.2f}", f"[{low:+.2f}, {high:+.2f}]", verdict])
                 if method in ("cam", "adl"):
                     verdicts.append((NAMES[method], BACKBONE_NAMES[backbone], verdict))
@@ -255,6 +289,36 @@ class Report:
             lines += [claim, ""]
         return lines
 
+    def framing_section(self) -> list[str]:
+        """Where each method sits between the floor, the pretrained features and the few-shot row:
+        paired differences in MaxBoxAccV2 against each, and the share of the gap from the features
+        to the few-shot row that the method closes."""
+        rows, lines = [], []
+        for backbone in self.config.backbones:
+            rows_of = {name: per_backbone[backbone] for name, per_backbone in self.references.items()}
+            features, few_shot = (rows_of[FEATURES_ROW].mean("maxboxacc_v2"), rows_of[FEW_SHOT_ROW].mean("maxboxacc_v2"))
+            for method in self.config.methods:
+                runs = self.runs[backbone, method]
+                cells, words = [], []
+                for name, reference in rows_of.items():
+                    difference, low, high = self._difference(runs, reference)
+                    cells.append(f"{difference:+.2f} [{low:+.2f}, {high:+.2f}]")
+                    words.append(f"{_verdict(low, high, 'above', 'below')} the {_short(name)}")
+                mean = runs.mean("maxboxacc_v2")
+                gap = "-" if mean is None or features is None or few_shot is None or few_shot == features else \
+                    f"{100 * (mean - features) / (few_shot - features):.0f} %"
+                rows.append([NAMES[method], BACKBONE_NAMES[backbone], *cells, gap])
+                lines.append(f"- {NAMES[method]} ({BACKBONE_NAMES[backbone]}): {', '.join(words)}.")
+        return ["## Between the floor, the pretrained features and the few-shot row", "",
+                "Each method's MaxBoxAccV2 minus each reference row's on the same test images (paired bootstrap, 95 % "
+                "interval): the floor is what a centred box gives; the pretrained features, the backbone's own "
+                "class-agnostic map before any WSOL training (how much of the localization it brought); the few-shot "
+                "row, the same backbone trained on train-fullsup's masks alone (what that much full supervision buys "
+                "without any WSOL method). Gap closed: how far the method goes from the pretrained features to the "
+                "few-shot row (0 % at the features, 100 % at the few-shot row).", "",
+                _table(["Method", "Backbone", *(f"Δ {_short(n)}" for n in self.references), "Gap closed"], rows), "",
+                *lines, ""]
+
     def regions_section(self) -> list[str]:
         """Where the CAMs go: mass and optimal-threshold box shares per region, against the prior."""
         first = self.floor.metrics[0].get("regions")
@@ -262,9 +326,10 @@ class Report:
             return []
         names = first["names"]
         rows = [["Pixels (prior)", "-", *(f"{100 * v:.1f}" for v in first["prior"]), *["-"] * len(names)]]
-        for (backbone, method), runs in [*self.runs.items(), (("", ""), self.floor)]:
+        named = [(NAMES[method], runs, backbone) for (backbone, method), runs in self.runs.items()]
+        for name, runs, backbone in [*named, *self._reference_runs()]:
             regions = [m["regions"] for m in runs.metrics]
-            rows.append([NAMES[method] if method else FLOOR, BACKBONE_NAMES.get(backbone, "-"),
+            rows.append([name, BACKBONE_NAMES.get(backbone, "-"),
                          *_mean_shares([r["cam_mass"] for r in regions], len(names)),
                          *_mean_shares([r.get("box") for r in regions], len(names))])
         header = ["Method", "Backbone", *(f"CAM on {n}" for n in names), *(f"box on {n}" for n in names)]
@@ -351,12 +416,46 @@ class Report:
         rows = [[NAMES[m], BACKBONE_NAMES[b], _duration(float(np.mean([c.wall_s for c in costs]))),
                  f"{np.mean([c.images_per_s for c in costs]):.1f}", _distinct(c.device for c in costs),
                  _distinct(c.workers for c in costs), _distinct(c.epochs for c in costs)]
-                for (b, m), costs in self.costs.items()]
+                for (b, m), costs in self.costs.items() if m != FEW_SHOT_ROW]
+        rows += [[FEW_SHOT_ROW, BACKBONE_NAMES[b], _duration(c.wall_s), f"{c.images_per_s:.1f}", c.device,
+                  str(c.workers), str(c.epochs)] for (b, m), costs in self.costs.items() if m == FEW_SHOT_ROW for c in costs]
         seeds = ", mean over seeds" if len(self.config.seeds) > 1 else ""
         return ["## Cost", "",
                 f"What training took (runs/{self.config.dataset}/<run>/cost.json{seeds}): wall time of every epoch's "
                 "training and val scoring, over all attempts; training images per second over all workers.", "",
                 _table(["Method", "Backbone", "Wall time", "Images/s", "Device", "Workers", "Epochs"], rows), ""]
+
+
+def _verdict(low: float, high: float, above: str, below: str) -> str:
+    """A paired difference's 95 % interval in words: ``above`` (it excludes 0 from above), ``below``, or unresolved."""
+    return above if low > 0 else below if high < 0 else "no difference resolved from"
+
+
+def _short(row: str) -> str:
+    """A reference row's name as the report's prose uses it: 'floor', 'pretrained features', 'few-shot row'."""
+    return {FLOOR: "floor", FEATURES_ROW: "pretrained features", FEW_SHOT_ROW: "few-shot row"}.get(row, row)
+
+
+def weights_section(config: Config, layout: Layout) -> list[str]:
+    """What each backbone knew before WSOL training (its pretrained/<backbone>/pretrain.json): for the
+    pretrain stage's weights, its classes, images, held-out top-1 and what head colour alone gives."""
+    rows = []
+    for backbone in config.backbones:
+        path = layout.pretrained(backbone) / "pretrain.json"
+        summary = read_json(path, f"run dvc repro pretrain@{backbone}")
+        if not isinstance(summary, dict):
+            raise RecordError(f"{path}: not a JSON object")
+        if summary.get("trained"):
+            rows.append([BACKBONE_NAMES[backbone], "pretrain stage", str(summary["classes"]), str(summary["images"]),
+                         f"{summary['held_out_top1_cls']:.2f}", f"{summary['colour_only_top1_cls']:.2f}"])
+        else:
+            rows.append([BACKBONE_NAMES[backbone], str(summary.get("source") or "random init"), "-", "-", "-", "-"])
+    return ["## The backbones before WSOL training", "",
+            "Where each backbone's weights come from. The pretrain stage (the synthetic stand-in for ImageNet weights) "
+            "trains the plain classifier on generated body shapes, each with a random head colour and never a "
+            "benchmark class: its held-out top-1 says it sees shapes; colour alone, the best a classifier of the head "
+            "colour can do on the same held-out images.", "",
+            _table(["Backbone", "Weights", "Classes", "Images", "Held-out top-1", "Colour alone"], rows), ""]
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -368,13 +467,14 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path:
     """BoxAcc against tau on test (the evaluate stage's boxacc.csv), one panel per IoU of the config,
     one line per method (first seed) and the floor."""
+    references = {name: folders[backbone] for name, folders in reference_folders(config, layout).items()}
     folders = {**{NAMES[m]: layout.results(config.dataset, backbone, m, config.seeds[0]) for m in config.methods},
-               FLOOR: layout.baseline(config.dataset)}
+               **references}
     tables = {name: _rows(folder / "boxacc.csv") for name, folder in folders.items()}
 
     def curves(delta: int) -> list:
         return [(name, [float(r["threshold"]) for r in rows], [float(r[f"iou_{delta}"]) for r in rows],
-                 "k:" if name == FLOOR else "-") for name, rows in tables.items()]
+                 "k:" if name == FLOOR else ":" if name in references else "-") for name, rows in tables.items()]
 
     panels = [(f"IoU ≥ {d / 100:g}", curves(d)) for d in config.evaluate.iou_thresholds]
     return curve_panels(panels, path, ylabel="BoxAcc (%)",
@@ -413,12 +513,16 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> None:
 
 def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
     """The long-format CSVs that dvc.yaml's plots overlay, into ``folder``: a row per run (every backbone
-    x method x seed, named 'ResNet18 CAM seed 0'; the floor too for the test curves) and point. Values
-    are copied as the train and evaluate stages wrote them (see the module docstring for the columns)."""
+    x method x seed, named 'ResNet18 CAM seed 0'; for the test curves the reference rows too, the floor
+    once, the others per backbone, 'ResNet18 Pretrained features') and point. Values are copied as the
+    stages wrote them (see the module docstring for the columns)."""
     runs = {f"{BACKBONE_NAMES[b]} {NAMES[m]} seed {s}": (layout.run(config.dataset, b, m, s),
                                                         layout.results(config.dataset, b, m, s))
             for b in config.backbones for m in config.methods for s in config.seeds}
-    scored = {**{name: results for name, (_, results) in runs.items()}, FLOOR: layout.baseline(config.dataset)}
+    scored = {name: results for name, (_, results) in runs.items()}
+    for row, folders in reference_folders(config, layout).items():
+        scored.update({FLOOR: layout.baseline(config.dataset)} if row == FLOOR else
+                      {f"{BACKBONE_NAMES[b]} {row}": folder for b, folder in folders.items()})
     history, boxacc, pr_curve = [], [], []
     for name, (run, _) in runs.items():
         history += [[name, r["epoch"], r["val_maxboxacc_v2"]] for r in _rows(run / "history.csv")]
@@ -432,11 +536,11 @@ def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
 
 
 def build_report(config: Config, layout: Layout) -> Path:
-    runs, floor, costs, histories = _load(config, layout)
-    report = Report(config, runs, floor, costs, histories)
+    runs, references, costs, histories = _load(config, layout)
+    report = Report(config, runs, references, costs, histories)
     info = DatasetInfo.load(layout.split(config.dataset))
     out = layout.report(config.dataset)
-    first = floor.metrics[0]
+    first = report.floor.metrics[0]
     seeds = f"{len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}), mean ± std" \
         if len(config.seeds) > 1 else f"one seed ({config.seeds[0]})"
     mean = "; Mean: the mean over backbones" if len(config.backbones) > 1 else ""
@@ -448,15 +552,19 @@ def build_report(config: Config, layout: Layout) -> Path:
         f"steps of {first['cam_curve_interval']}, boxes from every contour; hyperparameters and the exported model "
         "chosen on train-fullsup only. Accuracies in %, the best method's mean of each column (of each backbone) in "
         f"bold{mean}; in brackets the 95 % bootstrap interval over test images ({report.bootstrap['samples']} "
-        "resamples). The floor is the protocol's trivial baseline, one centred Gaussian for every image, scored by "
-        "the same evaluator.",
+        "resamples). Three rows frame every method, each a score map scored by the same evaluator: the floor, the "
+        "protocol's trivial baseline (one centred Gaussian for every image); the pretrained features (the "
+        "backbone's channel-mean map before any WSOL training); and the few-shot row (the same backbone and "
+        "weights with a foreground head trained on train-fullsup's masks only, Choe et al., TPAMI 2022).",
         "",
+        *weights_section(config, layout),
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
         "Mean of MaxBoxAcc over IoU 30, 50 and 70.",
         "",
         report.metric_table("maxboxacc_v2"),
         "",
+        *report.framing_section(),
         *report.paired_section(),
         "## MaxBoxAcc at each IoU (Table 5 layout)",
         "",
@@ -480,7 +588,7 @@ def build_report(config: Config, layout: Layout) -> Path:
         report.metric_table("top1_cls", with_floor=False),
         "",
     ]
-    if floor.values("pxap") is not None:
+    if report.floor.values("pxap") is not None:
         parts += ["## PxAP", "", "Pixel average precision of the CAMs against the object masks.", "",
                   report.metric_table("pxap"), ""]
     parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(),

@@ -226,8 +226,8 @@ else:
 # ---------------------------------------------------------------------------------------- training
 
 class PretrainConfig(Section):
-    """The pretrain stage (pipeline/train/pretrain.py): a plain classifier on generated images of
-    the classes the synthetic benchmark does not use, for backbones whose ``pretrained`` is ``pretrain``."""
+    """The pretrain stage (pipeline/train/pretrain.py): a plain classifier of generated body shapes,
+    never a benchmark class, for backbones whose ``pretrained`` is ``pretrain``."""
 
     images_per_class: ImagesPerClass
     image_size: Annotated[int, Field(ge=32, le=512)]  # px, square
@@ -235,13 +235,25 @@ class PretrainConfig(Section):
     context_bias: Fraction
     distractors: Annotated[int, Field(ge=0, le=8)]
     epochs: Epochs
-    lr: LearningRate  # peak of a one-cycle schedule
+    lr: LearningRate  # AdamW, peak of a one-cycle schedule
+    weight_decay: Annotated[float, Field(ge=0, le=1)]  # AdamW's decoupled decay
     batch_size: Batch
     seed: Seed
 
     @model_validator(mode="after")
     def _crop_fits(self):
         return _crop_within(self, "image_size")
+
+
+class FewShotConfig(Section):
+    """The few-shot row (pipeline/train/few_shot.py): the backbone with a per-pixel foreground head,
+    trained on train-fullsup's masks (or filled boxes) only (Choe et al., TPAMI 2022)."""
+
+    epochs: Epochs
+    lr: LearningRate  # AdamW, peak of a one-cycle schedule, for the backbone and the head alike
+    weight_decay: Annotated[float, Field(ge=0, le=1)]
+    batch_size: Batch
+    seed: Seed
 
 
 class TrainConfig(Section):
@@ -361,6 +373,7 @@ class Config(Section):
     backbone_settings: PerBackbone[ModelConfig]
     method_settings: MethodsConfig
     pretrain: PretrainConfig
+    few_shot: FewShotConfig
     train: TrainConfig
     ray: RayConfig
     cluster: ClusterConfig

@@ -31,6 +31,11 @@ def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: st
                                            gamma=config.train.lr_decay_factor)
 
 
+def device_name(device: torch.device) -> str:
+    """What trains: "cpu", or the GPU's name ("NVIDIA H200")."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
 def channels_last(config: Config, device: torch.device) -> bool:
     """Whether weights and batches are stored channels-last: train.channels_last asks for it, on a GPU only."""
     return config.train.channels_last and device.type == "cuda"

@@ -33,7 +33,7 @@ from pipeline.settings.config import validate
 from pipeline.train import state as saved
 from pipeline.train.attention_probe import attention_localization
 from pipeline.train.epoch import train_epoch
-from pipeline.train.recipe import grad_scaler, optimizer_for, place_model, scheduler_for, seed_everything
+from pipeline.train.recipe import device_name, grad_scaler, optimizer_for, place_model, scheduler_for, seed_everything
 
 log = logging.getLogger("pipeline.train")
 
@@ -96,10 +96,6 @@ def _system_metrics(payload: WorkerPayload, interval: float, resumed: bool):
         monitor.finish()
 
 
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-
-
 @dataclass(frozen=True)
 class WorkerPayload:
     """What the driver sends every worker (Ray Train's ``train_loop_config``, as ``asdict``)."""
@@ -143,7 +139,7 @@ def train_worker(loop_config: dict) -> None:
     loader = ray.train.torch.prepare_data_loader(split_loader(info, "train", config.data, per_worker, train=True,
                                                               prepared=prepared))
     client = MlflowClient(payload.mlflow_tracking_uri) if rank == 0 else None
-    progress.device = _device_name(device)
+    progress.device = device_name(device)
     with _system_metrics(payload, config.ray.system_metrics_interval, resumed=progress.epoch > 0):
         for epoch in range(progress.epoch, settings.epochs):
             started = time.perf_counter()

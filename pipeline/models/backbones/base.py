@@ -115,6 +115,21 @@ class Backbone(nn.Module):
             raise ValueError(f"{key}: a tap is listed twice: {list(taps)}")
         return [tap for tap in self.tap_names if tap in taps]
 
+    @property
+    def pretrained_tap(self) -> str:
+        """The last tap whose layers pretrained weights cover (before the variant's new layers)."""
+        return [tap for tap in self.tap_names if tap not in self.new_modules][-1]
+
+    def until(self, x: torch.Tensor, tap: str) -> torch.Tensor:
+        """x (B, 3, H, W) -> the plain feature map at ``tap`` (B, C, h, w); later stages do not run."""
+        self.tap_channels(tap)
+        for stage, modules in self._stages:
+            for module in modules:
+                x = module(x)
+            if stage == tap:
+                break
+        return x
+
     def forward(self, x: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
         """x (B, 3, H, W) -> final feature map (B, out_channels, h, w); ``hook(tap, feature)`` may
         replace the feature after each stage."""
