@@ -6,5 +6,10 @@ from pipeline.dag.code_deps import FINGERPRINTED, write_fingerprints
 from pipeline.dag.stage_runner import run
 
 if __name__ == "__main__":
-    run("fingerprint", lambda config, layout, args: write_fingerprints(
-        layout.root, args.backbone, args.method, FINGERPRINTED, args.method), ("backbone", "method"))
+    run(
+        "fingerprint",
+        lambda config, layout, args: write_fingerprints(
+            layout.root, args.backbone, args.method, FINGERPRINTED, args.method
+        ),
+        ("backbone", "method"),
+    )

@@ -5,5 +5,10 @@ from pipeline.dag.code_deps import FINGERPRINTED_ROWS, ROW_METHOD, write_fingerp
 from pipeline.dag.stage_runner import run
 
 if __name__ == "__main__":
-    run("fingerprint_rows", lambda config, layout, args: write_fingerprints(
-        layout.root, args.backbone, ROW_METHOD, FINGERPRINTED_ROWS, None), ("backbone",))
+    run(
+        "fingerprint_rows",
+        lambda config, layout, args: write_fingerprints(
+            layout.root, args.backbone, ROW_METHOD, FINGERPRINTED_ROWS, None
+        ),
+        ("backbone",),
+    )
