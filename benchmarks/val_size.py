@@ -14,6 +14,7 @@ and 95th percentile of that regret (MaxBoxAccV2 points) and the spread (std) of 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -22,11 +23,10 @@ import torch
 
 from pipeline.dag.paths import Layout
 from pipeline.data import acquire
-from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.evaluation.scoring import Scoring, score_split
 from pipeline.formats.export_folder import load_exported
 from pipeline.settings import yaml_io
-from pipeline.settings.config import load_config
+from pipeline.settings.config import SOURCES_FILE, load_config
 
 IOUS = (30, 50, 70)
 SIZES = (2, 5, 10, 20, 40)
@@ -39,6 +39,7 @@ def pool_hits(export: Path, per_class: int, params: Path, interval: float) -> tu
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         (root / "params.yaml").write_text(yaml_io.dump(settings))
+        shutil.copy(params.with_name(SOURCES_FILE), root / SOURCES_FILE)
         layout, config = Layout(root), load_config(root / "params.yaml")
         acquire.download(config, layout)
         info = acquire.split(config, layout)
