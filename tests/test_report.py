@@ -174,6 +174,7 @@ def test_each_method_is_placed_between_the_floor_the_features_and_the_few_shot_r
     # ICL on ResNet18: 25.00, so (25 - 8.33) / 66.67 = 25 %
     assert _cells(section, "Ours (ICL)", "ResNet18")[3] == "25 %"
     assert "- CAM (ResNet18): below the floor, above the pretrained features, below the few-shot row." in section
+    assert "- The pretrained features (ResNet18) minus the floor: -91.67 [" in section  # 8.33 - 100
 
 
 def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean_column():

@@ -303,12 +303,16 @@ class Report:
                 for name, reference in rows_of.items():
                     difference, low, high = self._difference(runs, reference)
                     cells.append(f"{difference:+.2f} [{low:+.2f}, {high:+.2f}]")
-                    words.append(f"{_verdict(low, high, 'above', 'below')} the {_short(name)}")
+                    words.append(f"{_verdict(low, high, 'above', 'below', 'no difference resolved from')} the {_short(name)}")
                 mean = runs.mean("maxboxacc_v2")
                 gap = "-" if mean is None or features is None or few_shot is None or few_shot == features else \
                     f"{100 * (mean - features) / (few_shot - features):.0f} %"
                 rows.append([NAMES[method], BACKBONE_NAMES[backbone], *cells, gap])
                 lines.append(f"- {NAMES[method]} ({BACKBONE_NAMES[backbone]}): {', '.join(words)}.")
+            for name in (FEATURES_ROW, FEW_SHOT_ROW):  # what the rows themselves are worth, against the floor
+                difference, low, high = self._difference(rows_of[name], rows_of[FLOOR])
+                lines.append(f"- The {_short(name)} ({BACKBONE_NAMES[backbone]}) minus the floor: {difference:+.2f} "
+                             f"[{low:+.2f}, {high:+.2f}].")
         return ["## Between the floor, the pretrained features and the few-shot row", "",
                 "Each method's MaxBoxAccV2 minus each reference row's on the same test images (paired bootstrap, 95 % "
                 "interval): the floor is what a centred box gives; the pretrained features, the backbone's own "
@@ -426,9 +430,9 @@ class Report:
                 _table(["Method", "Backbone", "Wall time", "Images/s", "Device", "Workers", "Epochs"], rows), ""]
 
 
-def _verdict(low: float, high: float, above: str, below: str) -> str:
-    """A paired difference's 95 % interval in words: ``above`` (it excludes 0 from above), ``below``, or unresolved."""
-    return above if low > 0 else below if high < 0 else "no difference resolved from"
+def _verdict(low: float, high: float, above: str, below: str, unresolved: str = "no difference resolved") -> str:
+    """A paired difference's 95 % interval in words: ``above`` (it excludes 0 from above), ``below``, or ``unresolved``."""
+    return above if low > 0 else below if high < 0 else unresolved
 
 
 def _short(row: str) -> str:
