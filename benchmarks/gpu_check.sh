@@ -4,13 +4,18 @@
 #     in a scratch copy of the project: train on the GPU, export, evaluate, report;
 #  2. benchmarks/train_speed.py for ResNet50 and VGG16 at 224 px (resize 256), CAM and ICL, fp32 and bf16,
 #     channels-last off and on.
-# Step 1 needs the project installed (pip install -e .) with dvc on PATH, and is skipped (said so) where
-# dvc, Ray or MLflow is missing; step 2 needs only torch, torchvision, pydantic, ruamel.yaml, OpenCV and
-# Pillow (PYTHONPATH=. from the project root). Writes to $OUT (default: gpu_check/): device.txt,
-# dag.log, report.md, speed.txt (the tables) and speed.jsonl (one JSON result per line).
+# From a fresh clone, one command: outside a virtual environment it makes .venv (the project with its
+# gpu extra: NVML for MLflow's GPU metrics) unless there is one, and runs in it. Step 1 is skipped (said
+# so) where dvc, Ray or MLflow is missing; step 2 needs only torch, torchvision, pydantic, ruamel.yaml,
+# OpenCV and Pillow (PYTHONPATH=. from the project root). Writes to $OUT (default: gpu_check/):
+# device.txt, dag.log, report.md, speed.txt (the tables) and speed.jsonl (one JSON result per line).
 #     bash benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  [ -d .venv ] || { python3 -m venv .venv && .venv/bin/pip install -q -U pip && .venv/bin/pip install -q -e ".[gpu]"; }
+  . .venv/bin/activate
+fi
 out=$(realpath -m "${OUT:-gpu_check}")
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 DVC_NO_ANALYTICS=1

@@ -25,8 +25,13 @@ def run(command: list[str], environment: dict, **kwargs) -> int:
 
 
 def send_back(environment: dict) -> int:
-    """dvc push, then the changes to git-tracked files against the synced commit as results.patch."""
+    """dvc push, then what git keeps against the synced commit as results.patch: changed files and
+    new ones (a first run's dvc.lock, metrics, report), which ``git add --intent-to-add`` makes part of
+    the diff; what .gitignore leaves out (DVC's outputs, mlflow.db) stays out."""
     status = run(["dvc", "push"], environment)
+    if status:
+        return status
+    status = run(["git", "add", "--intent-to-add", "--all"], environment)
     if status:
         return status
     with (PROJECT / PATCH).open("wb") as patch:

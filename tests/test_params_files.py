@@ -3,6 +3,7 @@ configuration; bad ones are refused with the file, line and key named."""
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def test_the_cluster_listens_for_the_outside_only_through_ssh_and_requires_crede
     head_start = " ".join(cluster["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
     # Ray's token auth on every node and process, the token copied from the user's machine
-    assert "--env RAY_AUTH_MODE=token" in cluster["docker"]["run_options"]
+    assert "grep -q RAY_AUTH_MODE ~/.bashrc || echo 'export RAY_AUTH_MODE=token' >> ~/.bashrc" == cluster["setup_commands"][0]
     assert cluster["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
     # MLflow: on the head's private IP, with basic auth, its password read from a file the user made
     (mlflow,) = [c for c in cluster["head_setup_commands"] if "mlflow server" in c]
@@ -45,6 +46,18 @@ def test_the_cluster_listens_for_the_outside_only_through_ssh_and_requires_crede
     assert 'MLFLOW_AUTH_ADMIN_PASSWORD="$(cat ~/.wsol/mlflow_password)"' in mlflow
     assert cluster["file_mounts"]["/home/ray/.wsol/mlflow_password"] == "~/.wsol/mlflow_password"
     assert any("MLFLOW_TRACKING_PASSWORD=$(cat ~/.wsol/mlflow_password)" in c for c in cluster["setup_commands"])
+
+
+def test_the_cluster_sync_leaves_out_outputs_and_no_code():
+    """rsync reads an exclude pattern without a leading "/" as a name anywhere in the tree: "data"
+    would leave out pipeline/data/ too."""
+    cluster = yaml.safe_load((ROOT / "infra" / "cluster.yaml").read_text())
+    patterns = cluster["rsync_exclude"]
+    assert all(p.startswith("/") for p in patterns), patterns
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    code = [f for f in tracked if f.startswith(("pipeline/", "stages/", "infra/", "tests/", "benchmarks/")) or "/" not in f]
+    assert code and not [f for f in code if any(("/" + f).startswith(p + "/") or "/" + f == p for p in patterns)]
+    assert {"/data", "/runs", "/exports", "/results", "/ray_results", "/mlflow.db", "/mlartifacts", "/.dvc/cache"} <= set(patterns)
 
 
 def test_every_shipped_params_file_validates(tmp_path):
