@@ -1,0 +1,1 @@
+"""The WSOL pipeline: data, models and methods, training, export, evaluation and the report (README, "Layout")."""

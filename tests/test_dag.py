@@ -24,6 +24,7 @@ from pipeline.dag.tracking import split_digest
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.export.served_model import fluent_store
 from pipeline.formats.export_folder import load_exported
+from pipeline.report.colours import method_colour, row_colour
 from pipeline.settings import yaml_io
 from pipeline.settings.registry import BACKBONES, METHODS
 from tests.helpers import params
@@ -161,6 +162,9 @@ def _mlflow_records_the_runs(repo: Path) -> None:
     assert (tags["mlflow.source.type"], tags["mlflow.source.git.commit"]) == ("LOCAL", head)
     assert tags["mlflow.source.git.dirty"] == "false"  # outputs and dvc.lock changed, the code did not
     assert len(tags["wsol.settings_hash"]) == 12
+    assert tags["mlflow.runColor"] == method_colour("icl")  # the method's colour in MLflow's charts, as in the report
+    (few_shot_run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'few-shot-resnet50'")
+    assert few_shot_run.data.tags["mlflow.runColor"] == row_colour("few-shot")
     info = DatasetInfo.load(repo / "data/splits/synth")
     inputs = {i.dataset.name: (i.dataset.digest, i.tags[0].value) for i in run.inputs.dataset_inputs}
     assert inputs == {"synth/train-weaksup": (split_digest(info, "train"), "training"),
@@ -231,6 +235,7 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     for title in plots:
         labelled = {row["run"] for row in plots[title]}
         assert {"ResNet50 ADL seed 0", "ResNet50 Ours (ICL) seed 0"} <= labelled, title  # one line per run, named
+        assert {"ADL", "Ours (ICL)"} <= {row["method"] for row in plots[title]}, title  # coloured by method
 
     assert stages_run(dvc(repo, "repro")) == set()  # nothing is stale
     assert "Data and pipelines are up to date" in dvc(repo, "status")  # numba's JIT cache is not a dependency

@@ -69,8 +69,27 @@ def test_gallery_tiles_carry_the_class_and_the_iou_of_the_drawn_box():
 
 
 def test_curve_panels_draw_one_panel_per_iou(tmp_path):
-    curves = [("CAM", [0, 0.5, 1], [0, 50, 10], "-"), ("floor", [0, 0.5, 1], [0, 20, 5], "k:")]
+    curves = [("CAM", [0, 0.5, 1], [0, 50, 10], "-", "#00c800"), ("floor", [0, 0.5, 1], [0, 20, 5], ":", "#000000")]
     one = cv2.imread(str(curve_panels([("IoU ≥ 0.5", curves)], tmp_path / "one.png", ylabel="BoxAcc (%)")))
     three = cv2.imread(str(curve_panels([(f"IoU ≥ {d}", curves) for d in (0.3, 0.5, 0.7)], tmp_path / "three.png",
                                         ylabel="BoxAcc (%)", title="synth test")))
     assert one.shape[0] == three.shape[0] and three.shape[1] > 2 * one.shape[1]
+    green = (one[..., 1] > 180) & (one[..., 0] < 60) & (one[..., 2] < 60)  # BGR: the CAM line in its colour
+    assert green.sum() > 100
+
+
+def test_one_colour_per_method_everywhere_and_the_plot_templates_are_current(tmp_path):
+    from pipeline.report.colours import ROW_COLOURS, colours_by_name, method_colour, plot_templates, write_templates
+    from pipeline.settings.registry import METHODS
+    colours = [method_colour(m) for m in METHODS]
+    assert len(set(colours)) == len(colours) and not set(colours) & set(ROW_COLOURS.values())  # all distinct
+    assert method_colour("icl") == "#d62728" and len({method_colour(m) for m in ("icl", "cam", "adl")}) == 3
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / ".dvc" / "plots").mkdir(parents=True)
+    write_templates(tmp_path)
+    for name in plot_templates():  # the committed templates are what the colours module writes
+        assert (root / ".dvc" / "plots" / f"{name}.json").read_text() == (tmp_path / ".dvc" / "plots" / f"{name}.json").read_text(), \
+            "run `python -m pipeline.report.colours` to rewrite .dvc/plots/"
+    scale = plot_templates()["by_run"]["encoding"]["color"]["scale"]
+    assert dict(zip(scale["domain"], scale["range"], strict=True)) == colours_by_name()
+    assert "strokeDash" not in plot_templates()["by_run"]["encoding"]  # no "revision: workspace" legend

@@ -4,6 +4,8 @@ paired differences, where the CAMs go, training cost, labelled galleries, and th
 
 import csv
 import json
+import os
+import re
 
 import cv2
 import numpy as np
@@ -15,7 +17,7 @@ from pipeline.evaluation.reference_rows import evaluate_features
 from pipeline.formats.records import RecordError
 from pipeline.formats.run_cost import RunCost
 from pipeline.metrics import BoxRecords
-from pipeline.report.report import Report, Runs, build_report, write_plot_data
+from pipeline.report.report import Report, Runs, build_report, terminal_summary, write_plot_data
 from pipeline.train.few_shot import few_shot
 from pipeline.train.pretrain import pretrain
 from tests.conftest import SAVED_METHODS
@@ -69,6 +71,15 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
         (layout.run("synth", "resnet50", method, 0) / "cost.json").write_text(json.dumps(COST))
         (layout.run("synth", "resnet50", method, 0) / "history.csv").write_text(ICL_HISTORY if method == "icl" else HISTORY)
     text = build_report(cfg, layout).read_text()
+    summary = terminal_summary(layout.report("synth") / "report.md", layout)  # what the stage prints last
+    assert "Report: report/synth/report.md" in summary and "dvc metrics show" in summary
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary or os.environ.get("MLFLOW_TRACKING_URI")
+    assert "| CAM |" in summary and "| Center Gaussian (floor) |" in summary and "This run " in summary
+    made = re.search(r"Made by commit (.+) on (\d{4}-\d\d-\d\d) \d\d:\d\d UTC; this machine: .+, (\d+) cores; the runs "
+                     r"trained on: (.+)\.", text)  # provenance
+    assert made and made[1] == "not a git checkout" and made[3] == str(os.cpu_count()) and made[4] == "cpu"
+    outside_code = re.sub(r"`[^`]*`", "", text)
+    assert not re.findall(r"<[^>\s]*>", outside_code)  # a path's <run> outside a code span is an HTML tag: invisible
     for heading in ("MaxBoxAccV2 (Table 4 layout)", "MaxBoxAcc at each IoU (Table 5 layout)", "Top-1 localization",
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
                     "Where the CAMs go (the failure modes as numbers)", "Training", "Cost",
@@ -80,8 +91,10 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     table = text.split("## MaxBoxAccV2 (Table 4 layout)")[1].split("##")[0]
     assert "| Method | ResNet50 |\n" in table  # one backbone: no Mean column
     best = max(values, key=values.get)
+    bar = max(floor["maxboxacc_v2"], json.loads((layout.features("synth", "resnet50") / "metrics.json").read_text())["maxboxacc_v2"])
     for method, name in (("cam", "CAM"), ("icl", "Ours (ICL)")):
-        shown = f"**{values[method]:.2f}**" if method == best and len(set(values.values())) > 1 else f"{values[method]:.2f}"
+        bold = method == best and len(set(values.values())) > 1 and values[method] > bar  # above the floor and the features
+        shown = f"**{values[method]:.2f}**" if bold else f"{values[method]:.2f}"
         low, high = metrics[method]["ci95"]["maxboxacc_v2"]
         assert f"| {name} | {shown} [{low:.1f}, {high:.1f}] |" in table
     low, high = floor["ci95"]["maxboxacc_v2"]
@@ -118,19 +131,19 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     assert (gallery[:top] < 255).any() and (gallery[top:, :left] < 255).any()  # image ids on top, methods left
 
     runs = {"CAM": "cam", "Ours (ICL)": "icl"}
-    assert _csv_rows(report / "plots" / "val_maxboxacc_v2.csv") == [["run", "epoch", "val_maxboxacc_v2"]] + [
-        [f"ResNet50 {name} seed 0", epoch, value] for name in runs for epoch, value in (("1", "10.5"), ("2", "12.25"))]
-    folders = {f"ResNet50 {name} seed 0": layout.results("synth", "resnet50", m, 0) for name, m in runs.items()}
-    folders["Center Gaussian (floor)"] = layout.baseline("synth")
-    folders["ResNet50 Pretrained features"] = layout.features("synth", "resnet50")
-    folders["ResNet50 Few-shot (train-fullsup masks)"] = layout.few_shot("synth", "resnet50")
+    assert _csv_rows(report / "plots" / "val_maxboxacc_v2.csv") == [["run", "method", "epoch", "val_maxboxacc_v2"]] + [
+        [f"ResNet50 {name} seed 0", name, epoch, value] for name in runs for epoch, value in (("1", "10.5"), ("2", "12.25"))]
+    folders = {(f"ResNet50 {name} seed 0", name): layout.results("synth", "resnet50", m, 0) for name, m in runs.items()}
+    folders["Center Gaussian (floor)", "Center Gaussian (floor)"] = layout.baseline("synth")
+    folders["ResNet50 Pretrained features", "Pretrained features"] = layout.features("synth", "resnet50")
+    folders["ResNet50 Few-shot (train-fullsup masks)", "Few-shot (train-fullsup masks)"] = layout.few_shot("synth", "resnet50")
     evaluated = {name: _dict_rows(folder / "boxacc.csv") for name, folder in folders.items()}
-    assert _csv_rows(report / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
-        [name, str(d), r["threshold"], r[f"iou_{d}"]] for name, table in evaluated.items() for d in IOUS for r in table]
+    assert _csv_rows(report / "plots" / "boxacc.csv") == [["run", "method", "iou", "threshold", "boxacc"]] + [
+        [*name, str(d), r["threshold"], r[f"iou_{d}"]] for name, table in evaluated.items() for d in IOUS for r in table]
     pr = {name: _dict_rows(folder / "pr_curve.csv") for name, folder in folders.items()}
     assert all(pr.values())  # synth has masks
-    assert _csv_rows(report / "plots" / "pr_curve.csv") == [["run", "recall", "precision"]] + [
-        [name, r["recall"], r["precision"]] for name, table in pr.items() for r in table]
+    assert _csv_rows(report / "plots" / "pr_curve.csv") == [["run", "method", "recall", "precision"]] + [
+        [*name, r["recall"], r["precision"]] for name, table in pr.items() for r in table]
 
 
 def _runs(accuracy: dict[int, float], images: int = 4) -> Runs:
@@ -151,22 +164,23 @@ def _runs(accuracy: dict[int, float], images: int = 4) -> Runs:
 
 ACCURACY = {("resnet18", "cam"): {30: 75, 50: 50, 70: 0}, ("resnet18", "icl"): {30: 50, 50: 25, 70: 0},
             ("resnet50", "cam"): {30: 25, 50: 25, 70: 0}, ("resnet50", "icl"): {30: 100, 50: 50, 70: 25}}
-FLOOR = {30: 100, 50: 100, 70: 100}  # above every method: never bold
+FLOOR = {30: 50, 50: 25, 70: 0}  # MaxBoxAccV2 25.00: below each backbone's best method
+ABOVE_ALL = {30: 100, 50: 100, 70: 100}  # a floor above every method
 FEATURES = {30: 25, 50: 0, 70: 0}  # MaxBoxAccV2 8.33
 FEW_SHOT = {30: 100, 50: 75, 70: 50}  # MaxBoxAccV2 75.00
 
 
-def _report(backbones: list[str], seeds: tuple[int, ...] = (0,), costs: dict | None = None) -> Report:
+def _report(backbones: list[str], seeds: tuple[int, ...] = (0,), costs: dict | None = None, floor: dict = FLOOR) -> Report:
     cfg = config(**{"backbones": backbones, "methods": ["cam", "icl"], "seeds": list(seeds)})
     runs = {key: _runs(accuracy) for key, accuracy in ACCURACY.items() if key[0] in backbones}
-    references = {"Center Gaussian (floor)": dict.fromkeys(backbones, _runs(FLOOR)),
+    references = {"Center Gaussian (floor)": dict.fromkeys(backbones, _runs(floor)),
                   "Pretrained features": {b: _runs(FEATURES) for b in backbones},
                   "Few-shot (train-fullsup masks)": {b: _runs(FEW_SHOT) for b in backbones}}
     return Report(cfg, runs, references, costs or {}, {})
 
 
 def test_each_method_is_placed_between_the_floor_the_features_and_the_few_shot_row():
-    section = "\n".join(_report(["resnet18"]).framing_section())
+    section = "\n".join(_report(["resnet18"], floor=ABOVE_ALL).framing_section())
     # ResNet18 CAM: MaxBoxAccV2 41.67: -58.33 against the floor, +33.33 against the features, -33.33 against
     # the few-shot row; it closes (41.67 - 8.33) / (75 - 8.33) = 50 % of the gap from the features to the few-shot row
     cells = _cells(section, "CAM", "ResNet18")
@@ -183,7 +197,7 @@ def test_the_best_method_of_each_column_is_bold_and_several_backbones_get_a_mean
     # MaxBoxAccV2: CAM 41.67 and 16.67, mean 29.17; ICL 25.00 and 58.33, mean 41.67
     assert [_value(c) for c in _cells(table, "CAM")] == ["**41.67**", "16.67", "29.17"]
     assert [_value(c) for c in _cells(table, "Ours (ICL)")] == ["25.00", "**58.33**", "**41.67**"]
-    assert [_value(c) for c in _cells(table, "Center Gaussian (floor)")] == ["100.00"] * 3
+    assert [_value(c) for c in _cells(table, "Center Gaussian (floor)")] == ["25.00"] * 3
     assert [_value(c) for c in _cells(table, "Pretrained features")] == ["8.33"] * 3  # the Mean pools both backbones
     assert [_value(c) for c in _cells(table, "Few-shot (train-fullsup masks)")] == ["75.00"] * 3
     low, high = map(float, _cells(table, "Ours (ICL)")[2].split(" [")[1].strip("]").split(", "))
@@ -206,9 +220,34 @@ def test_the_per_iou_table_bolds_each_backbones_best_and_has_no_threshold_where_
     assert [_value(c) for c in _cells(table, "Ours (ICL)", "ResNet50")] == [
         "**100.00**", "**50.00**", "**25.00**", "**58.33**", "0.75", "0.75", "0.75"]
     assert [_value(c) for c in _cells(table, "Center Gaussian (floor)", "-")] == [
-        "100.00", "100.00", "100.00", "100.00", "0.75", "0.75", "0.75"]
+        "50.00", "25.00", "0.00", "25.00", "0.75", "0.75", "–"]
     assert [_value(c) for c in _cells(table, "Pretrained features", "ResNet50")] == [
         "25.00", "0.00", "0.00", "8.33", "0.75", "–", "–"]
+
+
+def test_no_bold_falls_on_a_value_the_floor_or_the_pretrained_features_reach():
+    # a floor above every method: the best of each column is no longer bold, in either table
+    above = _report(["resnet18", "resnet50"], floor=ABOVE_ALL)
+    assert "**" not in above.metric_table("maxboxacc_v2") + above.detail_table()
+    # a floor equal to ResNet18 CAM's 50.00 at IoU 50 (and 41.67 MaxBoxAccV2): CAM, best there, is not bold
+    # at IoU 50 or in MaxBoxAccV2, still bold at IoU 30 (75 > 50)
+    level = _report(["resnet18"], floor={30: 50, 50: 50, 70: 25})
+    assert [_value(c) for c in _cells(level.detail_table(), "CAM", "ResNet18")][:4] == ["**75.00**", "50.00", "0.00", "41.67"]
+    # the pretrained features are a bar too: ResNet18's best at IoU 30 (75) against features at 75
+    features = _report(["resnet18"])
+    features.references["Pretrained features"] = {"resnet18": _runs({30: 75, 50: 0, 70: 0})}
+    assert _value(_cells(features.detail_table(), "CAM", "ResNet18")[0]) == "75.00"
+    # the few-shot row (full supervision) is no bar: it is above every method here and bold stays
+    assert "**" in _report(["resnet18"]).metric_table("maxboxacc_v2")
+
+
+def test_the_summary_says_the_best_method_the_claim_and_the_rows_in_one_paragraph():
+    heading, _, paragraph, _ = _report(["resnet18"]).summary()
+    assert heading == "## Summary"
+    assert paragraph.startswith("This run does not support the paper's claim")  # ICL 25.00 against CAM 41.67
+    assert "On ResNet18 the best MaxBoxAccV2 is CAM's 41.67;" in paragraph
+    assert re.search(r"\d of 2 methods are above the floor \(25\.00\) beyond the test set's noise, none reaches the "
+                     r"few-shot row \(75\.00\)\.", paragraph)
 
 
 def test_the_cost_section_gives_each_runs_mean_over_seeds():
@@ -251,18 +290,19 @@ def test_the_plot_data_holds_every_run_and_point_as_the_stages_wrote_them(tmp_pa
     runs = {"ResNet18 CAM seed 0": "cam", "ResNet18 CAM seed 1": "cam", "ResNet18 Ours (ICL) seed 0": "icl",
             "ResNet18 Ours (ICL) seed 1": "icl"}
     assert _csv_rows(tmp_path / "plots" / "val_maxboxacc_v2.csv") == [
-        ["run", "epoch", "val_maxboxacc_v2"],
-        ["ResNet18 CAM seed 0", "1", "20.5"], ["ResNet18 CAM seed 1", "1", "21.5"],
-        ["ResNet18 Ours (ICL) seed 0", "1", "20.5"], ["ResNet18 Ours (ICL) seed 1", "1", "21.5"]]
+        ["run", "method", "epoch", "val_maxboxacc_v2"],
+        ["ResNet18 CAM seed 0", "CAM", "1", "20.5"], ["ResNet18 CAM seed 1", "CAM", "1", "21.5"],
+        ["ResNet18 Ours (ICL) seed 0", "Ours (ICL)", "1", "20.5"], ["ResNet18 Ours (ICL) seed 1", "Ours (ICL)", "1", "21.5"]]
+    shown = {"cam": "CAM", "icl": "Ours (ICL)"}
     points = {"cam": [["30", "0.0000", "8.5000"], ["30", "0.5000", "60.0000"], ["50", "0.0000", "0.0000"],
                       ["50", "0.5000", "6.2500"], ["70", "0.0000", "0.0000"], ["70", "0.5000", "0.7500"]],
               "icl": [["30", "0.0000", "9.0000"], ["50", "0.0000", "1.0000"], ["70", "0.0000", "0.0000"]]}
     floor_points = [["30", "0.2500", "30.0000"], ["50", "0.2500", "10.0000"], ["70", "0.2500", "1.0000"]]
-    assert _csv_rows(tmp_path / "plots" / "boxacc.csv") == [["run", "iou", "threshold", "boxacc"]] + [
-        [name, *point] for name, method in runs.items() for point in points[method]] + [
-        ["Center Gaussian (floor)", *point] for point in floor_points] + [
-        [f"ResNet18 {row}", str(d), "0.5000", value] for row in ("Pretrained features", "Few-shot (train-fullsup masks)")
+    assert _csv_rows(tmp_path / "plots" / "boxacc.csv") == [["run", "method", "iou", "threshold", "boxacc"]] + [
+        [name, shown[method], *point] for name, method in runs.items() for point in points[method]] + [
+        ["Center Gaussian (floor)", "Center Gaussian (floor)", *point] for point in floor_points] + [
+        [f"ResNet18 {row}", row, str(d), "0.5000", value] for row in ("Pretrained features", "Few-shot (train-fullsup masks)")
         for d, value in ((30, "40.0000"), (50, "20.0000"), (70, "2.0000"))]
     assert _csv_rows(tmp_path / "plots" / "pr_curve.csv") == [
-        ["run", "recall", "precision"], ["ResNet18 CAM seed 0", "0.010000", "0.900000"],
-        ["ResNet18 CAM seed 1", "0.010000", "0.900000"]]
+        ["run", "method", "recall", "precision"], ["ResNet18 CAM seed 0", "CAM", "0.010000", "0.900000"],
+        ["ResNet18 CAM seed 1", "CAM", "0.010000", "0.900000"]]

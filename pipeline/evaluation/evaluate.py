@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from pipeline.metrics import RESIZE_LENGTH, confidence_intervals
 from pipeline.metrics.box_evaluator import GT_KNOWN_IOU
 from pipeline.metrics.regions import RegionResult, bootstrap_ci
 from pipeline.settings.config import Config, EvaluateConfig
+
+log = logging.getLogger("pipeline.evaluate")
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -124,6 +127,15 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
                ([f"{t:.4f}", f"{p:.6f}", f"{r:.6f}"] for t, p, r in zip(mask.thresholds, mask.precision, mask.recall, strict=False)))
 
 
+def _announce(out: Path, metrics: dict) -> None:
+    """One line per scored model or row, so that a stage that took a while says what it found."""
+    low, high = metrics["ci95"].get("maxboxacc_v2", (None, None))
+    parts = [f"MaxBoxAccV2 {metrics['maxboxacc_v2']:.2f} [{low:.1f}, {high:.1f}]"] if low is not None else []
+    parts += [f"{name} {metrics[key]:.2f}" for key, name in (("top1_loc", "top-1 loc"), ("top1_cls", "top-1 cls"),
+                                                           ("pxap", "PxAP")) if metrics.get(key) is not None]
+    log.info("%s: %s", out, ", ".join(parts))
+
+
 def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, force: bool = False) -> dict:
     """Score an exported model.pt2 on params' test split; write ``out`` (metrics.json, curves) and
     return its metrics. The scores also go into the training run's MLflow run, where it has one.
@@ -138,6 +150,7 @@ def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, for
     metrics = _metrics(scores, config)
     with replaced_atomically(out, force) as staging:
         _write_results(staging, scores, metrics, config)
+    _announce(out, metrics)
     if meta.mlflow_run_id is not None:
         _log_to_training_run(layout, meta.mlflow_run_id, info, scores, metrics, out)
     return metrics
@@ -165,6 +178,7 @@ def score_reference(cams: CamFunction, config: Config, layout: Layout, out: Path
         _write_results(staging, scores, metrics, config)
         if write_more is not None:
             write_more(staging)
+    _announce(out, metrics)
     if run_id is not None:
         _log_to_training_run(layout, run_id, info, scores, metrics, out)
     return metrics

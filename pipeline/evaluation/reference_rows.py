@@ -25,6 +25,7 @@ from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.evaluation.evaluate import score_reference
 from pipeline.models import Backbone, build_model
 from pipeline.models.model import score_maps
+from pipeline.report.colours import RUN_COLOUR_TAG, row_colour
 from pipeline.settings.config import Config
 
 
@@ -55,7 +56,7 @@ def open_row_run(config: Config, layout: Layout, row: str, backbone: str, params
     with store_failure_warns(layout, f"the {row} row of {backbone}"):
         return client, open_run(client, experiment_id(client, config.dataset, layout), f"{row}-{backbone}",
                                 f"{row}-{config.dataset}-{backbone}-{time.time_ns()}", flatten(params),
-                                {"row": row, "backbone": backbone}, layout.root)
+                                {"row": row, "backbone": backbone, RUN_COLOUR_TAG: row_colour(row)}, layout.root)
     return client, None
 
 

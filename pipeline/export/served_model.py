@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,15 +71,21 @@ def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) 
         return None
     name = registered_name(meta)
     with store_failure_warns(layout, f"model {name} (MLflow run {meta.mlflow_run_id})"):
-        with fluent_store(layout), mlflow.start_run(run_id=meta.mlflow_run_id):
+        trained = client_for(layout).get_run(meta.mlflow_run_id).info  # ended by the train stage
+        with fluent_store(layout), mlflow.start_run(run_id=meta.mlflow_run_id), warnings.catch_warnings():
+            # MLflow asks for type hints on predict for a signature it would infer; ours is explicit (signature())
+            warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(NETWORK_CODE), code_paths=[pt2_safety.__file__],
+                name=name, python_model=str(NETWORK_CODE), code_paths=[pt2_safety.__file__],  # named after the run, not "model"
                 artifacts={"network": str((folder / PT2).resolve())},
                 signature=signature(meta), input_example=_example(meta), registered_model_name=name,
                 metadata={"class_names": meta.class_names, "cam_threshold": meta.cam_threshold},
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"])
         version = int(info.registered_model_version)
-        client_for(layout).set_model_version_tag(name, str(version), "seed", str(seed))
+        client = client_for(layout)
+        if trained.end_time is not None:  # MLflow's Duration is the training's, not training plus this export
+            client.set_terminated(meta.mlflow_run_id, status=trained.status, end_time=trained.end_time)
+        client.set_model_version_tag(name, str(version), "seed", str(seed))
         log.info("registered %s version %d (MLflow run %s)", name, version, meta.mlflow_run_id)
         return version
     return None

@@ -16,6 +16,8 @@ from pipeline.data.metadata import Metadata
 from pipeline.metrics import BoxResult
 from pipeline.metrics.contour_boxes import largest_contour_box
 from pipeline.metrics.conventions import best_iou, integer_thresholds, quantise, rescale_boxes
+from pipeline.report.colours import method_colour
+from pipeline.settings.registry import METHODS
 
 GT_COLOUR = (220, 30, 30)  # RGB: ground truth red
 PREDICTED_COLOUR = (30, 200, 30)  # predicted green, as in the paper's figures
@@ -23,7 +25,8 @@ FONT = cv2.FONT_HERSHEY_SIMPLEX
 LABEL_SCALE = 0.5  # grid labels: about 11 px high
 LABEL_PAD = 6  # px of white around a grid label
 
-Curve = tuple[str, Sequence[float], Sequence[float], str]  # label, tau values, y values (%), matplotlib style
+# label, tau values, y values (%), matplotlib style, colour (pipeline/report/colours.py; None: matplotlib's next)
+Curve = tuple[str, Sequence[float], Sequence[float], str, str | None]
 
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
@@ -150,8 +153,8 @@ def curve_panels(panels: Sequence[tuple[str, Sequence[Curve]]], path: Path, *, y
     figure = Figure(figsize=(6.4 if len(panels) == 1 else 4.6 * len(panels), 4.2), dpi=100)
     FigureCanvasAgg(figure)
     for axes, (panel_title, curves) in zip(figure.subplots(1, len(panels), sharey=True, squeeze=False)[0], panels, strict=False):
-        for label, x, y, style in curves:
-            axes.plot(x, y, style, label=label)
+        for label, x, y, style, colour in curves:
+            axes.plot(x, y, style, label=label, color=colour)
         axes.set(xlabel="CAM threshold τ", title=panel_title, xlim=(0, 1), ylim=(0, 100))
         axes.grid(alpha=0.3)
         axes.legend(fontsize="small", ncol=columns)
@@ -165,9 +168,11 @@ def curve_panels(panels: Sequence[tuple[str, Sequence[Curve]]], path: Path, *, y
 
 
 def boxacc_curves(results: dict[str, BoxResult], path: Path, title: str) -> Path:
-    """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG."""
+    """BoxAcc(delta, tau) against tau, one line per (run, delta), saved as PNG; ``results`` keyed by
+    method (its colour) or any other name."""
     styles = {30: ":", 50: "-", 70: "--"}
-    curves = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."))
+    curves = [(f"{name} IoU {delta}%", result.thresholds, curve, styles.get(delta, "-."),
+               method_colour(name) if name in METHODS else None)
               for name, result in results.items() for delta, curve in result.multi_contour.boxacc.items()]
     return curve_panels([(title, curves)], path, ylabel="BoxAcc (%)", columns=max(1, len(results) // 4))  # type: ignore[list-item]
 

@@ -7,9 +7,9 @@ curves and CAM galleries, in Markdown, and the data of dvc.yaml's plots.
         report.md
         boxacc_<backbone>.png       BoxAcc against the CAM threshold, one panel per IoU
         gallery_<backbone>.png      test CAMs, a labelled row per method, a column per image
-        plots/val_maxboxacc_v2.csv  run, epoch, val_maxboxacc_v2 (%)
-        plots/boxacc.csv            run, iou (%), threshold, boxacc (%)
-        plots/pr_curve.csv          run, recall, precision (header only without masks)
+        plots/val_maxboxacc_v2.csv  run, method, epoch, val_maxboxacc_v2 (%)
+        plots/boxacc.csv            run, method, iou (%), threshold, boxacc (%)
+        plots/pr_curve.csv          run, method, recall, precision (header only without masks)
 
 Numbers come from results/<dataset>/<run>/ (the evaluate stage, on test: metrics.json, the curves
 and the per-image records), the reference rows' folders beside them (the baseline, features and
@@ -25,27 +25,33 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import platform
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.settings.config import Config
+from pipeline.dag.paths import FEATURES_ROW, FEW_SHOT_ROW, FLOOR_ROW, RECORDS, Layout, replaced_atomically
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import SplitImages, eval_transform
 from pipeline.formats.export_folder import load_exported
-from pipeline.report.figures import GalleryCollector, curve_panels, grid, save_picture
-from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
-from pipeline.dag.paths import FEATURES_ROW, FEW_SHOT_ROW, FLOOR_ROW, RECORDS, Layout, replaced_atomically
 from pipeline.formats.records import RecordError, read_json
-from pipeline.settings.registry import BACKBONES, METHODS
 from pipeline.formats.run_cost import RunCost, read_cost
+from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
+from pipeline.report.colours import colours_by_name
+from pipeline.report.figures import GalleryCollector, curve_panels, grid, save_picture
+from pipeline.settings.config import Config
+from pipeline.settings.registry import BACKBONES, METHODS
 
 NAMES = {name: entry.display for name, entry in METHODS.items()}
 BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}
 FLOOR = FLOOR_ROW
+LOWER_ROWS = (FLOOR_ROW, FEATURES_ROW)  # the rows a method must beat to be bold in a table
 PAPER_METHOD = "icl"
 TABLE2_BASELINE = "adl"  # the paper's Table 2 "Baseline [9]"
 
@@ -113,12 +119,13 @@ class Runs:
         return f"{'**' + text + '**' if bold else text} [{low:.1f}, {high:.1f}]"
 
 
-def _best(column: dict[str, Runs], key: str) -> set[str]:
+def _best(column: dict[str, Runs], key: str, bar: float | None = None) -> set[str]:
     """The methods of a table column (method -> runs) with the best mean of ``key``; none where every
-    known mean is the same (one method, or a tie of all)."""
+    known mean is the same (one method, or a tie of all), or where the best does not exceed ``bar``
+    (the rows every WSOL method must beat: :meth:`Report._bar`)."""
     means = {method: runs.mean(key) for method, runs in column.items()}
     known = {method: mean for method, mean in means.items() if mean is not None}
-    if len(set(known.values())) < 2:
+    if len(set(known.values())) < 2 or (bar is not None and max(known.values()) <= bar):
         return set()
     return {method for method, mean in known.items() if mean == max(known.values())}
 
@@ -205,6 +212,16 @@ class Report:
         self.bootstrap = first["bootstrap"]
         self.ious = tuple(config.evaluate.iou_thresholds)
 
+    def _bar(self, key: str, backbones: Iterable[str]) -> float | None:
+        """The highest mean of ``key`` among the rows a WSOL method must beat to be called best (the
+        floor: no training; the pretrained features: no WSOL training), pooled over ``backbones``; None
+        where neither has the metric (top-1 cls). The few-shot row, which uses full supervision, is not a bar."""
+        backbones = list(backbones)
+        means = [Runs.pooled(self.references[name][b] for b in backbones).mean(key)
+                 for name in LOWER_ROWS if name in self.references]
+        known = [mean for mean in means if mean is not None]
+        return max(known) if known else None
+
     def _reference_rows(self, key: str) -> list[tuple[str, dict[str, Runs]]]:
         """The rows that frame the methods and have ``key``."""
         return [(name, rows) for name, rows in self.references.items()
@@ -220,7 +237,8 @@ class Report:
         columns = {BACKBONE_NAMES[b]: self._column(b) for b in config.backbones}
         if len(config.backbones) > 1:
             columns["Mean"] = {m: Runs.pooled(self.runs[b, m] for b in config.backbones) for m in config.methods}
-        best = {name: _best(column, key) for name, column in columns.items()}
+        backbones_of = {BACKBONE_NAMES[b]: [b] for b in config.backbones} | {"Mean": list(config.backbones)}
+        best = {name: _best(column, key, self._bar(key, backbones_of[name])) for name, column in columns.items()}
         rows = [[NAMES[m], *(column[m].cell(key, self.bootstrap, self.ious, bold=m in best[name])
                              for name, column in columns.items())] for m in config.methods]
         for name, per_backbone in self._reference_rows(key) if with_floor else []:
@@ -235,7 +253,7 @@ class Report:
         """MaxBoxAcc at each IoU, MaxBoxAccV2 (the best method of each backbone in bold) and the optimal
         thresholds τ*, per run and for the floor."""
         keys = [*(f"maxboxacc_{d}" for d in self.ious), "maxboxacc_v2"]
-        best = {(b, key): _best(self._column(b), key) for b in self.config.backbones for key in keys}
+        best = {(b, key): _best(self._column(b), key, self._bar(key, [b])) for b in self.config.backbones for key in keys}
         rows = [[NAMES[m], BACKBONE_NAMES[b],
                  *(runs.cell(key, self.bootstrap, self.ious, bold=m in best[b, key]) for key in keys),
                  *(_optimal_threshold(runs, d) for d in self.ious)] for (b, m), runs in self.runs.items()]
@@ -288,6 +306,27 @@ class Report:
                          f"ADL: {shortfalls}.")
             lines += [claim, ""]
         return lines
+
+    def summary(self) -> list[str]:
+        """The report in one paragraph: the best method of each backbone, the paper's claim in words,
+        each method against the floor and the few-shot row, and the range of top-1 cls."""
+        config, parts = self.config, []
+        for backbone in config.backbones:
+            column = self._column(backbone)
+            best = max(column, key=lambda m: column[m].mean("maxboxacc_v2") or 0.0)
+            rows = {name: per_backbone[backbone] for name, per_backbone in self.references.items()}
+            above = [m for m in config.methods if self._difference(column[m], rows[FLOOR])[1] > 0]
+            few_shot = rows[FEW_SHOT_ROW].mean("maxboxacc_v2")
+            parts.append(f"On {BACKBONE_NAMES[backbone]} the best MaxBoxAccV2 is {NAMES[best]}'s "
+                         f"{column[best].mean('maxboxacc_v2'):.2f}; {len(above)} of {len(config.methods)} methods are "
+                         f"above the floor ({self.floor.mean('maxboxacc_v2'):.2f}) beyond the test set's noise"
+                         + (f", none reaches the few-shot row ({few_shot:.2f})" if few_shot is not None and all(
+                             (column[m].mean("maxboxacc_v2") or 0.0) < few_shot for m in config.methods) else "") + ".")
+        claim = [line for line in self.paired_section() if line.startswith("This run ")]
+        accuracies = [v for runs in self.runs.values() for v in (runs.values("top1_cls") or [])]
+        if accuracies:
+            parts.append(f"Top-1 classification ranges from {min(accuracies):.2f} to {max(accuracies):.2f} % over the runs.")
+        return ["## Summary", "", " ".join([*claim, *parts]), ""]
 
     def framing_section(self) -> list[str]:
         """Where each method sits between the floor, the pretrained features and the few-shot row:
@@ -403,7 +442,7 @@ class Report:
         lines = ["## Training", "",
                  f"Loss ratio: the largest epoch loss over the first epoch's (a run that diverges shows it); top-1 of "
                  f"the last epoch on train-weaksup (under the method's masks) and on train-fullsup; steps whose "
-                 f"gradient the clip shortened, over the run{seeds} (runs/{self.config.dataset}/<run>/history.csv).", "",
+                 f"gradient the clip shortened, over the run{seeds} (`runs/{self.config.dataset}/<run>/history.csv`).", "",
                  _table(["Method", "Backbone", "Loss ratio", "Train top-1", "Val top-1", "Clipped steps"], rows), ""]
         if taps:
             lines += ["Each tap's attention at the last epoch (mean over seeds): share of pixels with A < 0, of images whose "
@@ -425,7 +464,7 @@ class Report:
                   str(c.workers), str(c.epochs)] for (b, m), costs in self.costs.items() if m == FEW_SHOT_ROW for c in costs]
         seeds = ", mean over seeds" if len(self.config.seeds) > 1 else ""
         return ["## Cost", "",
-                f"What training took (runs/{self.config.dataset}/<run>/cost.json{seeds}): wall time of every epoch's "
+                f"What training took (`runs/{self.config.dataset}/<run>/cost.json`{seeds}): wall time of every epoch's "
                 "training and val scoring, over all attempts; training images per second over all workers.", "",
                 _table(["Method", "Backbone", "Wall time", "Images/s", "Device", "Workers", "Epochs"], rows), ""]
 
@@ -438,6 +477,26 @@ def _verdict(low: float, high: float, above: str, below: str, unresolved: str = 
 def _short(row: str) -> str:
     """A reference row's name as the report's prose uses it: 'floor', 'pretrained features', 'few-shot row'."""
     return {FLOOR: "floor", FEATURES_ROW: "pretrained features", FEW_SHOT_ROW: "few-shot row"}.get(row, row)
+
+
+def provenance(layout: Layout, costs: dict[Key, list[RunCost]]) -> str:
+    """Which code made the report, when and on what: the git commit of the project (with "+ changes"
+    where its code, dvc.yaml or params.yaml differ from it; outputs change in every run), the date
+    (UTC), the CPU and its cores, and the devices the runs trained on (their cost.json)."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=layout.root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD") or "not a git checkout"
+    if commit != "not a git checkout" and git("status", "--porcelain", "--", "pipeline", "stages", "dvc.yaml", "params.yaml"):
+        commit += " + changes"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    devices = ", ".join(sorted({cost.device for per_seed in costs.values() for cost in per_seed}))
+    return (f"Made by commit {commit} on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; this machine: {cpu}, "
+            f"{os.cpu_count()} cores; the runs trained on: {devices}.")
 
 
 def weights_section(config: Config, layout: Layout) -> list[str]:
@@ -476,9 +535,11 @@ def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path:
                **references}
     tables = {name: _rows(folder / "boxacc.csv") for name, folder in folders.items()}
 
+    colours = colours_by_name()
+
     def curves(delta: int) -> list:
         return [(name, [float(r["threshold"]) for r in rows], [float(r[f"iou_{delta}"]) for r in rows],
-                 "k:" if name == FLOOR else ":" if name in references else "-") for name, rows in tables.items()]
+                 ":" if name in references else "-", colours[name]) for name, rows in tables.items()]
 
     panels = [(f"IoU ≥ {d / 100:g}", curves(d)) for d in config.evaluate.iou_thresholds]
     return curve_panels(panels, path, ylabel="BoxAcc (%)",
@@ -518,25 +579,26 @@ def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> None:
 def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
     """The long-format CSVs that dvc.yaml's plots overlay, into ``folder``: a row per run (every backbone
     x method x seed, named 'ResNet18 CAM seed 0'; for the test curves the reference rows too, the floor
-    once, the others per backbone, 'ResNet18 Pretrained features') and point. Values are copied as the
-    stages wrote them (see the module docstring for the columns)."""
-    runs = {f"{BACKBONE_NAMES[b]} {NAMES[m]} seed {s}": (layout.run(config.dataset, b, m, s),
-                                                        layout.results(config.dataset, b, m, s))
+    once, the others per backbone, 'ResNet18 Pretrained features'), its method or row (the templates'
+    colour: pipeline/report/colours.py) and point. Values are copied as the stages wrote them (see the
+    module docstring for the columns)."""
+    runs = {(f"{BACKBONE_NAMES[b]} {NAMES[m]} seed {s}", NAMES[m]): (layout.run(config.dataset, b, m, s),
+                                                                    layout.results(config.dataset, b, m, s))
             for b in config.backbones for m in config.methods for s in config.seeds}
     scored = {name: results for name, (_, results) in runs.items()}
     for row, folders in reference_folders(config, layout).items():
-        scored.update({FLOOR: layout.baseline(config.dataset)} if row == FLOOR else
-                      {f"{BACKBONE_NAMES[b]} {row}": folder for b, folder in folders.items()})
+        scored.update({(FLOOR, FLOOR): layout.baseline(config.dataset)} if row == FLOOR else
+                      {(f"{BACKBONE_NAMES[b]} {row}", row): folder for b, folder in folders.items()})
     history, boxacc, pr_curve = [], [], []
-    for name, (run, _) in runs.items():
-        history += [[name, r["epoch"], r["val_maxboxacc_v2"]] for r in _rows(run / "history.csv")]
-    for name, results in scored.items():
+    for (name, method), (run, _) in runs.items():
+        history += [[name, method, r["epoch"], r["val_maxboxacc_v2"]] for r in _rows(run / "history.csv")]
+    for (name, method), results in scored.items():
         rows = _rows(results / "boxacc.csv")
-        boxacc += [[name, d, r["threshold"], r[f"iou_{d}"]] for d in config.evaluate.iou_thresholds for r in rows]
-        pr_curve += [[name, r["recall"], r["precision"]] for r in _rows(results / "pr_curve.csv")]
-    _write_csv(folder / "val_maxboxacc_v2.csv", ["run", "epoch", "val_maxboxacc_v2"], history)
-    _write_csv(folder / "boxacc.csv", ["run", "iou", "threshold", "boxacc"], boxacc)
-    _write_csv(folder / "pr_curve.csv", ["run", "recall", "precision"], pr_curve)
+        boxacc += [[name, method, d, r["threshold"], r[f"iou_{d}"]] for d in config.evaluate.iou_thresholds for r in rows]
+        pr_curve += [[name, method, r["recall"], r["precision"]] for r in _rows(results / "pr_curve.csv")]
+    _write_csv(folder / "val_maxboxacc_v2.csv", ["run", "method", "epoch", "val_maxboxacc_v2"], history)
+    _write_csv(folder / "boxacc.csv", ["run", "method", "iou", "threshold", "boxacc"], boxacc)
+    _write_csv(folder / "pr_curve.csv", ["run", "method", "recall", "precision"], pr_curve)
 
 
 def build_report(config: Config, layout: Layout) -> Path:
@@ -555,12 +617,16 @@ def build_report(config: Config, layout: Layout) -> Path:
         "Methods Right* (Choe et al., CVPR 2020): CAMs of the ground-truth class at 224×224, every threshold τ in "
         f"steps of {first['cam_curve_interval']}, boxes from every contour; hyperparameters and the exported model "
         "chosen on train-fullsup only. Accuracies in %, the best method's mean of each column (of each backbone) in "
-        f"bold{mean}; in brackets the 95 % bootstrap interval over test images ({report.bootstrap['samples']} "
-        "resamples). Three rows frame every method, each a score map scored by the same evaluator: the floor, the "
-        "protocol's trivial baseline (one centred Gaussian for every image); the pretrained features (the "
+        f"bold{mean}, only where it is above both the floor and the pretrained features; in brackets the 95 % "
+        f"bootstrap interval over test images ({report.bootstrap['samples']} resamples: the variation of the "
+        "test images, not of training; the ± over seeds is training's). Three rows frame every method, each a "
+        "score map scored by the same evaluator: the floor, the protocol's trivial baseline (one centred Gaussian for every image); the pretrained features (the "
         "backbone's channel-mean map before any WSOL training); and the few-shot row (the same backbone and "
         "weights with a foreground head trained on train-fullsup's masks only, Choe et al., TPAMI 2022).",
         "",
+        provenance(layout, costs),
+        "",
+        *report.summary(),
         *weights_section(config, layout),
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
@@ -611,3 +677,19 @@ def build_report(config: Config, layout: Layout) -> Path:
         write_plot_data(config, layout, staging / "plots")
         (staging / "report.md").write_text("\n".join(parts))
     return out / "report.md"
+
+
+def terminal_summary(report_md: Path, layout: Layout) -> str:
+    """What the report stage prints last, so that a long ``dvc repro`` ends by saying where its results
+    are: the report's MaxBoxAccV2 table and its summary paragraph, then the report, the MLflow store
+    and the DVC commands that show the rest."""
+    text = report_md.read_text()
+    table = text.split("## MaxBoxAccV2 (Table 4 layout)")[1].split("\n## ")[0].strip().splitlines()[2:]
+    verdict = [text.split("## Summary")[1].split("\n## ")[0].strip()]
+    store = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow = f"MLflow: {store}" if store else ("MLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db "
+                                                "(from the project root; http://127.0.0.1:5000)")
+    return "\n".join(["", "MaxBoxAccV2 on test (%, 95 % interval over test images):", *table, *verdict, "",
+                      f"Report: {report_md.relative_to(layout.root)}", mlflow,
+                      "Every metric: dvc metrics show; the curves: dvc plots show", ""])
+

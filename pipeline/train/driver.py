@@ -58,6 +58,7 @@ from pipeline.dag.tracking import (
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.errors import PipelineError
 from pipeline.models import pretrained_source
+from pipeline.report.colours import RUN_COLOUR_TAG, method_colour
 from pipeline.settings.config import PRETRAIN_STAGE, Config
 from pipeline.train import ray_guard
 from pipeline.train import state as saved
@@ -172,6 +173,9 @@ def start_local_ray(num_cpus: int) -> None:
     # only where Ray believes clusters unsupported (services.get_node_ip_address reads
     # ray_constants.ENABLE_RAY_CLUSTER, $RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import). Once started,
     # the node's processes and workers use the IP it was given.
+    # Ray turns token auth on by default for a new local instance and says so at WARNING on every start;
+    # this Ray is loopback-only and ours, so that line is noise in every train stage.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls (without it,
         # a warning every few seconds); on loopback, like everything else here.
@@ -215,7 +219,8 @@ def fit(config: Config, layout: Layout, backbone: str, method: str, seed: int, *
     ray_name = f"{config.dataset}-{name}-{identity}"
     client = client_for(layout)
     tags = {"wsol.ray_run": ray_name, SETTINGS_TAG: settings_hash(config, backbone, method, seed),
-            "dataset": config.dataset, "backbone": backbone, "method": method, "seed": str(seed)}
+            "dataset": config.dataset, "backbone": backbone, "method": method, "seed": str(seed),
+            RUN_COLOUR_TAG: method_colour(method)}  # the method's colour in MLflow's charts, as in the report
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     run_id = open_run(client, experiment_id(client, config.dataset, layout), f"{config.dataset}-{name}",
