@@ -188,6 +188,7 @@ def few_shot(config: Config, layout: Layout, backbone: str) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info = DatasetInfo.load(layout.split(config.dataset))
     targets = fullsup_targets(info, config)
+    torch.manual_seed(settings.seed)  # the head's initial weights: from the seed, not from what ran before
     net = ForegroundNet(pretrained_backbone(config, layout, backbone))
     log.info("%s: few-shot row on %d train-fullsup images (%d masks, %d filled boxes)", backbone,
              len(targets.images), targets.from_masks, targets.from_boxes)
