@@ -99,7 +99,6 @@ def make_repo(repo: Path, settings: dict) -> Path:
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the project's cache links and remote
-    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")  # its plot templates
     shutil.copy(ROOT / ".dvcignore", repo / ".dvcignore")  # the project's, over dvc init's template
     for command in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
@@ -227,8 +226,11 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     for row in ("Center Gaussian (floor)", "Pretrained features", "Few-shot (train-fullsup masks)"):
         assert f"| {row} |" in report.read_text()
     assert (repo / "exports/synth/resnet50-icl-seed0/model.pt2").is_file()
-    metrics = dvc(repo, "metrics", "show")
-    assert "results/synth/resnet50-icl-seed0/metrics.json" in metrics and "maxboxacc_v2" in metrics
+    shown = json.loads(dvc(repo, "metrics", "show", "--json", stdout_only=True))[""]["data"]  # the workspace
+    assert set(shown) == {f"results/synth/{row}/scores.json" for row in (  # the test headline only: one row each
+        "resnet50-icl-seed0", "resnet50-adl-seed0", "center-gaussian", "features-resnet50", "few-shot-resnet50")}
+    assert set(shown["results/synth/resnet50-icl-seed0/scores.json"]["data"]) == {
+        "maxboxacc_v2", "maxboxacc_v2_ci_low", "maxboxacc_v2_ci_high", "top1_loc", "top1_cls", "gt_known_loc", "pxap"}
     plots = _plots(repo)
     assert set(plots) == {"val MaxBoxAccV2 per epoch (train-fullsup)", "test BoxAcc against the CAM threshold, per IoU",
                           "test pixel precision-recall (mask datasets)"}

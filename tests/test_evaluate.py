@@ -17,9 +17,17 @@ from pipeline.metrics import BoxEvaluator
 
 def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_project, tmp_path):
     layout, cfg, info = saved_project
+    run_id = json.loads((layout.run("synth", "resnet50", "cam", 0) / "model.json").read_text())["mlflow_run_id"]
+    client = MlflowClient(f"sqlite:///{layout.mlflow_db}")
+    client.create_registered_model("wsol-synth-resnet50-cam")  # as the export stage registers its model
+    client.create_model_version("wsol-synth-resnet50-cam", str(tmp_path), run_id=run_id)
     metrics = evaluate(cfg, layout, "resnet50", "cam", 0)
     results = layout.results("synth", "resnet50", "cam", 0)
     assert json.loads((results / "metrics.json").read_text()) == metrics
+    (v2_low, v2_high), r = metrics["ci95"]["maxboxacc_v2"], lambda key: round(metrics[key], 2)
+    assert json.loads((results / "scores.json").read_text()) == {  # flat, headline only: `dvc metrics show`
+        "maxboxacc_v2": r("maxboxacc_v2"), "maxboxacc_v2_ci_low": round(v2_low, 2), "maxboxacc_v2_ci_high": round(v2_high, 2),
+        "top1_loc": r("top1_loc"), "top1_cls": r("top1_cls"), "gt_known_loc": r("gt_known_loc"), "pxap": r("pxap")}
     assert len((results / "boxacc.csv").read_text().splitlines()) == 1 + 100  # header + one row per threshold
     assert (results / "pr_curve.csv").read_text().startswith("threshold,precision,recall\n")
 
@@ -48,10 +56,16 @@ def test_evaluation_equals_the_standalone_evaluator_and_reaches_mlflow(saved_pro
     for shares in (regions["prior"], regions["cam_mass"], regions["box"]):
         assert sum(shares) == pytest.approx(1.0)
 
-    run_id = json.loads((layout.run("synth", "resnet50", "cam", 0) / "model.json").read_text())["mlflow_run_id"]
-    run = MlflowClient(f"sqlite:///{layout.mlflow_db}").get_run(run_id)
-    assert run.data.metrics["test_maxboxacc_v2"] == pytest.approx(metrics["maxboxacc_v2"])
-    assert run.data.metrics["test_maxboxacc_v2_ci_low"] == pytest.approx(metrics["ci95"]["maxboxacc_v2"][0])
+    run = client.get_run(run_id)
+    assert run.data.metrics["test_maxboxacc_v2"] == r("maxboxacc_v2")  # % to 0.01: the runs table shows it raw
+    assert run.data.metrics["test_maxboxacc_v2_ci_low"] == round(v2_low, 2)
+    assert {m.step for m in client.get_metric_history(run_id, "test_maxboxacc_v2")} == {0}  # bars in MLflow's charts
+    described = (f"Test (synth, {metrics['images']} images): MaxBoxAccV2 {metrics['maxboxacc_v2']:.2f} [{v2_low:.1f}, "
+                 f"{v2_high:.1f}], top-1 loc {metrics['top1_loc']:.2f}, top-1 cls {metrics['top1_cls']:.2f}, "
+                 f"GT-known loc {metrics['gt_known_loc']:.2f}, PxAP {metrics['pxap']:.2f}")
+    assert run.data.tags["mlflow.note.content"] == described  # the run's description in the MLflow UI
+    version = client.get_model_version("wsol-synth-resnet50-cam", "1")
+    assert version.description == described and version.tags["test_maxboxacc_v2"] == str(r("maxboxacc_v2"))
 
 
 def test_the_floor_is_one_centred_gaussian_scored_by_the_same_evaluator(saved_project):
@@ -65,3 +79,5 @@ def test_the_floor_is_one_centred_gaussian_scored_by_the_same_evaluator(saved_pr
     evaluator.accumulate(np.repeat(gaussian[None], len(ids), axis=0), ids)
     assert metrics["maxboxacc_v2"] == pytest.approx(evaluator.compute().maxboxacc_v2, abs=1e-9)
     assert json.loads((layout.baseline("synth") / "metrics.json").read_text()) == metrics
+    assert set(json.loads((layout.baseline("synth") / "scores.json").read_text())) == {  # no class: no top-1
+        "maxboxacc_v2", "maxboxacc_v2_ci_low", "maxboxacc_v2_ci_high", "gt_known_loc", "pxap"}

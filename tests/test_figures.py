@@ -1,6 +1,7 @@
 """Figures: labelled galleries (row and column labels in margins, a class and IoU caption on each tile)
 and BoxAcc curves with a panel per IoU."""
 
+import json
 from pathlib import Path
 
 import cv2
@@ -68,6 +69,22 @@ def test_gallery_tiles_carry_the_class_and_the_iou_of_the_drawn_box():
     assert np.array_equal(masks_only, overlay(rgb, cam, (), (50, 0, 150, 100), caption="dog"))
 
 
+def test_gallery_keeps_every_class_of_a_split_sorted_by_class():
+    """8 images of a split sorted by class (3 classes, 4 images each, in two batches): at most
+    ceil(8 / 3) = 3 per class, the first of each class, so every class shows."""
+    images, cams = torch.zeros(6, 3, 8, 8), np.zeros((6, 8, 8), np.float32)
+    collector = GalleryCollector(8, classes=3)
+    ids = [f"{c}/{k}.png" for c in range(3) for k in range(4)]
+    labels = [c for c in range(3) for _ in range(4)]
+    for start in (0, 6):
+        collector(images, cams, labels[start:start + 6], labels[start:start + 6], ids[start:start + 6])
+    assert [image_id for _, _, image_id in collector.items] == [
+        "0/0.png", "0/1.png", "0/2.png", "1/0.png", "1/1.png", "1/2.png", "2/0.png", "2/1.png"]
+    one_class = GalleryCollector(3)  # no class count: the first images, whatever their class
+    one_class(images, cams, labels[:6], labels[:6], ids[:6])
+    assert [image_id for _, _, image_id in one_class.items] == ["0/0.png", "0/1.png", "0/2.png"]
+
+
 def test_curve_panels_draw_one_panel_per_iou(tmp_path):
     curves = [("CAM", [0, 0.5, 1], [0, 50, 10], "-", "#00c800"), ("floor", [0, 0.5, 1], [0, 20, 5], ":", "#000000")]
     one = cv2.imread(str(curve_panels([("IoU ≥ 0.5", curves)], tmp_path / "one.png", ylabel="BoxAcc (%)")))
@@ -78,18 +95,17 @@ def test_curve_panels_draw_one_panel_per_iou(tmp_path):
     assert green.sum() > 100
 
 
-def test_one_colour_per_method_everywhere_and_the_plot_templates_are_current(tmp_path):
-    from pipeline.report.colours import ROW_COLOURS, colours_by_name, method_colour, plot_templates, write_templates
+def test_one_colour_per_method_everywhere_and_the_plot_templates_name_only_what_they_show(tmp_path):
+    from pipeline.report.colours import ROW_COLOURS, method_colour
+    from pipeline.report.plot_templates import write_templates
     from pipeline.settings.registry import METHODS
     colours = [method_colour(m) for m in METHODS]
     assert len(set(colours)) == len(colours) and not set(colours) & set(ROW_COLOURS.values())  # all distinct
     assert method_colour("icl") == "#d62728" and len({method_colour(m) for m in ("icl", "cam", "adl")}) == 3
-    root = Path(__file__).resolve().parents[1]
-    (tmp_path / ".dvc" / "plots").mkdir(parents=True)
-    write_templates(tmp_path)
-    for name in plot_templates():  # the committed templates are what the colours module writes
-        assert (root / ".dvc" / "plots" / f"{name}.json").read_text() == (tmp_path / ".dvc" / "plots" / f"{name}.json").read_text(), \
-            "run `python -m pipeline.report.colours` to rewrite .dvc/plots/"
-    scale = plot_templates()["by_run"]["encoding"]["color"]["scale"]
-    assert dict(zip(scale["domain"], scale["range"], strict=True)) == colours_by_name()
-    assert "strokeDash" not in plot_templates()["by_run"]["encoding"]  # no "revision: workspace" legend
+    names = {"Ours (ICL)": "#d62728", "CAM": "#1f77b4", "Center Gaussian (floor)": "#000000"}
+    write_templates(tmp_path, names)
+    for name in ("by_epoch", "by_run_per_iou", "by_run"):  # the names dvc.yaml's plots use
+        template = json.loads((tmp_path / f"{name}.json").read_text())
+        colour = template["encoding"]["color"]
+        assert dict(zip(colour["scale"]["domain"], colour["scale"]["range"], strict=True)) == names  # the legend
+        assert "strokeDash" not in template["encoding"] and template["data"] == {"values": "<DVC_METRIC_DATA>"}

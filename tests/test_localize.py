@@ -14,7 +14,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.evaluation.localize import overlay_names, to_image_pixels
 from pipeline.formats.export_folder import META, ExportMeta
-from pipeline.report.figures import save_picture
+from pipeline.report.figures import overlay, save_picture
 
 
 def test_localize_prints_boxes_and_overlays_and_reports_unreadable_images(saved_project, tmp_path, capsys):
@@ -54,9 +54,10 @@ class BlobNetwork(torch.nn.Module):
         return torch.zeros(images.shape[0], 2), cams
 
 
-def blob_export(path: Path, meta: str | None) -> Path:
-    """BlobNetwork as a torch.export program for one 8x8 image, with ``meta`` as its meta.json (None: without one)."""
-    program = torch.export.export(BlobNetwork(), (torch.zeros(1, 3, 8, 8), torch.tensor([-1])))
+def blob_export(path: Path, meta: str | None, network: torch.nn.Module | None = None) -> Path:
+    """``network`` (BlobNetwork()) as a torch.export program for one 8x8 image, with ``meta`` as its meta.json
+    (None: without one)."""
+    program = torch.export.export(network or BlobNetwork(), (torch.zeros(1, 3, 8, 8), torch.tensor([-1])))
     torch.export.save(program, path, extra_files={} if meta is None else {META: meta})
     return path
 
@@ -130,7 +131,7 @@ def test_same_stem_images_in_two_folders_get_one_overlay_each(tmp_path, capsys):
     assert [item["image"] for item in found] == list(map(str, images))
     for item in found:  # each image's own overlay: its dominant colour shows through the heat map
         own = np.array(Image.open(item["image"]).getpixel((2, 28)))
-        drawn = cv2.cvtColor(cv2.imread(item["overlay"]), cv2.COLOR_BGR2RGB)[28, 2].astype(int)
+        drawn = cv2.cvtColor(cv2.imread(item["overlay"]), cv2.COLOR_BGR2RGB)[-390:][28 * 13, 2 * 13].astype(int)
         assert np.abs(drawn - (own // 2 + np.array([0, 0, 64]))).max() <= 2  # half the image, half jet's 0
 
 
@@ -142,18 +143,105 @@ def test_overlay_names_are_unique_and_deterministic(tmp_path):
     assert overlay_names([]) == []
 
 
-@pytest.mark.parametrize("size", [(96, 96), (300, 200), (3, 2)])
-def test_overlays_are_at_the_image_size_with_the_class_and_score_drawn(tmp_path, capsys, size):
-    image = tmp_path / "image.png"
-    Image.new("RGB", size, (128, 128, 128)).save(image)
-    model = blob_export(tmp_path / "model.pt2", BLOB_META)
-    assert main(["localize", str(image), "--model", str(model), "--out", str(tmp_path / "out")]) == 0
+GREEN = np.array([30, 200, 30])  # figures.PREDICTED_COLOUR, RGB
+GREY = np.array([128, 128, 128])
+UNDER_A_COLD_CAM = GREY // 2 + np.array([0, 0, 64])  # half the image, half jet's 0 (RGB 0, 0, 128)
+
+
+def localized(tmp_path, capsys, image: np.ndarray, *options: str, network: torch.nn.Module | None = None
+              ) -> tuple[dict, np.ndarray]:
+    """``wsol localize`` of one (H, W, 3) uint8 RGB image with ``network`` (BlobNetwork()): its JSON and its
+    overlay as RGB."""
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    model = blob_export(tmp_path / "model.pt2", BLOB_META, network)
+    assert main(["localize", str(path), "--model", str(model), "--out", str(tmp_path / "out"), *options]) == 0
     [item] = json.loads(capsys.readouterr().out)
-    drawn = cv2.imread(item["overlay"])
-    assert drawn.shape[:2] == (size[1], size[0])
-    if size[0] >= 96:  # the caption: white text on a black band, top left
-        corner = drawn[: size[1] // 6, : size[0] // 2]
-        assert (corner == 0).all(axis=2).any() and (corner == 255).all(axis=2).any()
+    return item, cv2.cvtColor(cv2.imread(item["overlay"]), cv2.COLOR_BGR2RGB)
+
+
+def frame(side: int, x0: int, x1: int, thickness: int) -> np.ndarray:
+    """(side, side) bool: a square frame, columns/rows x0..x1 inclusive, ``thickness`` px wide inwards."""
+    inside = np.zeros((side, side), bool)
+    inside[x0:x1 + 1, x0:x1 + 1] = True
+    inside[x0 + thickness:x1 + 1 - thickness, x0 + thickness:x1 + 1 - thickness] = False
+    return inside
+
+
+def test_a_96_px_overlay_is_upscaled_4x_with_its_box_inside_and_the_caption_above(tmp_path, capsys):
+    item, drawn = localized(tmp_path, capsys, np.full((96, 96, 3), 128, np.uint8))
+    # CAM 1 on grid cells 100..119 -> contour box (100, 100, 120, 120) -> image pixels 42..51 (96 * 100 // 224 = 42,
+    # ceil(121 * 96 / 224) - 1 = 51); the JSON stays in the image's pixels
+    assert item["box"] == {"x0": 42, "y0": 42, "x1": 51, "y1": 51}
+    strip = drawn.shape[0] - 384
+    assert drawn.shape[1] == 384 and 10 <= strip <= 40  # 96 x 4, and a strip of one line of text on top
+    caption, image = drawn[:strip], drawn[strip:]
+    assert (caption == 0).all(axis=2).any() and (caption == 255).all(axis=2).any()  # white on black
+    assert ((caption == caption[..., :1]).all(axis=2)).all()  # nothing but grey levels: no image there
+    green = frame(384, 42 * 4, 52 * 4 - 1, 3)  # pixels 42..51 are display pixels 168..207; 3 px at 384 px
+    assert (image[green] == GREEN).all()
+    assert not (image[~green] == GREEN).all(axis=1).any()
+    assert (image[:64, :192] == UNDER_A_COLD_CAM).all()  # where the old overlay had its caption band
+
+
+def test_the_caption_and_the_box_leave_the_rest_of_the_image_as_the_plain_overlay(tmp_path, capsys):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), np.uint8)  # H 40, W 30: 13x (390 x 520)
+    item, drawn = localized(tmp_path, capsys, pixels)
+    box = item["box"]
+    assert box == {"x0": 13, "y0": 17, "x1": 16, "y1": 21}  # 30 * 100 // 224, 40 * 100 // 224, ceil(121 * 30 / 224) - 1
+    image = drawn[-520:]
+    assert image.shape == (520, 390, 3)
+    plain = overlay(np.repeat(np.repeat(pixels, 13, axis=0), 13, axis=1), BlobNetwork()(torch.zeros(1, 3, 8, 8), None)[1][0].numpy(),
+                    at_image_size=True)
+    away = np.ones((520, 390), bool)
+    away[box["y0"] * 13:(box["y1"] + 1) * 13, box["x0"] * 13:(box["x1"] + 1) * 13] = False
+    assert (image[away] == plain[away]).all()
+    cold = np.ones((40, 30), bool)  # pixels well away from the CAM's blob: each a crisp 13 x 13 block
+    cold[10:30, 8:22] = False
+    blocks = image.reshape(40, 13, 30, 13, 3).transpose(0, 2, 1, 3, 4)[cold].astype(int)  # (n, 13, 13, 3)
+    expected = pixels[cold].astype(int) // 2 + np.array([0, 0, 64])
+    assert np.abs(blocks - expected[:, None, None]).max() <= 1
+
+
+class FullNetwork(torch.nn.Module):
+    """A CAM of 1 everywhere: the box is the whole image."""
+
+    def forward(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(images.shape[0], 2), torch.ones(images.shape[0], 224, 224)
+
+
+@pytest.mark.parametrize("size, factor", [((96, 96), 4), ((300, 200), 2), ((3, 2), 192), ((500, 400), 1)])
+def test_a_box_on_the_image_edges_is_drawn_whole(tmp_path, capsys, size, factor):
+    width, height = size
+    item, drawn = localized(tmp_path, capsys, np.full((height, width, 3), 128, np.uint8), network=FullNetwork())
+    assert item["box"] == {"x0": 0, "y0": 0, "x1": width - 1, "y1": height - 1}
+    image = drawn[-height * factor:]
+    assert drawn.shape[1] == width * factor and image.shape[:2] == (height * factor, width * factor)
+    thickness = max(1, round(min(image.shape[:2]) / 112))
+    for edge in (image[:thickness], image[-thickness:], image[:, :thickness], image[:, -thickness:]):
+        assert (edge == GREEN).all()
+    assert not (image[thickness:-thickness, thickness:-thickness] == GREEN).all(axis=2).any()
+
+
+class TwoLevelNetwork(torch.nn.Module):
+    """A CAM of 0.3 on grid cells 40..179 and 1 on 100..119: a threshold under 0.3 boxes the larger square."""
+
+    def forward(self, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cams = torch.zeros(images.shape[0], 224, 224)
+        cams[:, 40:180, 40:180] = 0.3
+        cams[:, 100:120, 100:120] = 1.0
+        return torch.zeros(images.shape[0], 2), cams
+
+
+@pytest.mark.parametrize("options, threshold, source, box", [
+    ((), 0.5, "model", (100, 100, 120, 120)),
+    (("--threshold", "0.2"), 0.2, "--threshold", (40, 40, 180, 180)),
+    (("--threshold", "0.37"), 0.37, "--threshold", (100, 100, 120, 120)),
+])
+def test_the_json_names_the_threshold_that_cut_the_box(tmp_path, capsys, options, threshold, source, box):
+    item, _ = localized(tmp_path, capsys, np.full((224, 224, 3), 128, np.uint8), *options, network=TwoLevelNetwork())
+    assert item["cam_threshold"] == threshold and item["threshold_source"] == source
+    assert tuple(item["box"].values()) == box
 
 
 def test_the_json_box_names_its_corners(tmp_path, capsys):

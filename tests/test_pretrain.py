@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipeline.dag.paths import PRETRAINED_WEIGHTS
+from pipeline.dag.tracking import client_for, in_project
 from pipeline.data import synth
 from pipeline.models import PretrainedWeightsError, build_model
 from pipeline.settings.config import load_config
@@ -50,7 +51,8 @@ def test_the_colour_only_baseline_is_the_best_lookup_of_the_head_colour():
 
 
 def test_the_weights_load_into_every_method_with_no_missing_key(tmp_path):
-    layout = make_project(tmp_path / "p", **TINY, **{"datasets.synth.images_per_class": {"train": 1, "val": 1, "test": 1}})
+    layout = make_project(tmp_path / "p", **TINY, **{"datasets.synth.images_per_class": {"train": 1, "val": 1, "test": 1},
+                                                     "ray.system_metrics_interval": 0.05})
     cfg = load_config(layout.root / "params.yaml")
     summary = pretrain(cfg, layout, "resnet18")
     folder = layout.pretrained("resnet18")
@@ -65,6 +67,14 @@ def test_the_weights_load_into_every_method_with_no_missing_key(tmp_path):
         assert all(torch.equal(loaded[k], v) for k, v in saved.items() if k in loaded), method
     with pytest.raises(PretrainedWeightsError, match="run the pretrain stage"):
         build_model("resnet18", "cam", 4, cfg, tmp_path / "nowhere")
+    client = client_for(layout)  # its MLflow run, as every run: inputs, artifacts, system metrics
+    run = client.get_run(summary["mlflow_run_id"])
+    [used] = run.inputs.dataset_inputs
+    assert used.dataset.name == "pretrain-shapes" and json.loads(used.dataset.profile) == {"images": 24, "classes": 8}
+    assert [tag.value for tag in used.tags] == ["training"]
+    with in_project(layout):  # the store's artifact location is relative to the project
+        assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["pretrain.json"]
+    assert run.info.status == "FINISHED" and any(key.startswith("system/") for key in run.data.metrics)
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "inception_v3"])

@@ -1,6 +1,7 @@
 """The report: the paper's tables with intervals and the best of each column in bold, the rows that
 frame every method (floor, pretrained features, few-shot) and where each method sits between them,
-paired differences, where the CAMs go, training cost, labelled galleries, and the plots' data."""
+paired differences (each computed once), flat τ* marked, per-class results, where the CAMs go, training
+cost and curves, the test images, galleries of outcomes, the terminal summary, and the plots' data."""
 
 import csv
 import json
@@ -17,7 +18,10 @@ from pipeline.evaluation.reference_rows import evaluate_features
 from pipeline.formats.records import RecordError
 from pipeline.formats.run_cost import RunCost
 from pipeline.metrics import BoxRecords
-from pipeline.report.report import Report, Runs, build_report, terminal_summary, write_plot_data
+from pipeline.report import report as report_module
+from pipeline.report.experiment_page import publish, where
+from pipeline.report.gallery import box_outcomes, classify, pick_outcomes
+from pipeline.report.report import Report, Runs, build_report, flat_span, terminal_summary, write_plot_data
 from pipeline.train.few_shot import few_shot
 from pipeline.train.pretrain import pretrain
 from tests.conftest import SAVED_METHODS
@@ -70,10 +74,12 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     for method in SAVED_METHODS:
         (layout.run("synth", "resnet50", method, 0) / "cost.json").write_text(json.dumps(COST))
         (layout.run("synth", "resnet50", method, 0) / "history.csv").write_text(ICL_HISTORY if method == "icl" else HISTORY)
-    text = build_report(cfg, layout).read_text()
-    summary = terminal_summary(layout.report("synth") / "report.md", layout)  # what the stage prints last
+    path, made = build_report(cfg, layout)
+    text = path.read_text()
+    summary = terminal_summary(made, path, layout, where(publish(cfg, layout, path)))  # what the stage prints last
     assert "Report: report/synth/report.md" in summary and "dvc metrics show" in summary
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary or os.environ.get("MLFLOW_TRACKING_URI")
+    assert ("mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary and "runs?viewStateShareKey=headline&"
+            "workflowType=machine_learning" in summary) or os.environ.get("MLFLOW_TRACKING_URI")
     assert "| CAM |" in summary and "| Center Gaussian (floor) |" in summary and "This run " in summary
     made = re.search(r"Made by commit (.+) on (\d{4}-\d\d-\d\d) \d\d:\d\d UTC; this machine: .+, (\d+) cores; the runs "
                      r"trained on: (.+)\.", text)  # provenance
@@ -83,7 +89,8 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     for heading in ("MaxBoxAccV2 (Table 4 layout)", "MaxBoxAcc at each IoU (Table 5 layout)", "Top-1 localization",
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
                     "Where the CAMs go (the failure modes as numbers)", "Training", "Cost",
-                    "Between the floor, the pretrained features and the few-shot row", "The backbones before WSOL training"):
+                    "Between the floor, the pretrained features and the few-shot row", "The backbones before WSOL training",
+                    "The test images", "Per class"):
         assert f"## {heading}" in text
     metrics = {m: json.loads((layout.results("synth", "resnet50", m, 0) / "metrics.json").read_text())
                for m in SAVED_METHODS}
@@ -123,12 +130,24 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
     assert _cells(training, "Ours (ICL)", "ResNet50", "layer3.0") == ["0.0", "3.0", "15.0", "0.41", "0.812", "0.750"]
 
     report = layout.report("synth")
-    assert "![CAM gallery, ResNet50](gallery_resnet50.png)" in text and (report / "boxacc_resnet50.png").is_file()
+    for picture in ("dataset.png", "training.png", "boxacc_resnet50.png", "gallery_resnet50.png"):
+        assert f"]({picture})" in text and (report / picture).is_file()
+    assert text.index("](dataset.png)") < text.index("## MaxBoxAccV2")  # the test images near the top
+    assert "**Red: the ground-truth box; green: the predicted box**" in text
+    assert "(best, median, too large)" in text  # report.gallery_images 3: the first three outcomes
     gallery = cv2.imread(str(report / "gallery_resnet50.png"))
-    tiles_height, tiles_width = 2 * 224 + 4, 3 * 224 + 2 * 4  # a row per method, a column per image, 4 px gaps
-    top, left = gallery.shape[0] - tiles_height, gallery.shape[1] - tiles_width
-    assert top > 0 and left > 0  # margins for the labels
-    assert (gallery[:top] < 255).any() and (gallery[top:, :left] < 255).any()  # image ids on top, methods left
+    tiles_width = 3 * 224 + 2 * 4  # a column per outcome, 4 px gaps
+    left = gallery.shape[1] - tiles_width
+    assert left > 0 and (gallery[:, :left] < 255).any()  # the methods' names on the left
+    assert gallery.shape[0] > 2 * 224 + 4 + 24 and (gallery[:20, left:] < 255).any()  # outcomes on top, a legend below
+    legend = gallery[-24:]  # BGR: ground truth red and predicted green, drawn exactly
+    assert (legend == (30, 30, 220)).all(axis=2).any() and (legend == (30, 200, 30)).all(axis=2).any()
+    outcomes = text.split("fall in each outcome:")[1].split("\n## ")[0]
+    counts = [int(c) for c in _cells(outcomes, "CAM")]
+    assert len(counts) == 4 and sum(counts) == 4 * 3  # success and three failure modes of every test image
+    classes = text.split("## Per class")[1].split("\n## ")[0]
+    assert [_value(c) for c in _cells(classes, "All", "12")] == [
+        f"{metrics[m]['maxboxacc_50']:.2f}" for m in SAVED_METHODS] + [f"{metrics[m]['top1_cls']:.2f}" for m in SAVED_METHODS]
 
     runs = {"CAM": "cam", "Ours (ICL)": "icl"}
     assert _csv_rows(report / "plots" / "val_maxboxacc_v2.csv") == [["run", "method", "epoch", "val_maxboxacc_v2"]] + [
@@ -306,3 +325,103 @@ def test_the_plot_data_holds_every_run_and_point_as_the_stages_wrote_them(tmp_pa
     assert _csv_rows(tmp_path / "plots" / "pr_curve.csv") == [
         ["run", "method", "recall", "precision"], ["ResNet18 CAM seed 0", "CAM", "0.010000", "0.900000"],
         ["ResNet18 CAM seed 1", "CAM", "0.010000", "0.900000"]]
+    template = json.loads((tmp_path / "plots" / "by_run.json").read_text())  # the charts' legend: params' methods, rows
+    scale = template["encoding"]["color"]["scale"]
+    assert dict(zip(scale["domain"], scale["range"], strict=True)) == {
+        "Ours (ICL)": "#d62728", "CAM": "#1f77b4", "Center Gaussian (floor)": "#000000", "Pretrained features": "#7f7f7f",
+        "Few-shot (train-fullsup masks)": "#b8860b"}
+
+
+TAU = np.round(np.arange(0, 1, 0.05), 2)  # 20 thresholds, 0.00 ... 0.95
+
+
+@pytest.mark.parametrize(("curve", "span"), [
+    ({0.30: 10.0, 0.35: 9.5, 0.40: 9.2, 0.45: 9.0, 0.50: 9.8, 0.55: 9.1, 0.60: 9.0}, (0.30, 0.60)),  # 9 to 10 over 0.3
+    ({0.40: 10.0, 0.45: 9.5, 0.50: 8.9, 0.55: 9.9, 0.60: 9.9, 0.65: 9.9, 0.70: 9.9}, None),  # a dip cuts the span
+    ({0.40: 10.0, 0.45: 9.0, 0.50: 9.0, 0.55: 9.0, 0.60: 9.0, 0.65: 9.0}, (0.40, 0.65)),  # 0.25 wide: flat
+    ({0.40: 10.0, 0.45: 9.0, 0.50: 9.0, 0.55: 9.0, 0.60: 9.0}, None),  # 0.20 wide
+    ({0.50: 60.0, 0.45: 55.0, 0.55: 58.0}, None),  # a peak
+    ({}, (0.0, 0.95)),  # 0 everywhere
+])
+def test_a_tau_star_is_flat_where_boxacc_stays_within_a_point_of_its_max_over_a_quarter_of_tau(curve, span):
+    boxacc = np.array([curve.get(float(t), 0.0) for t in TAU])
+    assert flat_span(TAU, boxacc) == span
+
+
+def test_the_per_iou_table_marks_a_flat_tau_star_and_says_over_which_span():
+    report = _report(["resnet18"])
+    # CAM at IoU 30: three of four images hit at both τ 0.25 and 0.75, so its curve is 75 over [0.25, 0.75]
+    hits = report.runs["resnet18", "cam"].box[0].hits()
+    hits[:3, 0, 0] = True
+    records = report.runs["resnet18", "cam"].box[0]
+    report.runs["resnet18", "cam"] = Runs(report.runs["resnet18", "cam"].metrics, [BoxRecords(
+        records.image_ids, records.thresholds, records.deltas, np.packbits(hits, axis=2), records.classified)], [])
+    table = report.detail_table()
+    assert _cells(table, "CAM", "ResNet18")[-3:] == ["0.75†", "0.75", "–"]  # one hit image at IoU 50: 25 points off
+    assert _cells(table, "Ours (ICL)", "ResNet18")[-3:] == ["0.75", "0.75", "–"]
+    assert table.count("†") == 2
+    assert "- † CAM, ResNet18, τ*@30: BoxAcc within 1 point of its max over τ in [0.25, 0.75]." in table
+
+
+def test_the_per_class_table_splits_boxacc_at_the_runs_tau_star_and_top1_by_class(tmp_path):
+    # six images of two classes; hits at IoU 50 at τ 0.5 (the run's τ*@50) for images 0, 1 and 4, at τ 0.25 for
+    # 2 and 3 (not counted: another τ); images 1 and 5 wrongly classified
+    folder = tmp_path / "run"
+    (folder / "records").mkdir(parents=True)
+    hits = np.zeros((6, 3, 2), bool)
+    hits[[0, 1, 4], 1, 1] = True
+    hits[[2, 3], 1, 0] = True
+    BoxRecords(np.array([f"{i}.png" for i in range(6)]), np.array([0.25, 0.5]), IOUS, np.packbits(hits, axis=2),
+               np.array([True, False, True, True, True, False])).save(folder / "records" / "box.npz")
+    (folder / "metrics.json").write_text(json.dumps({"optimal_threshold": {"30": 0.25, "50": 0.5, "70": 0.25},
+                                                     "bootstrap": {"samples": 10, "seed": 0}}))
+    report = _report(["resnet18"])
+    report.runs = {("resnet18", "cam"): Runs.load([folder])}
+    classes = {"0.png": "disc", "1.png": "disc", "2.png": "disc", "3.png": "star", "4.png": "star", "5.png": "star"}
+    section = "\n".join(report.class_section(classes))
+    assert "| Class | Images | BoxAcc@50 CAM | Top-1 cls CAM |" in section
+    assert _cells(section, "disc") == ["3", "66.67", "66.67"]
+    assert _cells(section, "star") == ["3", "33.33", "66.67"]
+    assert _cells(section, "All") == ["6", "50.00", "66.67"]
+
+
+def test_the_gallery_shows_the_best_the_median_and_the_median_of_each_failure_mode():
+    # IoU and predicted / GT box area per image: successes 0 and 1; too large 2, 3, 4; too small 5, 6; misplaced 7
+    ious = np.array([0.9, 0.6, 0.3, 0.1, 0.2, 0.4, 0.3, 0.45])
+    ratios = np.array([1.0, 1.2, 2.0, 5.0, 3.0, 0.5, 0.1, 1.9])
+    assert {mode: list(np.flatnonzero(members)) for mode, members in classify(ious, ratios).items()} == {
+        "success": [0, 1], "too large": [2, 3, 4], "too small": [5, 6], "misplaced": [7]}
+    # IoUs sorted: 0.1 (3), 0.2 (4), 0.3 (2), 0.3 (6), 0.4 (5), 0.45 (7), 0.6 (1), 0.9 (0): the lower middle is image 6
+    assert pick_outcomes(ious, ratios) == {"best": 0, "median": 6, "too large": 4, "too small": 6, "misplaced": 7}
+    assert pick_outcomes(np.array([0.7, 0.8]), np.ones(2)) == {
+        "best": 1, "median": 0, "too large": None, "too small": None, "misplaced": None}
+
+
+def test_a_predicted_box_is_scored_against_the_gt_box_it_overlaps_most():
+    gt = np.array([[0, 0, 9, 9], [50, 50, 69, 69]])  # 10x10 and 20x20 pixels, inclusive
+    boxes = np.array([[0, 0, 19, 19], [55, 55, 64, 64], [100, 100, 100, 100]])
+    ious, ratios = box_outcomes(boxes, [gt, gt, gt])
+    assert np.allclose(ious, [100 / 400, 100 / 400, 0.0]) and np.allclose(ratios, [4.0, 100 / 400, 1 / 100])
+
+
+def test_every_paired_difference_is_computed_once(monkeypatch):
+    calls = []
+    real = report_module.paired_difference
+    monkeypatch.setattr(report_module, "paired_difference", lambda *args: calls.append(args) or real(*args))
+    report = _report(["resnet18"])
+    first = [report.summary(), report.paired_section(), report.framing_section()]
+    # ICL against CAM and the three rows, CAM against the three rows, the features and the few-shot row against the floor
+    assert len(calls) == 9
+    assert [report.summary(), report.paired_section(), report.framing_section()] == first and len(calls) == 9
+
+
+def test_the_terminal_summary_comes_from_the_report_not_from_its_markdown(tmp_path):
+    report, layout = _report(["resnet18"]), Layout(tmp_path)
+    path = layout.report("synth") / "report.md"  # never written
+    summary = terminal_summary(report, path, layout, "MLflow: here")
+    lines = summary.splitlines()
+    table = report.metric_table("maxboxacc_v2").splitlines()
+    start = lines.index(table[0])
+    assert lines[start:start + len(table)] == table and lines[start + len(table)] == report.summary()[2]
+    assert lines[start - 1] == "MaxBoxAccV2 on test (%, 95 % interval over test images):"
+    assert "Report: report/synth/report.md" in summary

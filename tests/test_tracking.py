@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.dag.paths import Layout
-from pipeline.dag.tracking import client_for, experiment_id, in_project, open_run, source_tags
+from pipeline.dag.tracking import CodeState, client_for, code_state, experiment_id, in_project, open_run, source_tags
 from pipeline.export.served_model import fluent_store, log_served_model
 from pipeline.formats.export_folder import load_exported
 
@@ -34,8 +34,12 @@ def test_source_tags_name_the_commit_and_only_a_code_change_makes_it_dirty(tmp_p
     assert tags["mlflow.source.git.dirty"] == "false" and tags["mlflow.user"] and tags["mlflow.source.type"] == "LOCAL"
     (repo / "metrics.json").write_text('{"a": 1}\n')
     assert source_tags(repo)["mlflow.source.git.dirty"] == "false"  # outputs changed, not the code
+    (repo / "pipeline/new_module.py").write_text("y = 1\n")  # new code, not yet added to git
+    assert source_tags(repo)["mlflow.source.git.dirty"] == "true"
+    (repo / "pipeline/new_module.py").unlink()
     (repo / "pipeline/model.py").write_text("x = 2\n")
     assert source_tags(repo)["mlflow.source.git.dirty"] == "true"
+    assert code_state(repo, ("metrics.json",)) == CodeState(tags["mlflow.source.git.commit"], _git(repo, "branch", "--show-current"), True)
     outside = tmp_path / "outside"
     outside.mkdir()
     assert "mlflow.source.git.commit" not in source_tags(outside)  # not a checkout: no commit claimed

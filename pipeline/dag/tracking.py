@@ -7,8 +7,9 @@ root, so a moved or copied project reads its own artifacts: MLflow resolves it a
 directory, which is the root for every stage (DVC runs them there), for ``mlflow ui`` started there
 (README), and for our own artifact reads and writes (``in_project``).
 Every run carries MLflow's own system tags (user, source, git commit, branch and dirty flag: what
-``mlflow.start_run`` sets), so the UI shows who ran what code. Experiments open on the training
-runs view (``mlflow.experimentKind``), not MLflow 3's GenAI overview.
+``mlflow.start_run`` sets), so the UI shows who ran what code. Experiments are tagged as training
+ones (``mlflow.experimentKind``), which earlier MLflow 3 UIs read; 3.17's opens the training runs
+view only by its address (pipeline/report/experiment_page.py).
 A server at ``localhost`` is known to Ray Train's workers by an address they can reach (``reachable_uri``).
 Logging what a finished stage wrote (test scores, the registered model) goes through ``store_failure_warns``:
 a store that fails then (locked or corrupt database, unreachable server, deleted run) costs a warning,
@@ -26,12 +27,14 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from mlflow.utils.mlflow_tags import (
@@ -50,8 +53,7 @@ from pipeline.settings.config import PROTOCOL_SPLITS
 RUN_KEY_TAG = "wsol.run_key"  # the identity of a training run (config, code and data); a resumed run keeps it
 SETTINGS_TAG = "wsol.settings_hash"  # a hash of the run's settings alone (pipeline/train/driver.py:settings_hash)
 MAX_BATCH = 100  # MLflow accepts at most this many params per log_batch
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's training view, not GenAI's
-EPOCH_METRIC = "loss"  # logged by every epoch of every training run, at the epoch's step
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # a training experiment, not GenAI
 CODE = ("pipeline", "stages", "pyproject.toml")  # what the dirty flag looks at: not outputs, dvc.lock or params
 # How a store fails: MLflow's own errors (a server's, a deleted run's, a locked SQLite database once the
 # store is open), SQLAlchemy's and sqlite3's (a corrupt database, while the store is opened) and OSError
@@ -129,8 +131,24 @@ def in_project(layout: Layout) -> Iterator[None]:
         yield
 
 
-def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+@dataclass(frozen=True)
+class CodeState:
+    """A checkout's git commit (full hash), its branch, and whether the files looked at differ from it."""
+    commit: str
+    branch: str
+    changed: bool
+
+
+def code_state(root: Path, paths: Sequence[str] = CODE) -> CodeState | None:
+    """``root``'s commit and branch, ``changed`` where a file under ``paths`` (tracked or not, git's
+    ignored files aside) differs from the commit; None outside a git checkout or before its first commit."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return CodeState(git("rev-parse", "HEAD"), git("rev-parse", "--abbrev-ref", "HEAD"),
+                         bool(git("status", "--porcelain", "--", *paths)))
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def source_tags(root: Path) -> dict[str, str]:
@@ -139,13 +157,10 @@ def source_tags(root: Path) -> dict[str, str]:
     commit; outputs that DVC keeps in git (metrics, plots, dvc.lock) do not make it dirty."""
     # MLflow's own git tags describe the repository of the running script, not necessarily ``root``'s
     tags = {k: v for k, v in resolve_tags().items() if not k.startswith("mlflow.source.git.")}
-    try:
-        tags[MLFLOW_GIT_COMMIT] = _git(root, "rev-parse", "HEAD")
-        tags[MLFLOW_GIT_BRANCH] = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
-        changed = _git(root, "status", "--porcelain", "--untracked-files=no", "--", *CODE)
-        tags[MLFLOW_GIT_DIRTY] = str(bool(changed)).lower()
-    except (OSError, subprocess.CalledProcessError):  # not a git checkout, or no commit yet
-        pass
+    state = code_state(root)
+    if state is not None:
+        tags.update({MLFLOW_GIT_COMMIT: state.commit, MLFLOW_GIT_BRANCH: state.branch,
+                     MLFLOW_GIT_DIRTY: str(state.changed).lower()})
     return tags
 
 
@@ -205,20 +220,39 @@ def split_digest(info: DatasetInfo, split: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def dataset_input(name: str, digest: str, source: str, profile: Mapping[str, int], context: str) -> DatasetInput:
+    """One MLflow dataset input: ``source`` a path relative to the project (or what generated it),
+    ``context`` the role MLflow shows ("training", "validation", "evaluation")."""
+    dataset = Dataset(name, digest, "local", json.dumps({"uri": source}), profile=json.dumps(dict(profile)))
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
 def log_dataset_inputs(client: MlflowClient, run_id: str, info: DatasetInfo, contexts: Mapping[str, str],
                        layout: Layout) -> None:
     """The splits a run reads as its MLflow dataset inputs: ``<dataset>/<protocol split name>``, the
-    split's digest, its folder (relative to the project) as source; ``contexts``: split -> the
-    role MLflow shows ("training", "validation", "evaluation")."""
-    inputs = []
-    for split, context in contexts.items():
-        metadata = info.metadata(split)
-        profile = {"images": len(metadata), "classes": info.num_classes}
-        source = os.path.relpath(info.metadata_dir(split), layout.root)
-        dataset = Dataset(f"{info.name}/{PROTOCOL_SPLITS[split]}", split_digest(info, split), "local",
-                          json.dumps({"uri": source}), profile=json.dumps(profile))
-        inputs.append(DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-    client.log_inputs(run_id, datasets=inputs)
+    split's digest, its folder (relative to the project) as source; ``contexts``: split -> context."""
+    client.log_inputs(run_id, datasets=[
+        dataset_input(f"{info.name}/{PROTOCOL_SPLITS[split]}", split_digest(info, split),
+                      os.path.relpath(info.metadata_dir(split), layout.root),
+                      {"images": len(info.metadata(split)), "classes": info.num_classes}, context)
+        for split, context in contexts.items()])
+
+
+@contextlib.contextmanager
+def system_metrics(run_id: str, store_uri: str, interval: float, node_id: str | None = None,
+                   resumed: bool = False) -> Iterator[None]:
+    """Sample this machine's CPU, memory and GPU use into the run (``system/...``) every ``interval``
+    seconds while the block runs (none for 0); ``node_id`` names the series where several nodes log."""
+    if interval <= 0:
+        yield
+        return
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resumed, node_id=node_id,
+                                   tracking_uri=store_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -231,11 +265,6 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
 def log_epoch(client: MlflowClient, run_id: str, row: Mapping[str, float]) -> None:
     """One epoch's metrics at its step: the epoch (``row["epoch"]``, from 1) is the step, not a metric."""
     log_metrics(client, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-
-
-def last_step(client: MlflowClient, run_id: str) -> int:
-    """The run's last epoch, as a step: where its ``EPOCH_METRIC`` was last logged; 0 if never."""
-    return max((m.step for m in client.get_metric_history(run_id, EPOCH_METRIC)), default=0)
 
 
 def set_tags(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> None:

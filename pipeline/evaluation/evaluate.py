@@ -4,14 +4,17 @@
         metrics.json    top-1 cls, top-1 loc, GT-known loc, MaxBoxAcc at each IoU, MaxBoxAccV2, their
                         optimal thresholds, PxAP where masks exist, each with its 95 % bootstrap
                         interval over test images (``ci95``), and where the CAMs go (``regions``)
-                        (dvc metrics show)
+        scores.json     the headline alone, flat, in % to 0.01: MaxBoxAccV2 with its interval
+                        (``maxboxacc_v2_ci_low``/``_ci_high``), top-1 loc, top-1 cls, GT-known loc, PxAP
+                        where masks exist (``dvc metrics show``: one row per run, one column each)
         boxacc.csv      BoxAcc against the CAM threshold at each IoU (dvc plots show)
         pr_curve.csv    pixel precision against recall, for mask datasets
         records/        the evaluator's per-image records (box.npz, mask.npz): what paired
                         comparisons between runs resample
 
 The test scores are also logged into the training run's MLflow run (``test_*``, their intervals
-``test_*_ci_low`` / ``_ci_high``). The rows that frame every method are score maps scored by the same
+``test_*_ci_low`` / ``_ci_high``), the headline as its description, and onto the model version that
+its export registered (description and ``test_*`` tags). The rows that frame every method are score maps scored by the same
 evaluator into folders of the same form (:func:`score_reference`): the protocol's floor, a centred
 Gaussian (:func:`evaluate_baseline`), the pretrained features and the few-shot row
 (pipeline/evaluation/reference_rows.py).
@@ -27,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from pipeline.dag.paths import RECORDS, Layout, replaced_atomically
 from pipeline.dag.tracking import (
     client_for,
     in_project,
-    last_step,
     log_dataset_inputs,
     log_metrics,
     store_failure_warns,
@@ -46,6 +49,8 @@ from pipeline.metrics.regions import RegionResult, bootstrap_ci
 from pipeline.settings.config import Config, EvaluateConfig
 
 log = logging.getLogger("pipeline.evaluate")
+
+SCORES = "scores.json"
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -91,26 +96,62 @@ def _metrics(scores: SplitScores, config: Config) -> dict:
     return out
 
 
+HEADLINE = (("maxboxacc_v2", "MaxBoxAccV2"), ("top1_loc", "top-1 loc"), ("top1_cls", "top-1 cls"),
+            ("gt_known_loc", "GT-known loc"), ("pxap", "PxAP"))  # key, name: what scores.json and the headline hold
+
+
+def headline(metrics: dict) -> str:
+    """'MaxBoxAccV2 24.75 [23.1, 27.1], top-1 loc 10.00, ...': the scores a reader compares runs by."""
+    parts = []
+    for key, name in HEADLINE:
+        if metrics.get(key) is not None:
+            low_high = metrics["ci95"].get(key) if key == "maxboxacc_v2" else None
+            parts.append(f"{name} {metrics[key]:.2f}" + (f" [{low_high[0]:.1f}, {low_high[1]:.1f}]" if low_high else ""))
+    return ", ".join(parts)
+
+
+def flat_scores(metrics: dict) -> dict[str, float]:
+    """scores.json: the headline's values (%) rounded to 0.01, MaxBoxAccV2's interval as two fields."""
+    out = {}
+    for key, _ in HEADLINE:
+        if metrics.get(key) is not None:
+            out[key] = round(metrics[key], 2)
+            if key == "maxboxacc_v2" and key in metrics["ci95"]:
+                low, high = metrics["ci95"][key]
+                out.update({f"{key}_ci_low": round(low, 2), f"{key}_ci_high": round(high, 2)})
+    return out
+
+
 def _log_to_training_run(layout: Layout, run_id: str, info: DatasetInfo, scores: SplitScores, metrics: dict,
                          folder: Path) -> None:
-    """test_* metrics (and their intervals) at the run's last epoch, the test split as a dataset
-    input and the result files into the training run; a store that no longer has the run (deleted,
-    or another tracking URI), or that fails (locked, corrupt), only costs a warning: the files are
-    the record."""
+    """test_* metrics (and their intervals) at the run's last epoch, the headline as the run's
+    description and on the model versions registered from it, the test split as a dataset input and
+    the result files into the training run; a store that no longer has the run (deleted, or another
+    tracking URI), or that fails (locked, corrupt), only costs a warning: the files are the record."""
     values = {f"test_{k}": v for k, v in scores.summary().items() if v is not None}
     for name, (low, high) in metrics["ci95"].items():
         values.update({f"test_{name}_ci_low": low, f"test_{name}_ci_high": high})
+    values = {k: round(v, 2) for k, v in values.items()}  # % to 0.01 as the report: the runs table shows them raw
+    described = f"Test ({info.name}, {metrics['images']} images): {headline(metrics)}"
     with store_failure_warns(layout, f"the test scores of MLflow run {run_id}"):
         client = client_for(layout)
-        log_metrics(client, run_id, values, step=last_step(client, run_id))
+        # Step 0: MLflow 3's chart view draws a metric as bars, one per run in its colour, only where no run
+        # has it at a step >= 1 (its JS, getBaseChartConfigs); one-dot line charts otherwise.
+        log_metrics(client, run_id, values)
+        client.set_tag(run_id, MLFLOW_RUN_NOTE, described)
+        for version in client.search_model_versions(f"run_id = '{run_id}'"):
+            client.update_model_version(version.name, version.version, described)
+            for key, value in flat_scores(metrics).items():
+                client.set_model_version_tag(version.name, version.version, f"test_{key}", str(value))
         log_dataset_inputs(client, run_id, info, {"test": "evaluation"}, layout)
         with in_project(layout):
-            for name in ("metrics.json", "boxacc.csv", "pr_curve.csv"):
+            for name in ("metrics.json", SCORES, "boxacc.csv", "pr_curve.csv"):
                 client.log_artifact(run_id, str(folder / name), "test")
 
 
 def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Config) -> None:
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (staging / SCORES).write_text(json.dumps(flat_scores(metrics), indent=2) + "\n")
     (staging / RECORDS).mkdir()
     for name, result in (("box", scores.box), ("mask", scores.mask)):
         if result is not None:
@@ -129,11 +170,7 @@ def _write_results(staging: Path, scores: SplitScores, metrics: dict, config: Co
 
 def _announce(out: Path, metrics: dict) -> None:
     """One line per scored model or row, so that a stage that took a while says what it found."""
-    low, high = metrics["ci95"].get("maxboxacc_v2", (None, None))
-    parts = [f"MaxBoxAccV2 {metrics['maxboxacc_v2']:.2f} [{low:.1f}, {high:.1f}]"] if low is not None else []
-    parts += [f"{name} {metrics[key]:.2f}" for key, name in (("top1_loc", "top-1 loc"), ("top1_cls", "top-1 cls"),
-                                                           ("pxap", "PxAP")) if metrics.get(key) is not None]
-    log.info("%s: %s", out, ", ".join(parts))
+    log.info("%s: %s", out, headline(metrics))
 
 
 def evaluate_exported(path: Path, config: Config, layout: Layout, out: Path, force: bool = False) -> dict:

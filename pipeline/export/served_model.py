@@ -71,7 +71,8 @@ def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) 
         return None
     name = registered_name(meta)
     with store_failure_warns(layout, f"model {name} (MLflow run {meta.mlflow_run_id})"):
-        trained = client_for(layout).get_run(meta.mlflow_run_id).info  # ended by the train stage
+        client = client_for(layout)
+        trained = client.get_run(meta.mlflow_run_id).info  # ended by the train stage
         with fluent_store(layout), mlflow.start_run(run_id=meta.mlflow_run_id), warnings.catch_warnings():
             # MLflow asks for type hints on predict for a signature it would infer; ours is explicit (signature())
             warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method", category=UserWarning)
@@ -82,7 +83,6 @@ def log_served_model(folder: Path, meta: ExportMeta, seed: int, layout: Layout) 
                 metadata={"class_names": meta.class_names, "cam_threshold": meta.cam_threshold},
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", "numpy"])
         version = int(info.registered_model_version)
-        client = client_for(layout)
         if trained.end_time is not None:  # MLflow's Duration is the training's, not training plus this export
             client.set_terminated(meta.mlflow_run_id, status=trained.status, end_time=trained.end_time)
         client.set_model_version_tag(name, str(version), "seed", str(seed))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -185,16 +187,21 @@ def gt_boxes_224(metadata: Metadata, image_ids) -> dict[str, np.ndarray]:
 
 
 class GalleryCollector:
-    """A :data:`pipeline.evaluation.scoring.BatchObserver` keeping the first ``limit`` images with their CAMs."""
+    """A :data:`pipeline.evaluation.scoring.BatchObserver` keeping ``limit`` images with their CAMs, the
+    first of each class in the order seen, at most ceil(limit / ``classes``) per class: a split sorted by
+    class still shows every class (up to ``limit``)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, classes: int = 1):
         self.limit = limit
+        self.per_class = math.ceil(limit / classes)
+        self.kept: Counter[int] = Counter()
         self.items: list[tuple[np.ndarray, np.ndarray, str]] = []  # rgb, cam, image id
 
     def __call__(self, images, cams, labels, predicted, image_ids) -> None:
-        room = self.limit - len(self.items)
-        if room > 0:
-            self.items += list(zip(to_rgb(images[:room]), cams[:room], image_ids[:room], strict=False))
+        for k, label in enumerate(labels):
+            if len(self.items) < self.limit and self.kept[label] < self.per_class:
+                self.kept[label] += 1
+                self.items.append((to_rgb(images[k:k + 1])[0], cams[k], image_ids[k]))
 
     def tiles(self, metadata: Metadata, threshold: float, class_names: Sequence[str] | None = None) -> list[np.ndarray]:
         """The kept images as overlays: GT boxes red, the box at ``threshold`` green, captioned with the

@@ -1,15 +1,19 @@
 """The benchmark's report: the paper's tables with 95 % intervals, the rows that frame every method
 (the floor, the pretrained features, the few-shot row) and where each method sits between them, paired
 differences, where the CAMs go, Table 2's ablation, the backbones' pretraining, training cost, BoxAcc
-curves and CAM galleries, in Markdown, and the data of dvc.yaml's plots.
+curves, training curves, per-class results, the test images and CAM galleries, in Markdown, and the
+data of dvc.yaml's plots.
 
     report/<dataset>/
         report.md
+        dataset.png                 test images of each class with their GT boxes (and region maps)
+        training.png                val MaxBoxAccV2 and val top-1 cls per epoch, one line per run
         boxacc_<backbone>.png       BoxAcc against the CAM threshold, one panel per IoU
-        gallery_<backbone>.png      test CAMs, a labelled row per method, a column per image
+        gallery_<backbone>.png      test CAMs, a labelled row per method, a column per outcome
         plots/val_maxboxacc_v2.csv  run, method, epoch, val_maxboxacc_v2 (%)
         plots/boxacc.csv            run, method, iou (%), threshold, boxacc (%)
         plots/pr_curve.csv          run, method, recall, precision (header only without masks)
+        plots/<template>.json       their Vega-Lite templates (pipeline/report/plot_templates.py)
 
 Numbers come from results/<dataset>/<run>/ (the evaluate stage, on test: metrics.json, the curves
 and the per-image records), the reference rows' folders beside them (the baseline, features and
@@ -18,7 +22,7 @@ pretrained/<backbone>/pretrain.json (the pretrain stage). A cell is a run's valu
 several seeds their mean ± std; in brackets the 95 % bootstrap interval over test images (of the mean
 over seeds, every seed resampled with the same images). Differences between methods are paired: the
 same resampled images for both. Galleries run the exported networks on test images, boxes at each
-run's val-optimal threshold.
+run's val-optimal threshold, chosen per outcome (pipeline/report/gallery.py).
 """
 
 from __future__ import annotations
@@ -34,17 +38,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from pipeline.dag.paths import FEATURES_ROW, FEW_SHOT_ROW, FLOOR_ROW, RECORDS, Layout, replaced_atomically
 from pipeline.data.dataset_folder import DatasetInfo
-from pipeline.data.loading import SplitImages, eval_transform
-from pipeline.formats.export_folder import load_exported
 from pipeline.formats.records import RecordError, read_json
 from pipeline.formats.run_cost import RunCost, read_cost
-from pipeline.metrics import BoxRecords, MaskRecords, mean_interval, paired_difference
-from pipeline.report.colours import colours_by_name
-from pipeline.report.figures import GalleryCollector, curve_panels, grid, save_picture
+from pipeline.metrics import GT_KNOWN_IOU, BoxRecords, MaskRecords, mean_interval, paired_difference
+from pipeline.report.colours import ROW_COLOURS, colours_by_name, method_colour
+from pipeline.report.figures import curve_panels
+from pipeline.report.plot_templates import write_templates
+from pipeline.report.gallery import OUTCOMES, SIZE_FACTOR, SUCCESS_IOU, dataset_examples, outcome_gallery
 from pipeline.settings.config import Config
 from pipeline.settings.registry import BACKBONES, METHODS
 
@@ -54,12 +59,15 @@ FLOOR = FLOOR_ROW
 LOWER_ROWS = (FLOOR_ROW, FEATURES_ROW)  # the rows a method must beat to be bold in a table
 PAPER_METHOD = "icl"
 TABLE2_BASELINE = "adl"  # the paper's Table 2 "Baseline [9]"
+FLAT_MARGIN = 1.0  # BoxAcc points: a tau* is flat where BoxAcc stays this close to its max ...
+FLAT_WIDTH = 0.25  # ... over a span of tau at least this wide around it
+EXAMPLES_PER_CLASS = 3  # test images of each class in the dataset figure
 
 Key = tuple[str, str]  # (backbone, method)
 References = dict[str, dict[str, "Runs"]]  # row name -> backbone -> its runs (the floor: the same for every backbone)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equal only to itself: a key of Report's paired differences
 class Runs:
     """One method on one backbone (or the floor): its seeds' metrics.json and per-image records; or,
     pooled, on every backbone."""
@@ -96,6 +104,14 @@ class Runs:
     def records(self, key: str) -> list:
         return self.mask if key == "pxap" else self.box
 
+    def curve(self, delta: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(tau (K,), BoxAcc (K,) in % at IoU ``delta``, mean over seeds) from the per-image records;
+        None without box records."""
+        if not self.box:
+            return None
+        k = self.box[0].deltas.index(delta)
+        return self.box[0].thresholds, np.mean([100 * r.hits()[:, k].mean(axis=0) for r in self.box], axis=0)
+
     def values(self, key: str) -> list[float] | None:
         values = [m.get(key) for m in self.metrics]
         return None if any(v is None for v in values) else values  # type: ignore[return-value]
@@ -130,12 +146,27 @@ def _best(column: dict[str, Runs], key: str, bar: float | None = None) -> set[st
     return {method for method, mean in known.items() if mean == max(known.values())}
 
 
-def _optimal_threshold(runs: Runs, delta: int) -> str:
-    """τ* at IoU ``delta``, mean over seeds; '–' where every seed's MaxBoxAcc there is 0 (no τ gives a
-    correct box, so no τ is optimal)."""
+def flat_span(thresholds: np.ndarray, boxacc: np.ndarray) -> tuple[float, float] | None:
+    """[a, b]: the τ around the first maximum of a BoxAcc curve (``boxacc`` (K,) in % over ascending
+    ``thresholds`` (K,)) where it stays within FLAT_MARGIN points of that maximum, consecutively; None
+    where that span is narrower than FLAT_WIDTH (τ* is then well defined)."""
+    close = boxacc >= boxacc.max() - FLAT_MARGIN
+    peak = int(np.argmax(boxacc))
+    low = peak - int(np.argmin(close[peak::-1])) + 1 if not close[:peak + 1].all() else 0
+    high = peak + int(np.argmin(close[peak:])) - 1 if not close[peak:].all() else len(close) - 1
+    a, b = float(thresholds[low]), float(thresholds[high])
+    return (a, b) if b - a >= FLAT_WIDTH - 1e-9 else None
+
+
+def _optimal_threshold(runs: Runs, delta: int) -> tuple[str, tuple[float, float] | None]:
+    """τ* at IoU ``delta``, mean over seeds, and its flat span (:func:`flat_span`, of the mean curve over
+    seeds; None where it is not flat); '–' where every seed's MaxBoxAcc there is 0 (no τ gives a correct
+    box, so no τ is optimal)."""
     if all(m[f"maxboxacc_{delta}"] == 0 for m in runs.metrics):
-        return "–"
-    return f"{np.mean([m['optimal_threshold'][str(delta)] for m in runs.metrics]):.2f}"
+        return "–", None
+    curve = runs.curve(delta)
+    text = f"{np.mean([m['optimal_threshold'][str(delta)] for m in runs.metrics]):.2f}"
+    return text, None if curve is None else flat_span(*curve)
 
 
 def _duration(seconds: float) -> str:
@@ -211,6 +242,7 @@ class Report:
         first = next(iter(runs.values())).metrics[0]
         self.bootstrap = first["bootstrap"]
         self.ious = tuple(config.evaluate.iou_thresholds)
+        self._differences: dict[tuple[Runs, Runs, str], tuple[float, float, float]] = {}
 
     def _bar(self, key: str, backbones: Iterable[str]) -> float | None:
         """The highest mean of ``key`` among the rows a WSOL method must beat to be called best (the
@@ -251,17 +283,29 @@ class Report:
 
     def detail_table(self) -> str:
         """MaxBoxAcc at each IoU, MaxBoxAccV2 (the best method of each backbone in bold) and the optimal
-        thresholds τ*, per run and for the floor."""
+        thresholds τ*, per run and for the floor; a τ* from a flat curve (:func:`flat_span`) marked †,
+        with its span in a note below the table."""
         keys = [*(f"maxboxacc_{d}" for d in self.ious), "maxboxacc_v2"]
         best = {(b, key): _best(self._column(b), key, self._bar(key, [b])) for b in self.config.backbones for key in keys}
-        rows = [[NAMES[m], BACKBONE_NAMES[b],
-                 *(runs.cell(key, self.bootstrap, self.ious, bold=m in best[b, key]) for key in keys),
-                 *(_optimal_threshold(runs, d) for d in self.ious)] for (b, m), runs in self.runs.items()]
-        for name, runs, backbone in self._reference_runs():
-            rows.append([name, BACKBONE_NAMES.get(backbone, "-"), *(runs.cell(key, self.bootstrap, self.ious) for key in keys),
-                         *(_optimal_threshold(runs, d) for d in self.ious)])
-        return _table(["Method", "Backbone", *(f"MaxBoxAcc@{d}" for d in self.ious), "MaxBoxAccV2",
-                       *(f"τ*@{d}" for d in self.ious)], rows)
+        named = [(NAMES[m], runs, b, {k: m in best[b, k] for k in keys})
+                 for (b, m), runs in self.runs.items()]
+        references = [(name, runs, backbone, dict.fromkeys(keys, False)) for name, runs, backbone in self._reference_runs()]
+        rows, notes = [], []
+        for name, runs, backbone, bold in [*named, *references]:
+            shown = BACKBONE_NAMES.get(backbone, "-")
+            thresholds = []
+            for delta in self.ious:
+                text, span = _optimal_threshold(runs, delta)
+                thresholds.append(text + ("†" if span else ""))
+                if span:
+                    where = f"{name}, {shown}" if backbone else name
+                    notes.append(f"- † {where}, τ*@{delta}: BoxAcc within {FLAT_MARGIN:g} point of its max over τ in "
+                                 f"[{span[0]:.2f}, {span[1]:.2f}].")
+            rows.append([name, shown, *(runs.cell(key, self.bootstrap, self.ious, bold=bold[key]) for key in keys),
+                         *thresholds])
+        table = _table(["Method", "Backbone", *(f"MaxBoxAcc@{d}" for d in self.ious), "MaxBoxAccV2",
+                        *(f"τ*@{d}" for d in self.ious)], rows)
+        return "\n".join([table, "", *notes]) if notes else table
 
     def _reference_runs(self) -> list[tuple[str, Runs, str]]:
         """(row name, runs, backbone; "" for the floor, the same on every backbone) of every reference row."""
@@ -269,43 +313,52 @@ class Report:
                                            if name != FLOOR for backbone, runs in rows.items())]
 
     def _difference(self, a: Runs, b: Runs, key: str = "maxboxacc_v2") -> tuple[float, float, float]:
-        return paired_difference(a.records(key), b.records(key), key, self.ious, self.bootstrap["samples"],
-                                 self.bootstrap["seed"])
+        """(a - b, 95 % low, high) of ``key`` by paired bootstrap, computed once per (a, b, key)."""
+        if (a, b, key) not in self._differences:
+            self._differences[a, b, key] = paired_difference(a.records(key), b.records(key), key, self.ious,
+                                                             self.bootstrap["samples"], self.bootstrap["seed"])
+        return self._differences[a, b, key]
+
+    def _against_ours(self, backbone: str) -> list[tuple[str, Runs, str | None]]:
+        """(name, runs, method; None for a reference row) of every run the paper's method is compared with."""
+        return [*((NAMES[m], self.runs[backbone, m], m) for m in self.config.methods if m != PAPER_METHOD),
+                *((name, per_backbone[backbone], None) for name, per_backbone in self.references.items())]
+
+    def claim(self) -> str | None:
+        """The paper's claim (its method localizes better than CAM and ADL) in one sentence from the paired
+        differences; None without the paper's method or both of those."""
+        if PAPER_METHOD not in self.config.methods:
+            return None
+        verdicts = [(name, BACKBONE_NAMES[b], _verdict(*self._difference(self.runs[b, PAPER_METHOD], other)[1:],
+                                                      "ahead", "behind"))
+                    for b in self.config.backbones for name, other, method in self._against_ours(b)
+                    if method in ("cam", "adl")]
+        if not verdicts:
+            return None
+        if all(v == "ahead" for _, _, v in verdicts):
+            return ("This run supports the paper's claim: its method localizes better than "
+                    + ", ".join(f"{m} ({b})" for m, b, _ in verdicts) + " beyond the test set's noise.")
+        shortfalls = ", ".join(f"{m} ({b}): {v}" for m, b, v in verdicts if v != "ahead")
+        return f"This run does not support the paper's claim that its method localizes better than CAM and ADL: {shortfalls}."
 
     def paired_section(self) -> list[str]:
         """The paper's method against each other method and the floor, and what that says of its claim."""
         config = self.config
         if PAPER_METHOD not in config.methods:
             return []
-        rows, verdicts = [], []
+        rows = []
         for backbone in config.backbones:
-            ours = self.runs[backbone, PAPER_METHOD]
-            others: list[tuple[str, Runs, str | None]] = [
-                (NAMES[m], self.runs[backbone, m], m) for m in config.methods if m != PAPER_METHOD]
-            others += [(name, per_backbone[backbone], None) for name, per_backbone in self.references.items()]
-            for name, other, method in others:
-                difference, low, high = self._difference(ours, other)
-                verdict = _verdict(low, high, "ahead", "behind")
-                rows.append([NAMES[PAPER_METHOD], name, BACKBONE_NAMES[backbone],
-                             f"{difference:+.2f}", f"[{low:+.2f}, {high:+.2f}]", verdict])
-                if method in ("cam", "adl"):
-                    verdicts.append((NAMES[method], BACKBONE_NAMES[backbone], verdict))
-        lines = ["## The paper's claim: paired differences in MaxBoxAccV2", "",
-                 f"{NAMES[PAPER_METHOD]} minus each other run, on the same test images (paired bootstrap, "
-                 f"{self.bootstrap['samples']} resamples; with several seeds, of the means over seeds). 'ahead' and "
-                 "'behind': the 95 % interval excludes 0.", "",
-                 _table(["Method", "Against", "Backbone", "Δ MaxBoxAccV2", "95 % interval", "Verdict"], rows), ""]
-        if verdicts:
-            ahead = [v for v in verdicts if v[2] == "ahead"]
-            if len(ahead) == len(verdicts):
-                claim = "This run supports the paper's claim: its method localizes better than " + \
-                        ", ".join(f"{m} ({b})" for m, b, _ in verdicts) + " beyond the test set's noise."
-            else:
-                shortfalls = ", ".join(f"{m} ({b}): {v}" for m, b, v in verdicts if v != "ahead")
-                claim = (f"This run does not support the paper's claim that its method localizes better than CAM and "
-                         f"ADL: {shortfalls}.")
-            lines += [claim, ""]
-        return lines
+            for name, other, _ in self._against_ours(backbone):
+                difference, low, high = self._difference(self.runs[backbone, PAPER_METHOD], other)
+                rows.append([NAMES[PAPER_METHOD], name, BACKBONE_NAMES[backbone], f"{difference:+.2f}",
+                             f"[{low:+.2f}, {high:+.2f}]", _verdict(low, high, "ahead", "behind")])
+        claim = self.claim()
+        return ["## The paper's claim: paired differences in MaxBoxAccV2", "",
+                f"{NAMES[PAPER_METHOD]} minus each other run, on the same test images (paired bootstrap, "
+                f"{self.bootstrap['samples']} resamples; with several seeds, of the means over seeds). 'ahead' and "
+                "'behind': the 95 % interval excludes 0.", "",
+                _table(["Method", "Against", "Backbone", "Δ MaxBoxAccV2", "95 % interval", "Verdict"], rows), "",
+                *([claim, ""] if claim else [])]
 
     def summary(self) -> list[str]:
         """The report in one paragraph: the best method of each backbone, the paper's claim in words,
@@ -322,11 +375,31 @@ class Report:
                          f"above the floor ({self.floor.mean('maxboxacc_v2'):.2f}) beyond the test set's noise"
                          + (f", none reaches the few-shot row ({few_shot:.2f})" if few_shot is not None and all(
                              (column[m].mean("maxboxacc_v2") or 0.0) < few_shot for m in config.methods) else "") + ".")
-        claim = [line for line in self.paired_section() if line.startswith("This run ")]
+        claim = [line for line in [self.claim()] if line]
         accuracies = [v for runs in self.runs.values() for v in (runs.values("top1_cls") or [])]
         if accuracies:
             parts.append(f"Top-1 classification ranges from {min(accuracies):.2f} to {max(accuracies):.2f} % over the runs.")
         return ["## Summary", "", " ".join([*claim, *parts]), ""]
+
+    def class_section(self, classes: dict[str, str]) -> list[str]:
+        """Per class: each run's BoxAcc at IoU 50 at its τ*@50 (its share of MaxBoxAcc@50) and top-1 cls, mean
+        over seeds, from the per-image records; then all images (MaxBoxAcc@50, top-1 cls). ``classes``: test
+        image id -> class name, the rows in the order of first appearance."""
+        scores = {key: _per_class(runs, classes) for key, runs in self.runs.items() if runs.box}
+        if not scores:
+            return []
+        names = [NAMES[m] + (f" {BACKBONE_NAMES[b]}" if len(self.config.backbones) > 1 else "") for b, m in scores]
+        counts = {name: list(classes.values()).count(name) for name in dict.fromkeys(classes.values())}
+        rows = [[name, str(count), *("-" if np.isnan(per_class[name][k]) else f"{per_class[name][k]:.2f}"
+                                     for k in (0, 1) for per_class in scores.values())]
+                for name, count in [*counts.items(), ("All", len(classes))]]
+        seeds = ", mean over seeds" if len(self.config.seeds) > 1 else ""
+        return ["## Per class", "",
+                f"BoxAcc at IoU {GT_KNOWN_IOU} at each run's τ*@{GT_KNOWN_IOU} (one τ for every class, so that the "
+                f"All row is MaxBoxAcc@{GT_KNOWN_IOU}) and top-1 classification, on each class's test images, from the "
+                f"per-image records{seeds}.", "",
+                _table(["Class", "Images", *(f"BoxAcc@{GT_KNOWN_IOU} {n}" for n in names),
+                        *(f"Top-1 cls {n}" for n in names)], rows), ""]
 
     def framing_section(self) -> list[str]:
         """Where each method sits between the floor, the pretrained features and the few-shot row:
@@ -469,6 +542,20 @@ class Report:
                 _table(["Method", "Backbone", "Wall time", "Images/s", "Device", "Workers", "Epochs"], rows), ""]
 
 
+def _per_class(runs: Runs, classes: dict[str, str]) -> dict[str, np.ndarray]:
+    """Class name, then "All" -> (2,): BoxAcc (%) at IoU 50 at each seed's τ*@50 and top-1 cls (%; NaN without
+    class predictions) over the class's images, mean over seeds. ``classes``: image id -> class name."""
+    per_seed = []
+    for metrics, records in zip(runs.metrics, runs.box, strict=True):
+        tau = np.flatnonzero(np.isclose(records.thresholds, metrics["optimal_threshold"][str(GT_KNOWN_IOU)], atol=1e-9))[0]
+        hits = records.hits()[:, records.deltas.index(GT_KNOWN_IOU), tau]
+        classified = np.full(len(hits), np.nan) if records.classified is None else records.classified
+        names = np.array([classes[i] for i in records.image_ids])
+        groups = {name: names == name for name in dict.fromkeys(classes.values())} | {"All": np.ones(len(names), bool)}
+        per_seed.append([(100 * hits[g].mean(), 100 * classified[g].mean()) for g in groups.values()])
+    return dict(zip(groups, np.mean(per_seed, axis=0), strict=True))
+
+
 def _verdict(low: float, high: float, above: str, below: str, unresolved: str = "no difference resolved") -> str:
     """A paired difference's 95 % interval in words: ``above`` (it excludes 0 from above), ``below``, or ``unresolved``."""
     return above if low > 0 else below if high < 0 else unresolved
@@ -546,26 +633,48 @@ def _curves(config: Config, layout: Layout, backbone: str, path: Path) -> Path:
                         title=f"{config.dataset} test, {BACKBONE_NAMES[backbone]}, seed {config.seeds[0]}")
 
 
-def _gallery(config: Config, layout: Layout, info: DatasetInfo, backbone: str, path: Path) -> Path:
-    """A row per method (first seed, its name on the left), the same test images (spread over the split,
-    their ids on top) in each; every tile captioned with its class and its box's IoU."""
-    metadata = info.metadata("test")
-    count = config.report.gallery_images
-    picks = np.linspace(0, len(metadata) - 1, count).round().astype(int)
-    image_ids = [metadata.image_ids[i] for i in picks]
-    tiles = []
-    for method in config.methods:
-        exported, meta = load_exported(layout.export(config.dataset, backbone, method, config.seeds[0]))
-        images = SplitImages(info, "test", eval_transform(meta.input_settings(config.data)))
-        batch = torch.stack([images[int(i)][0] for i in picks])
-        labels = torch.tensor([images.labels[int(i)] for i in picks])
-        with torch.no_grad():
-            _, cams = exported(batch, labels)
-        row = GalleryCollector(count)
-        row(batch, cams.numpy(), labels.tolist(), labels.tolist(), image_ids)
-        tiles += row.tiles(metadata, meta.cam_threshold, info.class_names)
-    return save_picture(path, grid(tiles, count, row_labels=[NAMES[m] for m in config.methods],
-                                   column_labels=image_ids))
+def _training_curves(config: Config, histories: dict[Key, list[History]], path: Path) -> Path:
+    """Val MaxBoxAccV2 and val top-1 cls (%) against the epoch (history.csv), one panel each, a line per run:
+    its method's colour, its backbone's line style, its seeds alike."""
+    figure = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, 2)
+    styles = ("-", "--", ":", "-.")
+    for axes, (key, title) in zip(panels, (("val_maxboxacc_v2", "val MaxBoxAccV2"), ("val_top1_cls", "val top-1 cls")),
+                                  strict=True):
+        for (backbone, method), runs in histories.items():
+            label = NAMES[method] + (f" {BACKBONE_NAMES[backbone]}" if len(config.backbones) > 1 else "")
+            for seed, history in enumerate(runs):
+                axes.plot([r["epoch"] for r in history], [r.get(key, np.nan) for r in history], marker=".",
+                          linestyle=styles[config.backbones.index(backbone) % len(styles)], color=method_colour(method),
+                          label=label if seed == 0 else None)
+        axes.set(xlabel="epoch", ylabel=f"{title} (%)", title=title)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(f"{config.dataset} train-fullsup (val) during training")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _gallery_section(config: Config, backbone: str, counts: dict[str, dict[str, int]]) -> list[str]:
+    """The CAM gallery's caption (its outcomes defined), its picture, and how many of the images it picked
+    from fall in each outcome (``counts``: method -> outcome -> images)."""
+    pool = sum(next(iter(counts.values())).values())
+    return [f"CAMs on test images, a row per method (seed {config.seeds[0]}), a column per outcome "
+            f"({', '.join(OUTCOMES[:config.report.gallery_images])}), each picked among {pool} test images spread "
+            "evenly over the split. **Red: the ground-truth box; green: the predicted box** (of the largest region "
+            "above the run's val-optimal threshold). best: the highest IoU; median: the median IoU; then, among the "
+            f"failures (IoU < {SUCCESS_IOU:g}), the median one of each mode, by the predicted box's area over the GT "
+            f"box's: too large (at least {SIZE_FACTOR:g}×: it takes in context), too small (at most 1/{SIZE_FACTOR:g}: "
+            "on a part, or no box), misplaced (in between: about the right size in the wrong place). On each tile its "
+            "class and IoU, below it its image id.", "",
+            f"![CAM gallery, {BACKBONE_NAMES[backbone]}](gallery_{backbone}.png)", "",
+            f"How many of those {pool} images fall in each outcome:", "",
+            _table(["Method", *next(iter(counts.values()))], [[NAMES[m], *map(str, c.values())] for m, c in counts.items()]),
+            ""]
 
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[Iterable]) -> None:
@@ -580,8 +689,8 @@ def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
     """The long-format CSVs that dvc.yaml's plots overlay, into ``folder``: a row per run (every backbone
     x method x seed, named 'ResNet18 CAM seed 0'; for the test curves the reference rows too, the floor
     once, the others per backbone, 'ResNet18 Pretrained features'), its method or row (the templates'
-    colour: pipeline/report/colours.py) and point. Values are copied as the stages wrote them (see the
-    module docstring for the columns)."""
+    colour: pipeline/report/colours.py) and point, and the charts' templates. Values are copied as the
+    stages wrote them (see the module docstring for the columns)."""
     runs = {(f"{BACKBONE_NAMES[b]} {NAMES[m]} seed {s}", NAMES[m]): (layout.run(config.dataset, b, m, s),
                                                                     layout.results(config.dataset, b, m, s))
             for b in config.backbones for m in config.methods for s in config.seeds}
@@ -599,13 +708,18 @@ def write_plot_data(config: Config, layout: Layout, folder: Path) -> None:
     _write_csv(folder / "val_maxboxacc_v2.csv", ["run", "method", "epoch", "val_maxboxacc_v2"], history)
     _write_csv(folder / "boxacc.csv", ["run", "method", "iou", "threshold", "boxacc"], boxacc)
     _write_csv(folder / "pr_curve.csv", ["run", "method", "recall", "precision"], pr_curve)
+    write_templates(folder, {**{NAMES[m]: method_colour(m) for m in config.methods}, **ROW_COLOURS})
 
 
-def build_report(config: Config, layout: Layout) -> Path:
+def build_report(config: Config, layout: Layout) -> tuple[Path, Report]:
+    """report/<dataset>/ (module docstring) from the stages' outputs: report.md's path, and the Report it
+    was made from (:func:`terminal_summary`)."""
     runs, references, costs, histories = _load(config, layout)
     report = Report(config, runs, references, costs, histories)
     info = DatasetInfo.load(layout.split(config.dataset))
+    test = info.metadata("test")
     out = layout.report(config.dataset)
+    regions = report.floor.metrics[0].get("regions", {}).get("names", [])
     first = report.floor.metrics[0]
     seeds = f"{len(config.seeds)} seeds ({', '.join(map(str, config.seeds))}), mean ± std" \
         if len(config.seeds) > 1 else f"one seed ({config.seeds[0]})"
@@ -627,6 +741,15 @@ def build_report(config: Config, layout: Layout) -> Path:
         provenance(layout, costs),
         "",
         *report.summary(),
+        "## The test images",
+        "",
+        f"The first {EXAMPLES_PER_CLASS} test images of each class" + (", their ground-truth boxes red" if test.boxes
+                                                                        else "")
+        + ("; beside each, its region map: part (the discriminative head), body (the rest of the object), context "
+           "(background carrying the class's own texture), background (the rest)." if info.region_root else "."),
+        "",
+        "![Test images of each class](dataset.png)",
+        "",
         *weights_section(config, layout),
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
@@ -639,7 +762,9 @@ def build_report(config: Config, layout: Layout) -> Path:
         "## MaxBoxAcc at each IoU (Table 5 layout)",
         "",
         "τ* is the threshold at which each MaxBoxAcc is reached (mean over seeds); – where no threshold gives a "
-        "correct box.",
+        f"correct box; † where the curve is flat there: BoxAcc stays within {FLAT_MARGIN:g} point of its max over a "
+        f"span of τ at least {FLAT_WIDTH:g} wide around τ* (of the mean curve over seeds), so that any τ in it does "
+        "about as well and τ* says little about where to cut.",
         "",
         report.detail_table(),
         "",
@@ -657,39 +782,38 @@ def build_report(config: Config, layout: Layout) -> Path:
         "",
         report.metric_table("top1_cls", with_floor=False),
         "",
+        *report.class_section({i: info.class_names[test.class_labels[i]] for i in test.image_ids}),
     ]
     if report.floor.values("pxap") is not None:
         parts += ["## PxAP", "", "Pixel average precision of the CAMs against the object masks.", "",
                   report.metric_table("pxap"), ""]
     parts += [*report.regions_section(), *report.ablation_section(), *report.seeds_section(),
-              *report.training_section(), *report.cost_section()]
+              *report.training_section(), "Validation scores after each epoch, a line per run:", "",
+              "![Val MaxBoxAccV2 and val top-1 cls per epoch](training.png)", "", *report.cost_section()]
     with replaced_atomically(out, force=True) as staging:  # the stage's own folder
+        dataset_examples(info, regions, EXAMPLES_PER_CLASS, staging / "dataset.png")
+        _training_curves(config, histories, staging / "training.png")
         for backbone in config.backbones:
             name = BACKBONE_NAMES[backbone]
             parts += [f"## {name}", ""]
             _curves(config, layout, backbone, staging / f"boxacc_{backbone}.png")
             parts += [f"![BoxAcc against the CAM threshold at each IoU, {name}](boxacc_{backbone}.png)", ""]
-            _gallery(config, layout, info, backbone, staging / f"gallery_{backbone}.png")
-            parts += [f"CAMs on test images (their ids on top), one row per method, seed {config.seeds[0]}: ground "
-                      "truth red, the box of the largest region above the run's val-optimal threshold green; on each "
-                      "image its class and, with GT boxes, that box's IoU with the ground truth.", "",
-                      f"![CAM gallery, {name}](gallery_{backbone}.png)", ""]
+            if test.boxes is None:
+                parts += ["No CAM gallery: the test split has no GT boxes to score a box against.", ""]
+                continue
+            counts = outcome_gallery(config, layout, info, backbone, staging / f"gallery_{backbone}.png")
+            parts += _gallery_section(config, backbone, counts)
         write_plot_data(config, layout, staging / "plots")
         (staging / "report.md").write_text("\n".join(parts))
-    return out / "report.md"
+    return out / "report.md", report
 
 
-def terminal_summary(report_md: Path, layout: Layout) -> str:
+def terminal_summary(report: Report, report_md: Path, layout: Layout, mlflow: str) -> str:
     """What the report stage prints last, so that a long ``dvc repro`` ends by saying where its results
-    are: the report's MaxBoxAccV2 table and its summary paragraph, then the report, the MLflow store
-    and the DVC commands that show the rest."""
-    text = report_md.read_text()
-    table = text.split("## MaxBoxAccV2 (Table 4 layout)")[1].split("\n## ")[0].strip().splitlines()[2:]
-    verdict = [text.split("## Summary")[1].split("\n## ")[0].strip()]
-    store = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow = f"MLflow: {store}" if store else ("MLflow: mlflow ui --backend-store-uri sqlite:///mlflow.db "
-                                                "(from the project root; http://127.0.0.1:5000)")
+    are: the report's MaxBoxAccV2 table and its summary paragraph, then the report, ``mlflow`` (where
+    the MLflow view is) and the DVC commands that show the rest."""
+    table = report.metric_table("maxboxacc_v2").splitlines()
+    verdict = report.summary()[2:3]
     return "\n".join(["", "MaxBoxAccV2 on test (%, 95 % interval over test images):", *table, *verdict, "",
                       f"Report: {report_md.relative_to(layout.root)}", mlflow,
-                      "Every metric: dvc metrics show; the curves: dvc plots show", ""])
-
+                      "The headline of every run and row: dvc metrics show; the curves: dvc plots show", ""])

@@ -176,6 +176,9 @@ def start_local_ray(num_cpus: int) -> None:
     # Ray turns token auth on by default for a new local instance and says so at WARNING on every start;
     # this Ray is loopback-only and ours, so that line is noise in every train stage.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Ray Train watches for node preemption with an actor that logs an error-level line as it starts; a
+    # local Ray has no preemptible node. Its processes inherit this process's environment.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     with mock.patch.object(ray_constants, "ENABLE_RAY_CLUSTER", False):
         # The dashboard serves the state API that Ray Train's placement-group cleaner polls (without it,
         # a warning every few seconds); on loopback, like everything else here.

@@ -49,7 +49,7 @@ def _results(metrics: dict) -> dict:
 def _val_figures(model: WSOLModel, trained: TrainedRun, config: Config, threshold: float, folder: Path) -> None:
     """The val BoxAcc curves and a gallery of val CAMs with GT (red) and predicted (green) boxes."""
     folder.mkdir()
-    gallery = GalleryCollector(config.train.gallery_images)
+    gallery = GalleryCollector(config.train.gallery_images, trained.info.num_classes)
     scores = score_split(model.cams, trained.info, "val", config.data, val_scoring(config), torch.device("cpu"),
                          observe=gallery if gallery.limit else None)
     if scores.box is not None:

@@ -19,11 +19,13 @@ or none skips the training.
         weights.pth      the state dict (trained backbones only)
 
 Training runs in-process on the stage's CPUs (or the first GPU) and is logged to MLflow
-(experiment ``wsol-pretrain``).
+(experiment ``wsol-pretrain``: per-epoch metrics, system metrics, the generated set as its dataset
+input, pretrain.json as its artifact).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -35,7 +37,18 @@ import torch.nn.functional as F
 import torchvision
 
 from pipeline.dag.paths import PRETRAINED_WEIGHTS, Layout, replaced_atomically
-from pipeline.dag.tracking import client_for, experiment_id, flatten, log_epoch, log_metrics, open_run
+from pipeline.dag.tracking import (
+    client_for,
+    dataset_input,
+    experiment_id,
+    flatten,
+    in_project,
+    log_epoch,
+    log_metrics,
+    open_run,
+    system_metrics,
+    tracking_uri,
+)
 from pipeline.data import synth
 from pipeline.data.loading import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.settings.config import PRETRAIN_STAGE, Config, PretrainConfig
@@ -182,12 +195,16 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
     run_id = open_run(client, experiment_id(client, "pretrain", layout), f"pretrain-{backbone}",
                       f"pretrain-{backbone}-{time.time_ns()}", flatten({"backbone": backbone, **settings.model_dump()}),
                       {"backbone": backbone}, layout.root)
+    generated = {"images": len(images.labels), "classes": classes}
+    client.log_inputs(run_id, datasets=[  # what it trains on: the generator's settings are the data
+        dataset_input("pretrain-shapes", hashlib.sha256(json.dumps(settings.model_dump(), sort_keys=True).encode())
+                      .hexdigest()[:16], "pipeline/train/pretrain.py:generate", generated, "training")])
     model = classifier(backbone, classes)
     started = time.perf_counter()
-    history = train_classifier(model, images, train, settings, device, lambda row: log_epoch(client, run_id, row))
+    with system_metrics(run_id, tracking_uri(layout), config.ray.system_metrics_interval):
+        history = train_classifier(model, images, train, settings, device, lambda row: log_epoch(client, run_id, row))
     top1 = held_out_top1(model, images, held, settings.crop, device)
     log_metrics(client, run_id, {"held_out_top1_cls": top1, "colour_only_top1_cls": colour_only})
-    client.set_terminated(run_id)
     log.info("%s: held-out top-1 %.1f %% (colour alone %.1f %%)", backbone, top1, colour_only)
     summary = {"backbone": backbone, "source": PRETRAIN_STAGE, "trained": True, "classes": classes,
                "class_names": list(CLASSES), "images": len(images.labels), "held_out_images": len(held),
@@ -197,4 +214,7 @@ def pretrain(config: Config, layout: Layout, backbone: str) -> dict:
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         torch.save(state, staging / PRETRAINED_WEIGHTS)
         (staging / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    with in_project(layout):
+        client.log_artifact(run_id, str(out / SUMMARY))  # the weights stay in pretrained/ (DVC's)
+    client.set_terminated(run_id)
     return summary

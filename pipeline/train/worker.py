@@ -20,10 +20,11 @@ from pathlib import Path
 import ray.train
 import ray.train.torch
 import torch
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from ray.train.v2._internal.execution import context as train_context
+from ray.train.v2._internal.execution import storage as train_storage
 
-from pipeline.dag.tracking import log_epoch
+from pipeline.dag.tracking import log_epoch, system_metrics
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.data.loading import split_loader
 from pipeline.evaluation.scoring import score_split, val_scoring
@@ -80,20 +81,15 @@ def node_label(node_rank: int, local_world_size: int, world_size: int) -> str | 
 
 @contextlib.contextmanager
 def _system_metrics(payload: WorkerPayload, interval: float, resumed: bool):
-    """Sample this node's CPU, memory and GPU use into the MLflow run while the block runs, from the
-    node's first worker only (one series per node, named per node when there are several)."""
+    """This node's CPU, memory and GPU use into the MLflow run while the block runs, from the node's
+    first worker only (one series per node, named per node when there are several)."""
     context = ray.train.get_context()
-    if interval <= 0 or context.get_local_rank() != 0:
+    if context.get_local_rank() != 0:
         yield
         return
     node = node_label(context.get_node_rank(), context.get_local_world_size(), context.get_world_size())
-    monitor = SystemMetricsMonitor(payload.mlflow_run_id, sampling_interval=interval, resume_logging=resumed,
-                                   node_id=node, tracking_uri=payload.mlflow_tracking_uri)
-    monitor.start()
-    try:
+    with system_metrics(payload.mlflow_run_id, payload.mlflow_tracking_uri, interval, node, resumed):
         yield
-    finally:
-        monitor.finish()
 
 
 @dataclass(frozen=True)
@@ -111,10 +107,19 @@ class WorkerPayload:
     mlflow_run_id: str
 
 
+def _quiet_ray_train() -> None:
+    """Ray Train logs every report (the whole ``TrainingReport(...)``, metrics and checkpoint path) and
+    every checkpoint at INFO, one long line each per epoch; the epoch's own line says what matters. The
+    report's logger is named after its module's file path, hence the module's own ``logger``."""
+    for logger in (train_context.logger, train_storage.logger):
+        logger.setLevel(logging.WARNING)
+
+
 def train_worker(loop_config: dict) -> None:
     """Ray Train's ``train_loop_per_worker``; ``loop_config``: a :class:`WorkerPayload` as a dict."""
     payload = WorkerPayload(**loop_config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _quiet_ray_train()
     config = validate(payload.config, "params.yaml (as sent to the worker)")
     backbone, method = payload.backbone, payload.method
     context = ray.train.get_context()
