@@ -31,7 +31,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,14 +41,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pipeline.dag.paths import FEATURES_ROW, FEW_SHOT_ROW, FLOOR_ROW, RECORDS, Layout, replaced_atomically
+from pipeline.dag.tracking import CODE, code_state
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.formats.records import RecordError, read_json
 from pipeline.formats.run_cost import RunCost, read_cost
 from pipeline.metrics import GT_KNOWN_IOU, BoxRecords, MaskRecords, mean_interval, paired_difference
 from pipeline.report.colours import ROW_COLOURS, colours_by_name, method_colour
 from pipeline.report.figures import curve_panels
-from pipeline.report.plot_templates import write_templates
 from pipeline.report.gallery import OUTCOMES, SIZE_FACTOR, SUCCESS_IOU, dataset_examples, outcome_gallery
+from pipeline.report.plot_templates import write_templates
 from pipeline.settings.config import Config
 from pipeline.settings.registry import BACKBONES, METHODS
 
@@ -570,12 +570,8 @@ def provenance(layout: Layout, costs: dict[Key, list[RunCost]]) -> str:
     """Which code made the report, when and on what: the git commit of the project (with "+ changes"
     where its code, dvc.yaml or params.yaml differ from it; outputs change in every run), the date
     (UTC), the CPU and its cores, and the devices the runs trained on (their cost.json)."""
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", *args], cwd=layout.root, capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
-    commit = git("rev-parse", "--short", "HEAD") or "not a git checkout"
-    if commit != "not a git checkout" and git("status", "--porcelain", "--", "pipeline", "stages", "dvc.yaml", "params.yaml"):
-        commit += " + changes"
+    state = code_state(layout.root, (*CODE, "dvc.yaml", "params.yaml"))
+    commit = "not a git checkout" if state is None else state.commit[:7] + (" + changes" if state.changed else "")
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
