@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NODE_HOME = Path("/home/ray")  # the Ray image's user's home: cluster.yaml's file mounts and commands name it
 MARKER = ".wsol-loopback-test"  # in NODE_HOME while the test owns it
 CHECKOUT = ("pipeline", "stages", "infra", "dvc.yaml", "sources.yaml", "pyproject.toml", "README.md", ".gitignore",
-            ".dvcignore", ".dvc/config", ".dvc/plots")
+            ".dvcignore", ".dvc/config")
 TINY = {
     "backbones": ["resnet50"], "methods": ["cam"],
     "datasets.synth.classes": 2, "datasets.synth.images_per_class": {"train": 6, "val": 2, "test": 3},
@@ -161,6 +161,23 @@ def loopback(tmp_path_factory):
         f"SetEnv HOME={NODE_HOME}", ""]))
     Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege-separation folder
     sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp / "sshd_config")], stderr=open(tmp / "sshd.log", "w"))
+    venv = tmp / "node-venv"
+    try:  # from here on, whatever fails is undone: sshd, the node's home, a cluster started
+        yield _setup(cluster, tmp)
+    finally:
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "down", "-y", str(tmp / "loopback.yaml")],
+                       cwd=cluster.project, env=cluster.laptop, capture_output=True, timeout=300)
+        for process in psutil.process_iter(["cmdline"]):  # MLflow's server and workers, if the test stopped early
+            if str(venv) in " ".join(process.info["cmdline"] or []):
+                process.kill()
+        sshd.send_signal(signal.SIGTERM)
+        sshd.wait(30)
+        if (NODE_HOME / MARKER).exists():
+            shutil.rmtree(NODE_HOME)
+
+
+def _setup(cluster: Loopback, tmp: Path) -> Loopback:
+    """The node's environment and home, the laptop's secrets and the user's checkout of ``cluster``."""
     venv = _node_environment(tmp)
     NODE_HOME.mkdir()
     (NODE_HOME / MARKER).touch()
@@ -184,17 +201,7 @@ def loopback(tmp_path_factory):
     for command in (["git", "init", "-q"], ["git", "add", "-A"],
                     ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
         subprocess.run(command, cwd=cluster.project, check=True, capture_output=True)
-    try:
-        yield cluster
-    finally:
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "down", "-y", str(tmp / "loopback.yaml")],
-                       cwd=cluster.project, env=cluster.laptop, capture_output=True, timeout=300)
-        for process in psutil.process_iter(["cmdline"]):  # MLflow's server and workers, if the test stopped early
-            if str(venv) in " ".join(process.info["cmdline"] or []):
-                process.kill()
-        sshd.send_signal(signal.SIGTERM)
-        sshd.wait(30)
-        shutil.rmtree(NODE_HOME)
+    return cluster
 
 
 def test_a_setup_command_that_fails_fails_ray_up_naming_it(loopback):

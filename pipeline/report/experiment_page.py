@@ -27,7 +27,6 @@ from pipeline.dag.paths import Layout
 from pipeline.dag.tracking import client_for, store_failure_warns
 from pipeline.evaluation.evaluate import SCORES
 from pipeline.formats.records import RecordError, read_json
-from pipeline.formats.run_folder import read_meta
 from pipeline.report.report import BACKBONE_NAMES, FLOOR, NAMES, reference_folders
 from pipeline.settings.config import Config
 
@@ -99,14 +98,23 @@ def current_runs(client: MlflowClient, experiment_id: str, config: Config, layou
     """The ids of the runs the report shows: each training run's (its run folder's model.json) and,
     per reference row and backbone, the newest run of that name (its stage made a new one each time).
     Older runs of the same names stay in the store: a rerun never deletes one."""
-    metas = [read_meta(layout.run(config.dataset, b, m, s)) for b in config.backbones for m in config.methods
-             for s in config.seeds]
-    ids = [meta.mlflow_run_id for meta in metas if meta.mlflow_run_id is not None]
+    ids = [run_id for b in config.backbones for m in config.methods for s in config.seeds
+           if (run_id := _mlflow_run_id(layout.run(config.dataset, b, m, s) / "model.json")) is not None]
     newest: dict[str, str] = {}
     for run in client.search_runs([experiment_id], "tags.row != ''", order_by=["attributes.start_time DESC"],
                                   max_results=1000):
         newest.setdefault(run.info.run_name, run.info.run_id)
     return ids + list(newest.values())
+
+
+def _mlflow_run_id(path: Path) -> str | None:
+    """A run folder's MLflow run id (its model.json's ``mlflow_run_id``; None for an imported checkpoint),
+    read as JSON: the report reads no model code (pipeline/formats/run_folder.py would import it)."""
+    meta = read_json(path, "run the train stage")
+    run_id = meta.get("mlflow_run_id") if isinstance(meta, dict) else None
+    if run_id is not None and not isinstance(run_id, str):
+        raise RecordError(f"{path}: mlflow_run_id is {run_id!r}, not a run id")
+    return run_id
 
 
 def saved_view(run_ids: list[str]) -> str:
