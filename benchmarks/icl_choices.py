@@ -71,8 +71,8 @@ def train(config, backbone: str, method: str, seed: int, out: Path) -> list[dict
     settings = config.backbone_settings.of(backbone)
     seed_everything(seed, 0, -1)
     model = build_model(backbone, method, info.num_classes, config, layout.pretrained(backbone))
-    optimizer = optimizer_for(model, config, backbone)
-    scheduler = scheduler_for(optimizer, config, backbone)
+    optimizer = optimizer_for(model, config, backbone, method)
+    scheduler = scheduler_for(optimizer, config, backbone, method)
     scaler = grad_scaler(config, torch.device("cpu"))
     loader = split_loader(info, "train", config.data, settings.batch_size, train=True, prepared=prepared)
     rows = [{"epoch": 0, **val_figures(model, info, config, prepared)}]

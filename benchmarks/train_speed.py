@@ -102,7 +102,7 @@ def _timed(step, repeats: int, device: torch.device) -> float:
 def _model(config, backbone: str, method: str, device: torch.device):
     torch.manual_seed(0)
     model = place_model(build_model(backbone, method, CLASSES, config).train(), config, device)
-    return model, optimizer_for(model, config, backbone), grad_scaler(config, device)
+    return model, optimizer_for(model, config, backbone, method), grad_scaler(config, device)
 
 
 def bare_step(config, backbone: str, method: str, batch: int, device: torch.device, steps: int) -> float:

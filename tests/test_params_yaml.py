@@ -61,7 +61,7 @@ def _changed_lines(before: str, after: str) -> list[str]:
 
 def _leaf_keys(fragment, params, prefix=""):
     for key, value in fragment.items():
-        if isinstance(value, dict) and isinstance(params.get(key), dict):
+        if isinstance(value, dict) and isinstance(params.get(key), dict) and params[key]:  # an empty one: replaced
             yield from _leaf_keys(value, params[key], f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
@@ -121,7 +121,7 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "seeds: [0]                # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
         "    root: null            # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
         "    pretrained: pretrain\n",
-        "  has: {grid_size: 4, drop_rate: 0.5}          # clovaai/wsolevaluation defaults\n",
+        "  has: {grid_size: 4, drop_rate: 0.5, optimiser: {}}          # clovaai/wsolevaluation defaults\n",
         "    branch_width: {vgg16: 512, resnet50: 1024, inception_v3: 512, resnet18: 256}\n",
         "    margin: 1.0           # m of Eq. 3\n",
     ]
@@ -130,7 +130,7 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "seeds: [0, 1, 2]          # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
         "    root: /data/imagenet  # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
         "    pretrained: null\n",
-        "  has: {grid_size: 4, drop_rate: 0.25}          # clovaai/wsolevaluation defaults\n",
+        "  has: {grid_size: 4, drop_rate: 0.25, optimiser: {}}          # clovaai/wsolevaluation defaults\n",
         "    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n",
         "    margin: 2.0           # m of Eq. 3\n",
     ]:

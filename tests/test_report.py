@@ -90,7 +90,7 @@ def test_the_report_has_the_paper_tables_the_floor_the_cost_and_a_labelled_galle
                     "Top-1 classification (Table 7 layout)", "PxAP", "The paper's claim: paired differences in MaxBoxAccV2",
                     "Where the CAMs go (the failure modes as numbers)", "Training", "Cost",
                     "Between the floor, the pretrained features and the few-shot row", "The backbones before WSOL training",
-                    "The test images", "Per class"):
+                    "The test images", "Per class", "Optimiser settings"):
         assert f"## {heading}" in text
     metrics = {m: json.loads((layout.results("synth", "resnet50", m, 0) / "metrics.json").read_text())
                for m in SAVED_METHODS}
@@ -413,6 +413,16 @@ def test_every_paired_difference_is_computed_once(monkeypatch):
     # ICL against CAM and the three rows, CAM against the three rows, the features and the few-shot row against the floor
     assert len(calls) == 9
     assert [report.summary(), report.paired_section(), report.framing_section()] == first and len(calls) == 9
+
+
+def test_the_optimiser_section_names_each_runs_settings_and_their_source():
+    cfg = config(**{"backbones": ["resnet50"], "methods": ["cam", "icl"],
+                    "backbone_settings.resnet50.pretrained": "IMAGENET1K_V1", "backbone_settings.resnet50.lr": 0.001,
+                    "backbone_settings.resnet50.weight_decay": 1e-4, "train.lr_classifier_ratio": 10.0,
+                    "method_settings.cam.optimiser": {"resnet50": {"lr": 2.322e-4, "source": "a published script"}}})
+    lines = report_module.optimiser_section(cfg)
+    assert "| ResNet50 | CAM | 0.0002322 | 0.002322 | 0.0001 | 6 | a published script |" in lines[-2]
+    assert "| ResNet50 | Ours (ICL) | 0.001 | 0.01 | 0.0001 | 6 | backbone_settings.resnet50 |" in lines[-2]
 
 
 def test_the_terminal_summary_comes_from_the_report_not_from_its_markdown(tmp_path):

@@ -100,12 +100,12 @@ def test_system_metrics_are_labelled_per_node_only_when_the_run_spans_several():
 def test_training_state_round_trip(tmp_path):
     cfg = config()
     model = build_model("resnet50", "cam", 2, cfg)
-    optimizer, scaler = optimizer_for(model, cfg, "resnet50"), torch.amp.GradScaler("cuda", enabled=False)
-    scheduler = scheduler_for(optimizer, cfg, "resnet50")
+    optimizer, scaler = optimizer_for(model, cfg, "resnet50", "cam"), torch.amp.GradScaler("cuda", enabled=False)
+    scheduler = scheduler_for(optimizer, cfg, "resnet50", "cam")
     progress = saved.TrainingState(epoch=3, history=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], best_score=5.0, best_epoch=2)
     saved.save(tmp_path, progress, model, optimizer, scheduler, scaler, best_model={"w": torch.ones(1)})
     other = build_model("resnet50", "cam", 2, cfg)
-    restored = saved.load(tmp_path, other, optimizer_for(other, cfg, "resnet50"), scheduler, scaler)
+    restored = saved.load(tmp_path, other, optimizer_for(other, cfg, "resnet50", "cam"), scheduler, scaler)
     assert (restored.epoch, restored.best_epoch, restored.restarts, len(restored.history)) == (3, 2, 1, 3)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=False))
     assert torch.equal(saved.final_weights(tmp_path, "best")[0]["w"], torch.ones(1))
@@ -114,15 +114,15 @@ def test_training_state_round_trip(tmp_path):
 def test_a_finished_runs_checkpoint_keeps_weights_and_history_only_and_still_restores(tmp_path):
     cfg = config()
     model = build_model("resnet50", "cam", 2, cfg)
-    optimizer, scaler = optimizer_for(model, cfg, "resnet50"), torch.amp.GradScaler("cuda", enabled=False)
-    scheduler = scheduler_for(optimizer, cfg, "resnet50")
+    optimizer, scaler = optimizer_for(model, cfg, "resnet50", "cam"), torch.amp.GradScaler("cuda", enabled=False)
+    scheduler = scheduler_for(optimizer, cfg, "resnet50", "cam")
     progress = saved.TrainingState(epoch=2, history=[{"epoch": 1}, {"epoch": 2}], device="cpu")
     saved.save(tmp_path, progress, model, optimizer, scheduler, scaler, best_model=None)
     torch.save(saved.finished(tmp_path / saved.STATE), tmp_path / saved.STATE)
     assert not set(saved.read(tmp_path / saved.STATE)) & set(saved.OPTIMIZATION)
     other = build_model("resnet50", "cam", 2, cfg)
-    fresh = optimizer_for(other, cfg, "resnet50")
-    restored = saved.load(tmp_path, other, fresh, scheduler_for(fresh, cfg, "resnet50"), scaler)
+    fresh = optimizer_for(other, cfg, "resnet50", "cam")
+    restored = saved.load(tmp_path, other, fresh, scheduler_for(fresh, cfg, "resnet50", "cam"), scaler)
     assert (restored.epoch, restored.device, restored.restarts) == (2, "cpu", 1)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=False))
 
@@ -154,8 +154,26 @@ def test_new_layers_train_at_the_classifier_ratio_only_on_a_pretrained_backbone(
     for pretrained, expected in ((str(weights), [0.003, pytest.approx(0.03)]), (None, [0.003, 0.003])):
         cfg = config(**{"backbone_settings.resnet50.lr": 0.003, "train.lr_classifier_ratio": 10.0,
                         "backbone_settings.resnet50.pretrained": pretrained})
-        groups = optimizer_for(build_model("resnet50", "icl", 2, cfg), cfg, "resnet50").param_groups
+        groups = optimizer_for(build_model("resnet50", "icl", 2, cfg), cfg, "resnet50", "icl").param_groups
         assert [g["lr"] for g in groups] == expected
+
+
+def test_the_optimiser_takes_the_backbones_lr_and_weight_decay_and_a_methods_override():
+    """Per backbone: lr and weight decay in both groups; a method's override replaces the values it
+    gives (here lr and decay period, not weight decay) on its backbone only, and names its source."""
+    cfg = config(**{"backbones": ["resnet50", "resnet18"], "methods": ["cam", "adl"],
+                    "backbone_settings.resnet50": {**config().backbone_settings.of("resnet50").model_dump(),
+                                                   "lr": 0.002, "weight_decay": 5e-4, "pretrained": None},
+                    "backbone_settings.resnet18.weight_decay": 1e-4, "backbone_settings.resnet18.pretrained": None,
+                    "method_settings.cam.optimiser": {"resnet50": {"lr": 2.322e-4, "lr_decay_epochs": 15,
+                                                                   "source": "a published script"}}})
+    for backbone, method, lr, decay in (("resnet50", "cam", 2.322e-4, 5e-4), ("resnet50", "adl", 0.002, 5e-4),
+                                        ("resnet18", "cam", cfg.backbone_settings.of("resnet18").lr, 1e-4)):
+        optimizer = optimizer_for(build_model(backbone, method, 2, cfg), cfg, backbone, method)
+        assert [(g["lr"], g["weight_decay"]) for g in optimizer.param_groups] == [(lr, decay)] * 2, (backbone, method)
+    assert scheduler_for(optimizer, cfg, "resnet50", "cam").step_size == 15
+    assert cfg.optimiser("resnet50", "cam").source == "a published script"
+    assert cfg.optimiser("resnet50", "adl").source == "backbone_settings.resnet50"
 
 
 def test_seeds_depend_on_seed_rank_and_epoch_only():
@@ -165,6 +183,20 @@ def test_seeds_depend_on_seed_rank_and_epoch_only():
         draws.setdefault(key, []).append(torch.rand(3))
     assert torch.equal(*draws[(0, 0, 1)])
     assert len({tuple(v[0].tolist()) for v in draws.values()}) == 4
+
+
+def test_an_optimiser_override_no_run_reads_is_named():
+    published = {"resnet50": {"lr": 2.3e-4, "source": "a script"}}
+    with pytest.raises(ValueError, match=r"method_settings\.cam\.optimiser\.resnet50: resnet50 is not run"):
+        config(**{"backbones": ["resnet18"], "methods": ["cam"], "method_settings.cam.optimiser": published})
+    with pytest.raises(ValueError, match=r"method_settings\.adl\.optimiser: adl is not run"):
+        config(**{"backbones": ["resnet50"], "methods": ["cam"], "method_settings.adl.optimiser": published})
+    # a Table 2 row may carry the paper's method's own override (params.yaml's <<: *icl), not another one
+    inherited = config(**{"backbones": ["resnet50"], "methods": ["icl"], "method_settings.icl.optimiser": published,
+                          "method_settings.icl_no_ca.optimiser": published})
+    assert inherited.optimiser("resnet50", "icl_no_ca").source == "a script"
+    with pytest.raises(ValueError, match=r"method_settings\.icl_no_ca\.optimiser: icl_no_ca is not run"):
+        config(**{"backbones": ["resnet50"], "methods": ["icl"], "method_settings.icl_no_ca.optimiser": published})
 
 
 def test_every_method_searches_its_own_settings_and_the_learning_rate():
@@ -178,6 +210,11 @@ def test_every_method_searches_its_own_settings_and_the_learning_rate():
     assert search_space(cfg, "resnet50", "spg")["threshold_2l"][0] == "method_settings.spg.thresholds.1.1"
     with pytest.raises(ValueError, match="method_settings.icl.hyper.vgg16.drop_rate"):
         with_values(cfg, {"method_settings.icl.hyper.vgg16.drop_rate": 1.5})
+    published = config(**{"backbones": ["vgg16"], "methods": ["cam"],
+                          "method_settings.cam.optimiser": {"vgg16": {"lr": 1.3e-5, "source": "a script"}}})
+    path = search_space(published, "vgg16", "cam")["lr"][0]  # what the run reads: the method's override
+    assert path == "method_settings.cam.optimiser.vgg16.lr"
+    assert with_values(published, {path: 0.01}).optimiser("vgg16", "cam").lr == 0.01
 
 
 def test_a_low_threshold_is_drawn_under_its_high_one_and_lists_are_set_whole():
@@ -382,7 +419,7 @@ def _epoch_on(batches, log_every: int = 5, method: str = "cam", **overrides) -> 
     torch.manual_seed(0)
     cfg = config(**{"train.log_every": log_every, "backbone_settings.resnet18.pretrained": None, **overrides})
     model = build_model("resnet18", method, 3, cfg).train()
-    optimizer, scaler = optimizer_for(model, cfg, "resnet18"), grad_scaler(cfg, torch.device("cpu"))
+    optimizer, scaler = optimizer_for(model, cfg, "resnet18", method), grad_scaler(cfg, torch.device("cpu"))
     loader = [(images, labels, [f"{k}.png" for k in range(len(labels))]) for images, labels in batches]
     return train_epoch(model, model, loader, optimizer, scaler, cfg, torch.device("cpu"), 0, 1, 0, 1)
 

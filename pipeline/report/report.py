@@ -51,13 +51,12 @@ from pipeline.report.figures import curve_panels
 from pipeline.report.gallery import OUTCOMES, SIZE_FACTOR, SUCCESS_IOU, dataset_examples, outcome_gallery
 from pipeline.report.plot_templates import write_templates
 from pipeline.settings.config import Config
-from pipeline.settings.registry import BACKBONES, METHODS
+from pipeline.settings.registry import BACKBONES, METHODS, PAPER_METHOD
 
 NAMES = {name: entry.display for name, entry in METHODS.items()}
 BACKBONE_NAMES = {name: entry.display for name, entry in BACKBONES.items()}
 FLOOR = FLOOR_ROW
 LOWER_ROWS = (FLOOR_ROW, FEATURES_ROW)  # the rows a method must beat to be bold in a table
-PAPER_METHOD = "icl"
 TABLE2_BASELINE = "adl"  # the paper's Table 2 "Baseline [9]"
 FLAT_MARGIN = 1.0  # BoxAcc points: a tau* is flat where BoxAcc stays this close to its max ...
 FLAT_WIDTH = 0.25  # ... over a span of tau at least this wide around it
@@ -604,6 +603,26 @@ def weights_section(config: Config, layout: Layout) -> list[str]:
             _table(["Backbone", "Weights", "Classes", "Images", "Held-out top-1", "Colour alone"], rows), ""]
 
 
+def optimiser_section(config: Config) -> list[str]:
+    """Where each run's optimiser settings come from (:meth:`Config.optimiser`): the backbone's
+    ``backbone_settings`` or a method's override with its source (a paper, a published script)."""
+    rows = []
+    for backbone in config.backbones:
+        pretrained = config.backbone_settings.of(backbone).pretrained is not None
+        for method in config.methods:
+            optimiser = config.optimiser(backbone, method)
+            new = optimiser.lr * (config.train.lr_classifier_ratio if pretrained else 1.0)
+            rows.append([BACKBONE_NAMES[backbone], NAMES[method], f"{optimiser.lr:.4g}", f"{new:.4g}",
+                         f"{optimiser.weight_decay:g}", str(optimiser.lr_decay_epochs), optimiser.source])
+    return ["## Optimiser settings", "",
+            f"SGD (momentum {config.train.momentum:g}, Nesterov {'on' if config.train.nesterov else 'off'}), lr × "
+            f"{config.train.lr_decay_factor:g} every 'Decay every' epochs; the new layers at lr × "
+            f"{config.train.lr_classifier_ratio:g} on a pretrained backbone. Source: `backbone_settings.<backbone>` "
+            "(params.yaml), or the method's override (`method_settings.<method>.optimiser.<backbone>`) and where its "
+            "values come from.", "",
+            _table(["Backbone", "Method", "lr", "New layers' lr", "Weight decay", "Decay every", "Source"], rows), ""]
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as column -> text."""
     with path.open(newline="") as f:
@@ -747,6 +766,7 @@ def build_report(config: Config, layout: Layout) -> tuple[Path, Report]:
         "![Test images of each class](dataset.png)",
         "",
         *weights_section(config, layout),
+        *optimiser_section(config),
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
         "Mean of MaxBoxAcc over IoU 30, 50 and 70.",

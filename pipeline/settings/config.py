@@ -21,8 +21,8 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from pipeline.errors import PipelineError
 from pipeline.settings import yaml_io
-from pipeline.settings.registry import BACKBONES, METHODS, BackboneName, MethodName
-from pipeline.settings.sections import Fraction, PerBackbone, Section
+from pipeline.settings.registry import BACKBONES, METHODS, PAPER_METHOD, BackboneName, MethodName
+from pipeline.settings.sections import Epochs, Fraction, LearningRate, PerBackbone, Section, WeightDecay
 
 Dataset = Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
@@ -54,12 +54,6 @@ MAX_BOOTSTRAP_SAMPLES = 10_000
 # (infra/params/paper-*.yaml); 4096 is 128 times that, more than a WSOL recipe uses.
 MAX_BATCH = 4096
 Batch = Annotated[int, Field(ge=1, le=MAX_BATCH)]
-# Epochs: the paper's settings train CUB 50, ILSVRC 10 (infra/params/paper-*.yaml); 1000 is 20
-# times the longest.
-Epochs = Annotated[int, Field(ge=1, le=1000)]
-# An SGD learning rate: the protocol's chosen ones lie in 1e-5..1e-1 (wsolevaluation's CUB runs:
-# 1.3e-5 to 2.2e-3; tune.lr searches up to 0.1); above 10 every recipe diverges.
-LearningRate = Annotated[float, Field(gt=0, le=10)]
 # Generated images per class and split (synth, pretrain): ImageNet has at most 1300 per class.
 ImagesPerClass = Annotated[int, Field(ge=1, le=5000)]
 # Image sides in px: the paper's settings resize to 256 and crop 224 (infra/params/paper-*.yaml);
@@ -210,6 +204,7 @@ class ModelConfig(Section):
     # None: random init; "pretrain": the pretrain stage's weights; a torchvision weights name; or a .pth file path
     pretrained: str | None
     lr: LearningRate
+    weight_decay: WeightDecay
     epochs: Epochs
     lr_decay_epochs: Epochs  # step decay every this many epochs
     batch_size: Batch  # per optimizer step, across all workers
@@ -236,7 +231,7 @@ class PretrainConfig(Section):
     distractors: Annotated[int, Field(ge=0, le=8)]
     epochs: Epochs
     lr: LearningRate  # AdamW, peak of a one-cycle schedule
-    weight_decay: Annotated[float, Field(ge=0, le=1)]  # AdamW's decoupled decay
+    weight_decay: WeightDecay  # AdamW's decoupled decay
     batch_size: Batch
     seed: Seed
 
@@ -251,7 +246,7 @@ class FewShotConfig(Section):
 
     epochs: Epochs
     lr: LearningRate  # AdamW, peak of a one-cycle schedule, for the backbone and the head alike
-    weight_decay: Annotated[float, Field(ge=0, le=1)]
+    weight_decay: WeightDecay
     batch_size: Batch
     seed: Seed
 
@@ -263,7 +258,6 @@ class TrainConfig(Section):
     lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
     momentum: Annotated[float, Field(ge=0, lt=1)]
     nesterov: bool
-    weight_decay: Annotated[float, Field(ge=0, le=1)]  # the protocol's 1e-4; at 1 the decay outweighs any gradient
     grad_clip: Annotated[float, Field(ge=0, le=10**4)]  # max gradient L2 norm; 0: off (here 5; a norm of 1e4 has diverged)
     # steps between measurements of each loss term's gradient norm; 0: never
     grad_terms_every: Annotated[int, Field(ge=0, le=10**6)]
@@ -402,6 +396,7 @@ class Config(Section):
                 elif len(set(listed)) != len(listed):
                     faults.append(f"method_settings.{method}.taps.{backbone}: a tap is listed twice: {listed}")
         faults.extend(self._per_backbone_faults())
+        faults.extend(self._override_faults())
         if self.train.nesterov and self.train.momentum == 0:
             faults.append("train.nesterov needs train.momentum > 0")
         for key in ("backbones", "methods", "seeds"):
@@ -412,6 +407,34 @@ class Config(Section):
             raise ValueError("\n  ".join(faults))
         return self
 
+
+    def _override_faults(self) -> Iterator[str]:
+        """An optimiser override that no run of this configuration reads: for a backbone not in
+        ``backbones``, or a method not in ``methods`` (a Table 2 row of the paper's method may carry
+        the paper's method's own, inherited through params.yaml's ``<<: *icl``)."""
+        paper = getattr(self.method_settings, PAPER_METHOD).optimiser
+        for method, spec in METHODS.items():
+            overrides = getattr(self.method_settings, method).optimiser
+            if overrides and method not in self.methods and not (spec.variant_of_icl is not None and overrides == paper):
+                yield (f"method_settings.{method}.optimiser: {method} is not run (methods: {', '.join(self.methods)}); "
+                       "remove its override")
+            for backbone in overrides:
+                if backbone not in self.backbones:
+                    yield (f"method_settings.{method}.optimiser.{backbone}: {backbone} is not run "
+                           f"(backbones: {', '.join(self.backbones)}); remove its override")
+
+    def optimiser(self, backbone: str, method: str) -> Optimiser:
+        """The optimiser a run of ``backbone`` x ``method`` trains with: the backbone's settings, each
+        value the method's override gives replacing the backbone's, and where they come from."""
+        settings = self.backbone_settings.of(backbone)
+        override = getattr(self.method_settings, method).optimiser.get(backbone)
+        if override is None:
+            return Optimiser(settings.lr, settings.weight_decay, settings.lr_decay_epochs,
+                             f"backbone_settings.{backbone}")
+        def pick(key: str):
+            value = getattr(override, key)
+            return getattr(settings, key) if value is None else value
+        return Optimiser(pick("lr"), pick("weight_decay"), pick("lr_decay_epochs"), override.source)
 
     def _per_backbone_faults(self) -> Iterator[str]:
         """Per-backbone values for a backbone not registered, or missing for one this configuration
@@ -442,6 +465,17 @@ class Config(Section):
         """What a run of ``backbone`` x ``method`` reads (:class:`RunSettings`)."""
         return RunSettings(self.data, self.train, self.backbone_settings.of(backbone),
                            getattr(self.method_settings, method).only_backbone(backbone))
+
+
+@dataclass(frozen=True)
+class Optimiser:
+    """A run's SGD settings (:meth:`Config.optimiser`): lr of the pretrained layers (the new ones at lr x
+    ``train.lr_classifier_ratio``), weight decay, the step decay's period in epochs, and their source."""
+
+    lr: float
+    weight_decay: float
+    lr_decay_epochs: int
+    source: str  # "backbone_settings.<backbone>", or the override's source
 
 
 @dataclass(frozen=True)

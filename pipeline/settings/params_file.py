@@ -3,7 +3,7 @@
 Only the values the fragment changes are rewritten, in place in params.yaml's text: every other
 byte (comments, blank lines, flow or block style, ``null``) stays as it was. A fragment mapping
 descends into params.yaml's mapping of the same key; anything else (a scalar, a list, a mapping where
-params.yaml has none) replaces that key's value, rendered on one line in flow style (quoted the way
+params.yaml has none or an empty one) replaces that key's value, rendered on one line in flow style (quoted the way
 the old string was, where it was quoted). Every key must already be written in params.yaml's text:
 a key only inherited through a merge key (``<<: *icl``) cannot be set by editing a line. The result
 is validated, and only a valid file replaces the old one (written to a temporary name, then renamed).
@@ -45,9 +45,10 @@ def _same(a, b) -> bool:
 
 
 def _leaves(base, fragment, prefix=()):
-    """(key path, new value) for each value the fragment sets: it descends where both are mappings."""
+    """(key path, new value) for each value the fragment sets: it descends where both are mappings and
+    params.yaml's is not empty (an empty one, e.g. ``optimiser: {}``, has no line to edit: it is replaced)."""
     for key, value in fragment.items():
-        if isinstance(value, dict) and isinstance(base, dict) and isinstance(base.get(key), dict):
+        if isinstance(value, dict) and isinstance(base, dict) and isinstance(base.get(key), dict) and base[key]:
             yield from _leaves(base[key], value, (*prefix, key))
         else:
             yield (*prefix, key), value

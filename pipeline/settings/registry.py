@@ -25,6 +25,7 @@ from pipeline.settings.sections import (
     Fraction,
     FreeChoice,
     MethodEntry,
+    MethodSection,
     PerBackbone,
     Pixels,
     Positive,
@@ -67,33 +68,35 @@ else:
 
 # ----------------------------------------------------------------------------- method settings
 
-class CamConfig(Section):
+PAPER_METHOD = "icl"  # the paper's method; Table 2's rows are its variants (variant_of_icl)
+
+class CamConfig(MethodSection):
     """CAM has no hyperparameters."""
 
 
-class HasConfig(Section):
+class HasConfig(MethodSection):
     grid_size: Pixels  # side of a hidden patch, pixels of the network input
     drop_rate: Fraction
 
 
-class AcolConfig(Section):
+class AcolConfig(MethodSection):
     threshold: Fraction  # erase where the normalized CAM of classifier A is >= this
 
 
-class SpgConfig(Section):
+class SpgConfig(MethodSection):
     # (high, low) per step: B2 from the CAM, B1 from B2, C from the fused B1/B2 map
     thresholds: list[Annotated[list[Fraction], Field(min_length=2, max_length=2)]] = Field(min_length=3, max_length=3)
     taps: PerBackbone[list[str]]  # (B1's tap, B2's tap)
     branch_width: PerBackbone[Channels]  # channels of the B1/B2 branches (wsol/*.py: 512, 1024 on ResNet50)
 
 
-class AdlConfig(Section):
+class AdlConfig(MethodSection):
     drop_rate: Fraction
     threshold: Fraction  # drop where attention > threshold * max
     taps: PerBackbone[list[str]]
 
 
-class CutmixConfig(Section):
+class CutmixConfig(MethodSection):
     beta: Positive
     prob: Fraction
 
@@ -115,7 +118,7 @@ class IclAblation(Section):
     dfg_mask: bool  # false: ADL's drop mask instead of M_dfg
 
 
-class IclConfig(Section):
+class IclConfig(MethodSection):
     margin: Positive
     embedding_dim: Channels
     ca_weight: Weight
@@ -177,7 +180,7 @@ METHODS: dict[str, MethodEntry] = {entry.name: entry for entry in (
     MethodEntry("cutmix", "CutMix", CutmixConfig, "cam", "pipeline.models.methods.input_erasing:CutMix",
                 _own("cutmix", "beta", "prob")),
     # The paper's method attaches where ADL does (Sec. 4.1: "the same with the baseline method [9]").
-    _icl_entry("icl", "Ours (ICL)"),
+    _icl_entry(PAPER_METHOD, "Ours (ICL)"),
     # Table 2: the paper's method without one component, or with one free choice (or all) at its literal
     # reading, each its own run. Its method_settings section is icl's (params.yaml merges it in) with
     # those settings changed, so a run of each can sit in one DAG beside icl and a change to icl's

@@ -21,6 +21,13 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 Positive = Annotated[float, Field(gt=0, le=100)]
 Weight = Annotated[float, Field(ge=0, le=100)]  # a loss term's weight
 Channels = Annotated[int, Field(ge=1, le=8192)]
+# An SGD learning rate: the protocol's chosen ones lie in 1e-5..1e-1 (wsolevaluation's CUB runs:
+# 1.3e-5 to 2.2e-3; tune.lr searches up to 0.1); above 10 every recipe diverges.
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+# Epochs: the paper's settings train CUB 50, ILSVRC 10 (infra/params/paper-*.yaml); 1000 is 20
+# times the longest.
+Epochs = Annotated[int, Field(ge=1, le=1000)]
+WeightDecay = Annotated[float, Field(ge=0, le=1)]  # the protocol's 1e-4 / 5e-4; at 1 the decay outweighs any gradient
 Pixels = Annotated[int, Field(ge=1, le=1024)]  # no larger than the largest input side params allow
 T = TypeVar("T")
 # clovaai/wsolevaluation's architecture types (config.py, get_architecture_type): the backbone
@@ -33,21 +40,45 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    def _per_backbone(self) -> list[str]:
+        """The fields holding a value per backbone: :class:`PerBackbone` ones and a method's ``optimiser``."""
+        return [name for name in type(self).model_fields
+                if isinstance(getattr(self, name), PerBackbone) or name == OPTIMISER]
+
     def for_backbone(self, backbone: str) -> dict:
-        """The settings as plain values, each per-backbone one (:class:`PerBackbone`) reduced to this backbone's."""
+        """The settings as plain values, each per-backbone one reduced to this backbone's (None where a
+        sparse one, ``optimiser``, has none)."""
         values = self.model_dump()
-        for name in type(self).model_fields:
-            if isinstance(getattr(self, name), PerBackbone):
-                values[name] = values[name][backbone]
+        for name in self._per_backbone():
+            values[name] = values[name].get(backbone)
         return values
 
     def only_backbone(self, backbone: str) -> Section:
-        """This section with each per-backbone mapping (:class:`PerBackbone`) holding ``backbone``'s value only."""
+        """This section with each per-backbone mapping holding ``backbone``'s value only."""
         values = self.model_dump()
-        for name in type(self).model_fields:
-            if isinstance(getattr(self, name), PerBackbone):
-                values[name] = {backbone: values[name][backbone]}
+        for name in self._per_backbone():
+            values[name] = {backbone: values[name][backbone]} if backbone in values[name] else {}
         return type(self).model_validate(values)
+
+
+OPTIMISER = "optimiser"
+
+
+class OptimiserOverride(Section):
+    """A method's optimiser on one backbone where its source trained it otherwise than the backbone's
+    ``backbone_settings`` (a value left out, or None, is the backbone's)."""
+
+    lr: LearningRate | None = None
+    weight_decay: WeightDecay | None = None
+    lr_decay_epochs: Epochs | None = None
+    source: str = Field(min_length=1)  # where the values come from (a paper's section, a script): in the report
+
+
+class MethodSection(Section):
+    """A method's params.yaml section: its own settings and ``optimiser``, its overrides per backbone
+    (sparse: backbones it trains as ``backbone_settings`` say need no entry)."""
+
+    optimiser: dict[str, OptimiserOverride] = {}
 
 
 def entry(kind: str, table: Mapping[str, T], name: str) -> T:
@@ -107,7 +138,7 @@ class FreeChoice:
 class MethodEntry:
     name: str  # params.yaml key
     display: str  # name in the report
-    settings: type[Section]  # its section under method_settings
+    settings: type[MethodSection]  # its section under method_settings
     architecture: Architecture  # the backbone variant it trains on
     implementation: str  # "module:class" of the Method plug-in
     # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)

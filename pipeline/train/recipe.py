@@ -13,21 +13,22 @@ from pipeline.models import WSOLModel
 from pipeline.settings.config import Config
 
 
-def optimizer_for(model: WSOLModel, config: Config, backbone: str) -> torch.optim.SGD:
-    """SGD over the model's two groups: the new layers at lr x train.lr_classifier_ratio when the
-    backbone starts from pretrained weights; every layer at lr when it starts from random init
-    (all of it is new then: a ratio would train part of a random network 10x faster by accident)."""
-    settings = config.backbone_settings.of(backbone)
-    lr = settings.lr
+def optimizer_for(model: WSOLModel, config: Config, backbone: str, method: str) -> torch.optim.SGD:
+    """SGD over the model's two groups at the run's lr and weight decay (:meth:`Config.optimiser`): the
+    new layers at lr x train.lr_classifier_ratio when the backbone starts from pretrained weights;
+    every layer at lr when it starts from random init (all of it is new then: a ratio would train part
+    of a random network 10x faster by accident)."""
+    optimiser = config.optimiser(backbone, method)
+    lr, train = optimiser.lr, config.train
     pretrained, new = model.parameter_groups()
-    train = config.train
-    ratio = train.lr_classifier_ratio if settings.pretrained else 1.0
-    return torch.optim.SGD([{"params": pretrained, "lr": lr}, {"params": new, "lr": lr * ratio}],
-                           lr=lr, momentum=train.momentum, weight_decay=train.weight_decay, nesterov=train.nesterov)
+    ratio = train.lr_classifier_ratio if config.backbone_settings.of(backbone).pretrained else 1.0
+    return torch.optim.SGD([{"params": pretrained, "lr": lr}, {"params": new, "lr": lr * ratio}], lr=lr,
+                           momentum=train.momentum, weight_decay=optimiser.weight_decay, nesterov=train.nesterov)
 
 
-def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: str) -> torch.optim.lr_scheduler.StepLR:
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.backbone_settings.of(backbone).lr_decay_epochs,
+def scheduler_for(optimizer: torch.optim.Optimizer, config: Config, backbone: str, method: str
+                  ) -> torch.optim.lr_scheduler.StepLR:
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.optimiser(backbone, method).lr_decay_epochs,
                                            gamma=config.train.lr_decay_factor)
 
 

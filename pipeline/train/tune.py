@@ -38,8 +38,12 @@ log = logging.getLogger("pipeline.tune")
 
 def search_space(config: Config, backbone: str, method: str) -> dict[str, tuple[str, Range]]:
     """Each search dimension of this (backbone, method): its name -> (the dotted params.yaml key it
-    sets, its range)."""
-    dimensions = {"lr": (f"backbone_settings.{backbone}.lr", config.tune.lr)}
+    sets, its range). The learning rate is the method's override where it has one on this backbone
+    (``method_settings.<method>.optimiser.<backbone>.lr``: the value its run reads), else the backbone's."""
+    override = getattr(config.method_settings, method).optimiser.get(backbone)
+    lr = f"method_settings.{method}.optimiser.{backbone}.lr" if override is not None and override.lr is not None \
+        else f"backbone_settings.{backbone}.lr"
+    dimensions = {"lr": (lr, config.tune.lr)}
     for key, dimension in config.tune.space.get(method, {}).items():
         dimensions[key] = (METHODS[method].tunable[key].format(backbone=backbone), dimension)
     return dimensions

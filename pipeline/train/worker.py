@@ -133,8 +133,8 @@ def train_worker(loop_config: dict) -> None:
     seed_everything(payload.seed, 0, -1)  # the same initial weights on every rank
     model = place_model(build_model(backbone, method, info.num_classes, config, Path(payload.pretrained_folder)),
                         config, device)
-    optimizer = optimizer_for(model, config, backbone)
-    scheduler = scheduler_for(optimizer, config, backbone)
+    optimizer = optimizer_for(model, config, backbone, method)
+    scheduler = scheduler_for(optimizer, config, backbone, method)
     scaler = grad_scaler(config, device)
     progress, best_model = _restore(model, optimizer, scheduler, scaler, rank, settings.epochs)
     ddp = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={
