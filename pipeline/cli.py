@@ -112,11 +112,12 @@ def _name_the_mean(result: dict) -> None:
 
 def _tune(args: argparse.Namespace) -> None:
     from pipeline.settings.config import load_config
-    from pipeline.train.tune import search  # Ray and PyTorch: imported only when needed
+    from pipeline.train.tune import search, write_fragment  # Ray and PyTorch: imported only when needed
 
     config = load_config(args.params)
-    search(config, Layout(args.params.resolve().parent), args.backbone or config.tune.backbone,
-           args.method or config.tune.method)
+    layout, backbone, method = Layout(args.params.resolve().parent), args.backbone or config.tune.backbone, \
+        args.method or config.tune.method
+    write_fragment(config, layout, backbone, method, search(config, layout, backbone, method, config.tune.num_samples, "tune"))
 
 
 def _localize(args: argparse.Namespace) -> int:
@@ -224,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = commands.add_parser(
         "tune", help="search hyperparameters on train-fullsup with Ray Tune (tune section of params.yaml)",
-        description="Ray Tune's random search over tune.lr and tune.space.<method> for one backbone and method, "
-                    "each trial a Ray Train run scored on train-fullsup; writes the best values to "
-                    "tuning/<dataset>-<backbone>-<method>.yaml.")
+        description="Ray Tune's random search (tune.num_samples trials) over the method's optimiser on the backbone "
+                    "(tune.lr, tune.weight_decay, tune.lr_decay_epochs) and its own settings "
+                    "(method_settings.<method>.search.space), each trial a Ray Train run scored on train-fullsup; "
+                    "writes the best values to tuning/<dataset>-<backbone>-<method>.yaml. The DAG's search@ stages "
+                    "run the same search for every backbone x method whose method_settings.<method>.search.trials > 0.")
     tune.add_argument("--params", type=Path, default=Path("params.yaml"), help="the params file (its folder is the project)")
     tune.add_argument("--backbone", choices=BACKBONES, help="default: tune.backbone")
     tune.add_argument("--method", choices=METHODS, help="default: tune.method")

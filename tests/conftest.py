@@ -7,6 +7,7 @@ from pipeline.dag.tracking import client_for, experiment_id, open_run
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.export.export import export
 from pipeline.formats.run_folder import RunMeta, save_run
+from pipeline.formats.search_result import SearchResult, write_search
 from pipeline.models import build_model
 from pipeline.settings.config import load_config
 from tests.helpers import make_project
@@ -20,7 +21,8 @@ SAVED = {"backbones": ["resnet50"], "methods": list(SAVED_METHODS), "datasets.sy
 @pytest.fixture(scope="session")
 def saved_project(tmp_path_factory):
     """(layout, config, dataset info) of a project whose cam and icl runs are untrained models saved
-    and exported as the train and export stages save and export them, each with an MLflow run."""
+    and exported as the train and export stages save and export them, each with an MLflow run, after
+    searches of no trials (the search stage's result where a method does not search)."""
     layout = make_project(tmp_path_factory.mktemp("project"), **SAVED)
     cfg = load_config(layout.root / "params.yaml")
     info = DatasetInfo.load(layout.split("synth"))
@@ -28,6 +30,7 @@ def saved_project(tmp_path_factory):
     experiment = experiment_id(client, "synth", layout)
     for k, method in enumerate(SAVED_METHODS):
         torch.manual_seed(k)
+        write_search(layout.search("synth", "resnet50", method), SearchResult("synth", "resnet50", method, 0))
         model = build_model("resnet50", method, info.num_classes, cfg)
         run_id = open_run(client, experiment, f"synth-resnet50-{method}", f"key-{method}", {}, {}, layout.root)
         save_run(layout.run("synth", "resnet50", method, 0), model.state_dict(),

@@ -38,6 +38,8 @@ TINY = {
     "backbone_settings.resnet50.epochs": 1, "backbone_settings.resnet50.batch_size": 6,
     "ray.num_workers": 1, "ray.cpus_per_worker": 1, "train.gallery_images": 2, "report.gallery_images": 2,
     "ray.system_metrics_interval": 0.5, "few_shot.epochs": 1, "few_shot.batch_size": 4,
+    # ADL's settings by the protocol's search (2 trials on train-fullsup); ICL trains with params.yaml's
+    "method_settings.adl.search.trials": 2, "tune.grace_period": 1, "tune.lr_decay_epochs": {"low": 1, "high": 2, "integer": True},
 }
 ROWS = {"features@resnet50", "few_shot@resnet50"}  # the reference rows of the backbone
 
@@ -96,7 +98,7 @@ def make_repo(repo: Path, settings: dict) -> Path:
     for name in ("dvc.yaml", "sources.yaml"):
         shutil.copy(ROOT / name, repo / name)
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
-    (repo / ".gitignore").write_text("/data/\n/ray_results/\n/mlflow.db\n/mlartifacts/\n")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")  # the project's: numba's cache in __pycache__ is not code
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(command, cwd=repo, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # the project's cache links and remote
@@ -135,6 +137,7 @@ def test_a_paper_profile_plans_every_backbone_and_method_on_its_dataset(tmp_path
     planned = set(dvc(repo, "stage", "list", "--name-only", stdout_only=True).split())
     runs = {f"{b}-{m}-0" for b in ("vgg16", "inception_v3", "resnet50") for m in ("cam", "has", "acol", "spg", "adl", "cutmix", "icl")}
     assert {f"{stage}@{run}" for stage in ("train", "export", "evaluate") for run in runs} <= planned
+    assert {f"search@{run[:-2]}" for run in runs} <= planned  # the protocol's search, 30 trials where nothing is published
     assert {"download", "split", "prepare", "baseline", "report"} <= planned
     assert not any("resnet18" in name or "icl_" in name for name in planned)  # the default's backbone, Table 2's rows
 
@@ -211,6 +214,31 @@ def _mlflow_records_the_runs(repo: Path) -> None:
         assert Path(fetched).read_text() == "{}"
 
 
+def _the_search_feeds_its_method_training(repo: Path) -> None:
+    """ADL's search ran its 2 trials on train-fullsup; its run trained with the best one's settings,
+    as its model.json, the report and MLflow (the trials and the run under the search's run) say.
+    ICL's searched nothing: its run trains with params.yaml's settings."""
+    searched = json.loads((repo / "searches/synth/resnet50-adl.json").read_text())
+    assert searched["trials"] == 2 and 0 <= searched["score"] <= 100
+    optimiser = {k.removeprefix("method_settings.adl.optimiser.resnet50."): v for k, v in searched["values"].items()
+                 if k.startswith("method_settings.adl.optimiser.resnet50.")}
+    assert set(optimiser) == {"lr", "weight_decay", "lr_decay_epochs", "source"}
+    assert optimiser["source"] == f"searched: best of 2 trials on synth train-fullsup, val localization {searched['score']:.2f}"
+    run = json.loads((repo / "runs/synth/resnet50-adl-seed0/model.json").read_text())
+    assert run["settings"]["method"]["optimiser"] == {"resnet50": optimiser}  # what it trained with
+    assert {k: run["settings"]["method"][k.rsplit(".", 1)[1]] for k in searched["values"] if k.count(".") == 2} == {
+        k: v for k, v in searched["values"].items() if k.count(".") == 2}  # drop_rate, threshold: the search's
+    assert json.loads((repo / "searches/synth/resnet50-icl.json").read_text())["trials"] == 0
+    icl = json.loads((repo / "runs/synth/resnet50-icl-seed0/model.json").read_text())
+    assert icl["settings"]["method"]["optimiser"] == {}
+    assert f"| {optimiser['source']} |" in (repo / "report/synth/report.md").read_text()
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("wsol-synth").experiment_id
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{searched['mlflow_run_id']}'")
+    assert sorted(r.info.run_name for r in children) == ["synth-resnet50-adl-seed0"] * 3  # 2 trials, then the run they chose
+    assert client.get_run(searched["mlflow_run_id"]).data.metrics["best_val_localization"] == searched["score"]
+
+
 def _pushed_then_pulled_into_a_clone(repo: Path, remote: Path, clone: Path) -> None:
     """The round trip of the README: commit, `dvc push` to a folder remote, then a fresh clone that
     `dvc pull`s has every output and nothing to rerun, without training."""
@@ -232,9 +260,10 @@ def _pushed_then_pulled_into_a_clone(repo: Path, remote: Path, clone: Path) -> N
 def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     first = dvc(repo, "repro")
     runs = [f"{stage}@resnet50-{method}-0" for stage in ("train", "export", "evaluate") for method in TINY["methods"]]
-    fingerprints = [f"fingerprint@resnet50-{method}" for method in TINY["methods"]]
+    fingerprints = [f"{stage}@resnet50-{method}" for stage in ("fingerprint", "search") for method in TINY["methods"]]
     assert stages_run(first) == {"download", "split", "prepare", "pretrain@resnet50", "baseline", "report", *runs,
                                  *fingerprints, "fingerprint_rows@resnet50", *ROWS}
+    _the_search_feeds_its_method_training(repo)
     assert np.load(repo / "data/prepared/synth/train.npy", mmap_mode="r").dtype == np.uint8  # training's pixels
     report = repo / "report" / "synth" / "report.md"
     assert "| Ours (ICL) |" in report.read_text() and (repo / "report/synth/gallery_resnet50.png").is_file()
@@ -282,8 +311,8 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     clean_state = {p: p.read_bytes() for p in [repo / "dvc.lock", *(repo / "fingerprints").glob("*.json")]}
     for module, expected in (
             ("pipeline/formats/export_folder.py", per_run(("export", "evaluate"), TINY["methods"]) | {"baseline", "report"} | ROWS),
-            ("pipeline/models/methods/icl.py", per_run(("train", "export"), ("icl",))),
-            ("pipeline/models/methods/adl.py", per_run(("train", "export"), ("adl",)))):  # only its own runs
+            ("pipeline/models/methods/icl.py", per_run(("train", "export"), ("icl",)) | {"search@resnet50-icl"}),
+            ("pipeline/models/methods/adl.py", per_run(("train", "export"), ("adl",)) | {"search@resnet50-adl"})):  # only its own
         original = (repo / module).read_text()
         (repo / module).write_text(original + "\n# edited\n")
         assert stale_after_fingerprints() == expected, module
@@ -307,15 +336,19 @@ def test_dvc_repro_runs_the_dag_then_reruns_only_what_is_stale(repo):
     margin = settings["method_settings"]["icl"]["margin"]
     settings["method_settings"]["icl"]["margin"] = margin / 2  # one method's setting retrains that method only
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
-    assert set(re.findall(r"^(\S+):", dvc(repo, "status"), re.M)) == {"train@resnet50-icl-0"}
+    assert stale() == {"search@resnet50-icl", "train@resnet50-icl-0"}  # what its search and its run train with
 
     settings["seeds"] = [0, 1]  # a second seed: its own runs; nothing of seed 0's reruns for it
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
-    assert stale() == {"train@resnet50-icl-0", "report",
+    assert stale() == {"search@resnet50-icl", "train@resnet50-icl-0", "report",
                        *(f"{s}@resnet50-{m}-1" for s in ("train", "export", "evaluate") for m in TINY["methods"])}
 
     settings["seeds"] = [0]
-    settings["method_settings"]["icl"]["margin"] = margin  # back as trained: nothing to retrain
+    settings["method_settings"]["icl"]["margin"] = margin
+    settings["method_settings"]["adl"]["search"]["space"]["threshold"]["low"] = 0.5  # one method's search space
+    (repo / "params.yaml").write_text(yaml_io.dump(settings))
+    assert stale() == {"search@resnet50-adl", "train@resnet50-adl-0"}  # and, once they have run, ADL's downstream
+    settings["method_settings"]["adl"]["search"]["space"]["threshold"]["low"] = 0.0  # back as trained: nothing to rerun
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
     assert stages_run(dvc(repo, "repro")) == set()  # the params as they were trained: nothing is stale
     _a_new_method_runs_alone(repo, settings)
@@ -347,5 +380,6 @@ def _a_new_method_runs_alone(repo: Path, settings: dict) -> None:
     (repo / "params.yaml").write_text(yaml_io.dump(settings))
     ran = stages_run(dvc(repo, "repro"))
     fingerprints = {f"fingerprint@resnet50-{m}" for m in settings["methods"]}
-    assert ran == fingerprints | {"fingerprint_rows@resnet50"} | {f"{s}@resnet50-half_cam-0" for s in ("train", "export", "evaluate")} | {"report"}
+    assert ran == fingerprints | {"fingerprint_rows@resnet50", "search@resnet50-half_cam", "report"} | {
+        f"{s}@resnet50-half_cam-0" for s in ("train", "export", "evaluate")}
     assert "| Half CAM |" in (repo / "report/synth/report.md").read_text()

@@ -63,7 +63,8 @@ INF, NAN = math.inf, math.nan
     ("method_settings.icl.margin", INF, "method_settings.icl.margin: must be a finite number (got inf)"),
     ("method_settings.cutmix.beta", NAN, "method_settings.cutmix.beta: must be a finite number (got nan)"),
     ("tune.lr.high", INF, "tune.lr.high: must be a finite number (got inf)"),
-    ("tune.space.icl.gamma_fg.low", -INF, "tune.space.icl.gamma_fg.low: must be a finite number (got -inf)"),
+    ("method_settings.icl.search.space.gamma_fg.low", -INF,
+     "method_settings.icl.search.space.gamma_fg.low: must be a finite number (got -inf)"),
 ])
 def test_a_value_out_of_range_is_refused_naming_file_key_value_and_range(tmp_path, key, value, message):
     path = tmp_path / "params.yaml"

@@ -17,6 +17,7 @@ from pipeline.evaluation.evaluate import evaluate, evaluate_baseline
 from pipeline.evaluation.reference_rows import evaluate_features
 from pipeline.formats.records import RecordError
 from pipeline.formats.run_cost import RunCost
+from pipeline.formats.search_result import SearchResult
 from pipeline.metrics import BoxRecords
 from pipeline.report import report as report_module
 from pipeline.report.experiment_page import publish, where
@@ -420,9 +421,17 @@ def test_the_optimiser_section_names_each_runs_settings_and_their_source():
                     "backbone_settings.resnet50.pretrained": "IMAGENET1K_V1", "backbone_settings.resnet50.lr": 0.001,
                     "backbone_settings.resnet50.weight_decay": 1e-4, "train.lr_classifier_ratio": 10.0,
                     "method_settings.cam.optimiser": {"resnet50": {"lr": 2.322e-4, "source": "a published script"}}})
-    lines = report_module.optimiser_section(cfg)
+    unsearched = {(b, m): SearchResult("synth", b, m, 0) for b in cfg.backbones for m in cfg.methods}
+    lines = report_module.optimiser_section(cfg, unsearched)
     assert "| ResNet50 | CAM | 0.0002322 | 0.002322 | 0.0001 | 6 | a published script |" in lines[-2]
     assert "| ResNet50 | Ours (ICL) | 0.001 | 0.01 | 0.0001 | 6 | backbone_settings.resnet50 |" in lines[-2]
+    source = "searched: best of 30 trials on synth train-fullsup, val localization 61.25"
+    chosen = {"method_settings.icl.optimiser.resnet50.lr": 0.004, "method_settings.icl.optimiser.resnet50.weight_decay": 5e-4,
+              "method_settings.icl.optimiser.resnet50.lr_decay_epochs": 3, "method_settings.icl.optimiser.resnet50.source": source}
+    searched = {**unsearched, ("resnet50", "icl"): SearchResult("synth", "resnet50", "icl", 30, chosen, 61.25, "run-id")}
+    lines = report_module.optimiser_section(cfg, searched)
+    assert f"| ResNet50 | Ours (ICL) | 0.004 | 0.04 | 0.0005 | 3 | {source} |" in lines[-2]
+    assert "| ResNet50 | CAM | 0.0002322 | 0.002322 | 0.0001 | 6 | a published script |" in lines[-2]
 
 
 def test_the_terminal_summary_comes_from_the_report_not_from_its_markdown(tmp_path):

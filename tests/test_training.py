@@ -25,13 +25,13 @@ from pipeline.formats.run_cost import read_cost
 from pipeline.formats.run_folder import read_meta
 from pipeline.models import build_model
 from pipeline.settings import yaml_io
-from pipeline.settings.config import load_config
+from pipeline.settings.config import Optimiser, load_config, with_values
 from pipeline.train import state as saved
 from pipeline.train.driver import fit, prune_checkpoints, run_identity
 from pipeline.train.epoch import train_epoch
 from pipeline.train.outputs import write_outputs
 from pipeline.train.recipe import grad_scaler, optimizer_for, scheduler_for, seed_everything, term_gradient_norms
-from pipeline.train.tune import resolve, search_space, settings_of, with_values
+from pipeline.train.tune import OPTIMISER_DIMENSIONS, resolve, search_space, settings_of
 from pipeline.train.worker import node_label
 from tests import helpers
 from tests.helpers import config
@@ -84,7 +84,7 @@ def test_the_run_identity_follows_settings_code_and_data(tmp_path):
     assert base != run_identity(cfg, "resnet50", "cam", 1, info, layout)
     assert base != run_identity(cfg, "resnet50", "adl", 0, info, layout)
     assert base == run_identity(with_values(cfg, {"ray.max_failures": 5, "method_settings.adl.drop_rate": 0.1,
-                                                  "cluster.storage_path": "s3://elsewhere", "seeds": [0, 1]}),
+                                                  "cluster.storage_path": "s3://elsewhere", "seeds": [0, 1]}, "edits"),
                                 "resnet50", "cam", 0, info, layout)  # none changes what a CAM run computes
     (info.folder / "metadata/val/localization.txt").write_text(
         (info.folder / "metadata/val/localization.txt").read_text().replace(",", ",1", 1))
@@ -199,45 +199,52 @@ def test_an_optimiser_override_no_run_reads_is_named():
         config(**{"backbones": ["resnet50"], "methods": ["icl"], "method_settings.icl_no_ca.optimiser": published})
 
 
-def test_every_method_searches_its_own_settings_and_the_learning_rate():
-    cfg = config()
+def test_every_method_searches_its_optimiser_on_the_backbone_and_its_own_settings():
+    cfg = config(**{"backbones": ["vgg16", "resnet50"]})
     for method in ("cam", "has", "acol", "spg", "adl", "cutmix", "icl"):
         dimensions = search_space(cfg, "vgg16", method)
-        assert dimensions["lr"][0] == "backbone_settings.vgg16.lr"
-        assert set(dimensions) == {"lr", *cfg.tune.space[method]}
+        assert {key: dimensions[key] for key in OPTIMISER_DIMENSIONS} == {  # the override the run reads
+            key: (f"method_settings.{method}.optimiser.vgg16.{key}", getattr(cfg.tune, key)) for key in OPTIMISER_DIMENSIONS}
+        assert set(dimensions) == {*OPTIMISER_DIMENSIONS, *getattr(cfg.method_settings, method).search.space}
     assert search_space(cfg, "vgg16", "icl")["gamma_fg"][0] == "method_settings.icl.hyper.vgg16.gamma_fg"
     assert search_space(cfg, "resnet50", "adl")["threshold"][0] == "method_settings.adl.threshold"
     assert search_space(cfg, "resnet50", "spg")["threshold_2l"][0] == "method_settings.spg.thresholds.1.1"
-    with pytest.raises(ValueError, match="method_settings.icl.hyper.vgg16.drop_rate"):
-        with_values(cfg, {"method_settings.icl.hyper.vgg16.drop_rate": 1.5})
-    published = config(**{"backbones": ["vgg16"], "methods": ["cam"],
-                          "method_settings.cam.optimiser": {"vgg16": {"lr": 1.3e-5, "source": "a script"}}})
-    path = search_space(published, "vgg16", "cam")["lr"][0]  # what the run reads: the method's override
-    assert path == "method_settings.cam.optimiser.vgg16.lr"
-    assert with_values(published, {path: 0.01}).optimiser("vgg16", "cam").lr == 0.01
+    with pytest.raises(ValueError, match="a draw: invalid configuration:\n  method_settings.icl.hyper.vgg16.drop_rate"):
+        with_values(cfg, {"method_settings.icl.hyper.vgg16.drop_rate": 1.5}, "a draw")
+    draw = {"method_settings.cam.optimiser.vgg16.lr": 0.01, "method_settings.cam.optimiser.vgg16.weight_decay": 3e-4,
+            "method_settings.cam.optimiser.vgg16.lr_decay_epochs": 2, "method_settings.cam.optimiser.vgg16.source": "a search"}
+    drawn = with_values(cfg, draw, "a draw")  # the override made where the method had none
+    assert drawn.optimiser("vgg16", "cam") == Optimiser(0.01, 3e-4, 2, "a search")
+    assert drawn.optimiser("resnet50", "cam") == cfg.optimiser("resnet50", "cam")  # the other backbone's as it was
 
 
 def test_a_low_threshold_is_drawn_under_its_high_one_and_lists_are_set_whole():
-    cfg = config()
+    cfg = config(**{"backbones": ["resnet50"], "methods": ["spg", "has"]})
     dimensions = search_space(cfg, "resnet50", "spg")
-    draw = {"lr": 0.01, "threshold_1h": 0.4, "threshold_1l": 0.5, "threshold_2h": 0.9, "threshold_2l": 1.0,
+    draw = {"lr": 0.01, "weight_decay": 1e-4, "lr_decay_epochs": 3, "threshold_1h": 0.4, "threshold_1l": 0.5, "threshold_2h": 0.9, "threshold_2l": 1.0,
             "threshold_3h": 0.2, "threshold_3l": 0.0}
     values = resolve(draw, dimensions)  # each low: its [0, 1] draw mapped onto [0, its high]
     assert values["method_settings.spg.thresholds.0.1"] == pytest.approx(0.2)
     assert values["method_settings.spg.thresholds.1.1"] == pytest.approx(0.9)
     assert values["method_settings.spg.thresholds.2.1"] == 0.0
-    tuned = with_values(cfg, values)
+    tuned = with_values(cfg, {**values, "method_settings.spg.optimiser.resnet50.source": "a search"}, "a draw")
     assert tuned.method_settings.spg.thresholds == [[0.4, 0.2], [0.9, pytest.approx(0.9)], [0.2, 0.0]]
-    assert settings_of(tuned, values) == {"backbone_settings.resnet50.lr": 0.01,
+    assert settings_of(tuned, values) == {"method_settings.spg.optimiser.resnet50.lr": 0.01,
+                                          "method_settings.spg.optimiser.resnet50.weight_decay": 1e-4,
+                                          "method_settings.spg.optimiser.resnet50.lr_decay_epochs": 3,
                                           "method_settings.spg.thresholds": tuned.method_settings.spg.thresholds}
-    grid = resolve({"lr": 0.01, "grid_size": 17.0, "drop_rate": 0.3}, search_space(cfg, "resnet50", "has"))
+    grid = resolve({"lr": 0.01, "weight_decay": 1e-4, "lr_decay_epochs": 3.0, "grid_size": 17.0, "drop_rate": 0.3},
+                   search_space(cfg, "resnet50", "has"))
     assert grid["method_settings.has.grid_size"] == 17 and isinstance(grid["method_settings.has.grid_size"], int)
 
 
 def test_a_search_space_key_a_method_lacks_is_refused():
-    with pytest.raises(ValueError, match=r"tune: Value error, space.adl.gamma_bg: adl has no searchable "
-                                         r"setting 'gamma_bg' \(it has: drop_rate, threshold\)$"):
-        config(**{"tune.space.adl": {"gamma_bg": {"low": 0.0, "high": 1.0}}})
+    with pytest.raises(ValueError, match=r"method_settings.adl.search.space.gamma_bg: adl has no searchable "
+                                         r"setting 'gamma_bg' \(it has: drop_rate, threshold\)"):
+        config(**{"method_settings.adl.search.space": {"gamma_bg": {"low": 0.0, "high": 1.0}}})
+    with pytest.raises(ValueError, match=r"method_settings.spg.search.space.threshold_1l.below: 'threshold_9h' is not "
+                                         r"another setting of its space"):
+        config(**{"method_settings.spg.search.space.threshold_1l.below": "threshold_9h"})
 
 
 # ------------------------------------------------------------------------------ real Ray (slow)
@@ -397,19 +404,23 @@ def test_a_tune_search_runs_its_trials_one_at_a_time_and_writes_the_best_values(
     layout = make_project(tmp_path / "p", **{
         "ray.num_workers": 1, "backbone_settings.resnet50.epochs": 2, "tune.backbone": "resnet50",
         "tune.num_samples": 3, "tune.max_concurrent": 1, "tune.grace_period": 1, "tune.method": "icl",
-        "tune.lr": {"low": 0.001, "high": 0.01, "log": True}, "tune.space.icl": {"drop_rate": {"low": 0.3, "high": 0.9}}})
+        "tune.lr": {"low": 0.001, "high": 0.01, "log": True}, "tune.lr_decay_epochs": {"low": 1, "high": 2, "integer": True},
+        "method_settings.icl.search.space": {"drop_rate": {"low": 0.3, "high": 0.9}}})
     from pipeline.cli import main
 
     assert main(["tune", "--params", str(layout.root / "params.yaml")]) == 0
     best = yaml_io.read(layout.root / "tuning" / "synth-resnet50-icl.yaml")
-    assert set(best) == {"method_settings", "backbone_settings"}
+    assert set(best) == {"method_settings"} and set(best["method_settings"]) == {"icl"}
     assert 0.3 <= best["method_settings"]["icl"]["hyper"]["resnet50"]["drop_rate"] <= 0.9
-    assert 0.001 <= best["backbone_settings"]["resnet50"]["lr"] <= 0.01
+    optimiser = best["method_settings"]["icl"]["optimiser"]["resnet50"]  # the run's own, not the backbone's
+    assert 0.001 <= optimiser["lr"] <= 0.01 and 1e-5 <= optimiser["weight_decay"] <= 1e-3
+    assert optimiser["lr_decay_epochs"] in (1, 2) and optimiser["source"].startswith("searched: best of 3 trials")
     (parent,) = runs_named(layout, "tune-synth-resnet50-icl-seed0")
     children = [r for r in runs_named(layout, "synth-resnet50-icl-seed0")
                 if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(children) == 3 and {r.info.status for r in children} <= {"FINISHED", "KILLED"}
-    intervals = _trial_intervals(layout.ray_storage / "tune-synth-resnet50-icl-seed0")
+    (experiment,) = layout.ray_storage.glob("tune-synth-resnet50-icl-seed0-*")  # named with what it searched
+    intervals = _trial_intervals(experiment)
     assert len(intervals) == 3
     assert all(end <= next_start + 1 for (_, end), (next_start, _) in zip(intervals, intervals[1:], strict=False)), intervals
 

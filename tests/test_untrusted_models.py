@@ -261,7 +261,7 @@ def run_folder(tmp_path):
     ("num_classes", "3", "num_classes: expected an integer, got '3'"),
     ("restarts", -1, "restarts: expected a number of at least 0, got -1"),
     ("settings", [], "settings: expected a JSON object, got []"),
-    ("schema_version", 7, "schema_version 7 is newer than this wsol reads (up to 1)"),
+    ("schema_version", 7, "schema_version 7 is newer than this wsol reads (up to 2)"),
     ("dataset", "../../etc", "dataset: expected one of synth"),
 ])
 def test_every_field_of_model_json_is_checked(run_folder, params_file, capsys, key, value, message):

@@ -11,7 +11,7 @@ what a stage imports, rewrite the code entries of every stage's deps with::
 Two things are not in those lists, so that adding or editing one backbone or method reruns only
 its own runs: the registry's entries (:data:`TABLES`) and the modules a registry entry names (a
 backbone's builder, a method's plug-in, imported through ``load_attribute``). A run's stages that
-build its network (:data:`FINGERPRINTED`: train, export) depend instead on the run's *code
+build its network (:data:`FINGERPRINTED`: search, train, export) depend instead on the run's *code
 fingerprint* (:func:`fingerprint`): the files its entry point, its backbone's module and its
 method's module import, each with its hash, and its two registry entries. The ``fingerprint``
 stage rewrites these files whenever any code changes; one that comes out byte-equal leaves its
@@ -34,7 +34,8 @@ from pipeline.settings import yaml_io
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "pipeline"
 TABLES = "pipeline/settings/registry.py"  # the entries: each run's fingerprint holds its own
-FINGERPRINTED = {"train": "stages/train.py", "export": "stages/export.py"}  # stage -> the entry its fingerprint follows
+FINGERPRINTED = {"train": "stages/train.py", "export": "stages/export.py",  # stage -> the entry its fingerprint follows
+                 "search": "stages/search.py"}
 # The rows that frame every method build a backbone too (in its CAM variant): per backbone, each
 # follows its own fingerprint, written by the fingerprint_rows stage.
 FINGERPRINTED_ROWS = {"features": "stages/features.py", "few_shot": "stages/few_shot.py"}

@@ -4,6 +4,7 @@
     data/raw/<dataset>/          the download stage's output: images and the dataset's own annotations
     data/splits/<dataset>/       the split stage's output: metadata/{train,val,test}/ and dataset.json
     data/prepared/<dataset>/     the prepare stage's output: train and val as uint8 arrays (pipeline/data/prepared.py)
+    searches/<dataset>/<backbone>-<method>.json   the protocol's search on train-fullsup (pipeline/formats/search_result.py)
     runs/<dataset>/<run>/        training: model.pt (state dict + config), metrics.json, curves
     exports/<dataset>/<run>/     torch.export (.pt2) and ONNX inference network, export.json
     results/<dataset>/<run>/     evaluation on test: metrics.json, boxacc.csv, records/
@@ -207,6 +208,9 @@ class Layout:
 
     def pretrained(self, backbone: str) -> Path:
         return self.root / "pretrained" / backbone
+
+    def search(self, dataset: str, backbone: str, method: str) -> Path:
+        return self.root / "searches" / dataset / f"{backbone}-{method}.json"
 
     def run(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
         return self.root / "runs" / dataset / run_name(backbone, method, seed)

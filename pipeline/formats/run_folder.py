@@ -7,11 +7,17 @@
 The training stage adds ``metrics.json``, ``history.csv`` and ``cost.json`` (pipeline/formats/run_cost.py)
 beside them (pipeline/train/outputs.py).
 
-model.json carries a ``schema_version``. Version 1 stores the run's own settings
+model.json carries a ``schema_version``. Version 2 stores the run's own settings
 (:class:`pipeline.settings.config.RunSettings`: data, train, its backbone's and its method's sections), so
-backbones and methods added to the registry later leave it readable. Version 0 (no
-``schema_version``, before 2026-12-05) stored the whole params under ``config``; it is read by
-taking the run's own sections from it. A newer version than this code writes is refused by name.
+backbones and methods added to the registry later leave it readable. Older versions are read by
+upgrading them one step at a time:
+
+- version 0 (no ``schema_version``, before 2026-12-05) stored the whole params under ``config``: the
+  run's own sections are taken from it;
+- version 1 (before 2026-12-06) kept the weight decay in ``train``: it moves to ``backbone``, where
+  params.yaml now keeps it per backbone.
+
+A newer version than this code writes is refused by name.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pipeline.models import WSOLModel, build_model
 from pipeline.settings.config import RunSettings
 
 WEIGHTS, META = "model.pt", "model.json"
-SCHEMA_VERSION = 1  # of model.json (see above)
+SCHEMA_VERSION = 2  # of model.json (see above)
 
 
 class RunFolderError(RecordError):
@@ -92,9 +98,25 @@ def _from_version_0(data: dict, source: str) -> dict:
         if isinstance(value, dict) and backbone in value:
             method_settings[key] = {backbone: value[backbone]}
     upgraded = {key: value for key, value in data.items() if key != "config"}
-    return {**upgraded, "schema_version": SCHEMA_VERSION, "settings": {
+    return {**upgraded, "schema_version": 1, "settings": {
         "data": section("data"), "train": section("train"), "backbone": section("backbone_settings", str(backbone)),
         "method": method_settings}}
+
+
+def _from_version_1(data: dict, source: str) -> dict:
+    """A version-1 model.json as version 2: ``settings.train.weight_decay`` moved to
+    ``settings.backbone.weight_decay``."""
+    settings = data.get("settings")
+    if not (isinstance(settings, dict) and isinstance(settings.get("train"), dict)
+            and isinstance(settings.get("backbone"), dict) and "weight_decay" in settings["train"]):
+        raise ValueError(f"{source}: settings.train.weight_decay: missing (a version-1 model.json keeps the "
+                         "weight decay there)")
+    train = dict(settings["train"])
+    backbone = {**settings["backbone"], "weight_decay": train.pop("weight_decay")}
+    return {**data, "schema_version": 2, "settings": {**settings, "train": train, "backbone": backbone}}
+
+
+_UPGRADES = {0: _from_version_0, 1: _from_version_1}  # version -> the next version's JSON
 
 
 def save_run(folder: Path, state_dict: dict[str, torch.Tensor], meta: RunMeta) -> None:
@@ -114,8 +136,9 @@ def read_meta(folder: Path) -> RunMeta:
         if version > SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {version} is newer than this wsol reads (up to "
                              f"{SCHEMA_VERSION}): read it with the wsol that wrote it, or update wsol")
-        if version == 0 and isinstance(data, dict):
-            data = _from_version_0(data, str(path))
+        while version < SCHEMA_VERSION and isinstance(data, dict):
+            data = _UPGRADES[version](data, str(path))
+            version = data["schema_version"]
         return record(RunMeta, data, str(path))
     except ValueError as problem:  # named with the file and the field
         raise RunFolderError(str(problem)) from None

@@ -45,6 +45,7 @@ from pipeline.dag.tracking import CODE, code_state
 from pipeline.data.dataset_folder import DatasetInfo
 from pipeline.formats.records import RecordError, read_json
 from pipeline.formats.run_cost import RunCost, read_cost
+from pipeline.formats.search_result import SearchResult, apply_search, read_search
 from pipeline.metrics import GT_KNOWN_IOU, BoxRecords, MaskRecords, mean_interval, paired_difference
 from pipeline.report.colours import ROW_COLOURS, colours_by_name, method_colour
 from pipeline.report.figures import curve_panels
@@ -603,14 +604,22 @@ def weights_section(config: Config, layout: Layout) -> list[str]:
             _table(["Backbone", "Weights", "Classes", "Images", "Held-out top-1", "Colour alone"], rows), ""]
 
 
-def optimiser_section(config: Config) -> list[str]:
-    """Where each run's optimiser settings come from (:meth:`Config.optimiser`): the backbone's
-    ``backbone_settings`` or a method's override with its source (a paper, a published script)."""
+def read_searches(config: Config, layout: Layout) -> dict[tuple[str, str], SearchResult]:
+    """Each backbone x method's search result (searches/<dataset>/, the search stage's)."""
+    return {(b, m): read_search(layout.search(config.dataset, b, m), config.dataset, b, m)
+            for b in config.backbones for m in config.methods}
+
+
+def optimiser_section(config: Config, searches: dict[tuple[str, str], SearchResult]) -> list[str]:
+    """Where each run's optimiser settings come from (:meth:`Config.optimiser`, with its search's
+    choice applied): the backbone's ``backbone_settings``, a method's override with its source (a
+    paper, a published script), or the protocol's search (its trials and best val score)."""
     rows = []
     for backbone in config.backbones:
         pretrained = config.backbone_settings.of(backbone).pretrained is not None
         for method in config.methods:
-            optimiser = config.optimiser(backbone, method)
+            searched = searches[backbone, method]
+            optimiser = apply_search(config, searched, "the search result").optimiser(backbone, method)
             new = optimiser.lr * (config.train.lr_classifier_ratio if pretrained else 1.0)
             rows.append([BACKBONE_NAMES[backbone], NAMES[method], f"{optimiser.lr:.4g}", f"{new:.4g}",
                          f"{optimiser.weight_decay:g}", str(optimiser.lr_decay_epochs), optimiser.source])
@@ -618,8 +627,9 @@ def optimiser_section(config: Config) -> list[str]:
             f"SGD (momentum {config.train.momentum:g}, Nesterov {'on' if config.train.nesterov else 'off'}), lr × "
             f"{config.train.lr_decay_factor:g} every 'Decay every' epochs; the new layers at lr × "
             f"{config.train.lr_classifier_ratio:g} on a pretrained backbone. Source: `backbone_settings.<backbone>` "
-            "(params.yaml), or the method's override (`method_settings.<method>.optimiser.<backbone>`) and where its "
-            "values come from.", "",
+            "(params.yaml), the method's override (`method_settings.<method>.optimiser.<backbone>`) and where its "
+            "values come from, or the protocol's search on train-fullsup (`method_settings.<method>.search`: "
+            "its trials and the best trial's val score).", "",
             _table(["Backbone", "Method", "lr", "New layers' lr", "Weight decay", "Decay every", "Source"], rows), ""]
 
 
@@ -766,7 +776,7 @@ def build_report(config: Config, layout: Layout) -> tuple[Path, Report]:
         "![Test images of each class](dataset.png)",
         "",
         *weights_section(config, layout),
-        *optimiser_section(config),
+        *optimiser_section(config, read_searches(config, layout)),
         "## MaxBoxAccV2 (Table 4 layout)",
         "",
         "Mean of MaxBoxAcc over IoU 30, 50 and 70.",

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from pipeline.errors import PipelineError
 from pipeline.settings import yaml_io
 from pipeline.settings.registry import BACKBONES, METHODS, PAPER_METHOD, BackboneName, MethodName
-from pipeline.settings.sections import Epochs, Fraction, LearningRate, PerBackbone, Section, WeightDecay
+from pipeline.settings.sections import Epochs, Fraction, LearningRate, PerBackbone, Range, Section, WeightDecay
 
 Dataset = Literal["synth", "cub", "ilsvrc", "openimages", "custom"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
@@ -311,49 +311,26 @@ class ReportConfig(Section):
     gallery_images: Annotated[int, Field(ge=1, le=32)]
 
 
-class Range(Section):
-    """One search dimension: uniform on [low, high], log-uniform with ``log``, whole numbers with
-    ``integer``. ``below`` names another setting of the same method's space: the value is then drawn
-    on [low, min(high, that setting's value)] (SPG's low thresholds stay under their high ones)."""
-
-    low: float
-    high: float
-    log: bool = False
-    integer: bool = False
-    below: str | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
 class TuneConfig(Section):
-    """``wsol tune``: Ray Tune's random search on train-fullsup for one backbone and method."""
+    """The protocol's search on train-fullsup: how trials run and the optimiser's ranges, shared by the
+    DAG's ``search@<backbone>-<method>`` stages (``method_settings.<method>.search.trials`` each) and
+    ``wsol tune`` (one backbone and method, ``num_samples`` trials). Every trial sets the method's
+    optimiser override on its backbone (``method_settings.<method>.optimiser.<backbone>``)."""
 
-    backbone: BackboneName
-    method: MethodName
-    num_samples: Annotated[int, Field(ge=1, le=10_000)]  # trials; each is a training run
+    backbone: BackboneName  # wsol tune's
+    method: MethodName  # wsol tune's
+    num_samples: Annotated[int, Field(ge=1, le=10_000)]  # wsol tune's trials; each is a training run
     max_concurrent: Annotated[int, Field(ge=1, le=1024)]  # trials at once (ray.num_workers' bound)
     grace_period: Epochs  # epochs before ASHA may stop a trial
-    seed: Seed
-    lr: Range  # every method's: backbone_settings.<backbone>.lr
-    space: dict[MethodName, dict[str, Range]]  # per method: the settings it searches besides lr
+    seed: Seed  # the draws' and every trial's training seed
+    lr: Range
+    weight_decay: Range
+    lr_decay_epochs: Range  # whole epochs
 
     @model_validator(mode="after")
-    def _searchable(self):
-        for method, ranges in self.space.items():
-            allowed = METHODS[method].tunable
-            for key, dimension in ranges.items():
-                if key not in allowed:
-                    raise ValueError(f"space.{method}.{key}: {method} has no searchable setting {key!r} "
-                                     f"(it has: {', '.join(allowed) or 'none besides lr'})")
-                if dimension.below is not None and (dimension.below == key or dimension.below not in ranges):
-                    raise ValueError(f"space.{method}.{key}.below: {dimension.below!r} is not another setting "
-                                     f"of space.{method}")
+    def _whole_epochs(self):
+        if not self.lr_decay_epochs.integer or self.lr_decay_epochs.low < 1:
+            raise ValueError("lr_decay_epochs: expected whole epochs (integer: true, low >= 1)")
         return self
 
 
@@ -397,6 +374,7 @@ class Config(Section):
                     faults.append(f"method_settings.{method}.taps.{backbone}: a tap is listed twice: {listed}")
         faults.extend(self._per_backbone_faults())
         faults.extend(self._override_faults())
+        faults.extend(self._search_faults())
         if self.train.nesterov and self.train.momentum == 0:
             faults.append("train.nesterov needs train.momentum > 0")
         for key in ("backbones", "methods", "seeds"):
@@ -407,6 +385,19 @@ class Config(Section):
             raise ValueError("\n  ".join(faults))
         return self
 
+
+    def _search_faults(self) -> Iterator[str]:
+        """A search range for a setting the method does not declare searchable, or a ``below`` that
+        names no other setting of its space."""
+        for method, spec in METHODS.items():
+            ranges = getattr(self.method_settings, method).search.space
+            for key, dimension in ranges.items():
+                where = f"method_settings.{method}.search.space.{key}"
+                if key not in spec.tunable:
+                    yield (f"{where}: {method} has no searchable setting {key!r} "
+                           f"(it has: {', '.join(spec.tunable) or 'none besides the optimiser'})")
+                if dimension.below is not None and (dimension.below == key or dimension.below not in ranges):
+                    yield f"{where}.below: {dimension.below!r} is not another setting of its space"
 
     def _override_faults(self) -> Iterator[str]:
         """An optimiser override that no run of this configuration reads: for a backbone not in
@@ -545,6 +536,24 @@ def validate(data: object, source: str = "params.yaml") -> Config:
     if lines:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(lines))
     return Config.model_validate(data)
+
+
+def dotted_steps(dotted: str) -> list[str | int]:
+    """A dotted params key's steps; a number indexes a list (``method_settings.spg.thresholds.0.1``)."""
+    return [int(part) if part.isdigit() else part for part in dotted.split(".")]
+
+
+def with_values(config: Config, values: Mapping[str, object], source: str) -> Config:
+    """The config with dotted keys set (a missing mapping on the way is made: a method's optimiser
+    override for a backbone it had none for), validated again; errors name ``source``."""
+    data: Any = config.model_dump(mode="json")
+    for dotted, value in values.items():
+        *parents, last = dotted_steps(dotted)
+        node = data
+        for step in parents:
+            node = node.setdefault(step, {}) if isinstance(node, dict) else node[step]
+        node[last] = value
+    return validate(data, source)
 
 
 def with_sources(data: object, sources: object, source: str) -> object:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 # Every numeric method setting has a range a real run could need (non-finite values are refused for
 # all params in pipeline/settings/config.py): the papers' margins, gammas, beta, tau and loss weights are
@@ -74,11 +74,43 @@ class OptimiserOverride(Section):
     source: str = Field(min_length=1)  # where the values come from (a paper's section, a script): in the report
 
 
+class Range(Section):
+    """One search dimension: uniform on [low, high], log-uniform with ``log``, whole numbers with
+    ``integer``. ``below`` names another setting of the same method's space: the value is then drawn
+    on [low, min(high, that setting's value)] (SPG's low thresholds stay under their high ones)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+    below: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class MethodSearch(Section):
+    """The protocol's search for a method (Choe et al., *Evaluating WSOL Right*): ``trials`` random
+    draws per backbone on train-fullsup (the DAG's ``search@<backbone>-<method>`` stages; 0: none, the
+    run trains with the values params.yaml gives) over the optimiser's ranges (``tune.lr``,
+    ``tune.weight_decay``, ``tune.lr_decay_epochs``) and ``space``, the ranges of its own settings
+    (the keys its registry entry declares ``tunable``)."""
+
+    trials: Annotated[int, Field(ge=0, le=10_000)] = 0
+    space: dict[str, Range] = {}
+
+
 class MethodSection(Section):
-    """A method's params.yaml section: its own settings and ``optimiser``, its overrides per backbone
-    (sparse: backbones it trains as ``backbone_settings`` say need no entry)."""
+    """A method's params.yaml section: its own settings, ``optimiser``, its overrides per backbone
+    (sparse: backbones it trains as ``backbone_settings`` say need no entry), and ``search``."""
 
     optimiser: dict[str, OptimiserOverride] = {}
+    search: MethodSearch = MethodSearch()
 
 
 def entry(kind: str, table: Mapping[str, T], name: str) -> T:
@@ -141,7 +173,7 @@ class MethodEntry:
     settings: type[MethodSection]  # its section under method_settings
     architecture: Architecture  # the backbone variant it trains on
     implementation: str  # "module:class" of the Method plug-in
-    # tune.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
+    # method_settings.<method>.search.space keys -> the params.yaml key each sets ("{backbone}" is filled in)
     tunable: Mapping[str, str]
     # A Table 2 row of the paper's method: the settings (dotted keys of its section) that differ from icl's
     variant_of_icl: Mapping[str, object] | None = None
