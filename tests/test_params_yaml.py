@@ -105,7 +105,7 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "dataset: cub\n"                                      # a scalar
         "seeds: [0, 1, 2]\n"                                  # a flow list
         "method_settings:\n"
-        "  has: {drop_rate: 0.25}\n"                          # a value inside a flow mapping
+        "  has: {drop_rate: 0.25, search: {space: {grid_size: {high: 32}}}}\n"  # a scalar, a value deep in a flow mapping
         "  spg:\n    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n"  # a mapping value
         "  icl:\n    margin: 2.0\n"                           # under the anchored mapping (&icl)
         "datasets:\n  ilsvrc:\n    root: /data/imagenet\n"   # null -> value
@@ -113,7 +113,8 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "train:\n  momentum: 0.9\n")                          # the same value: not rewritten, not counted
     changed = apply_fragment(tmp_path / "fragment.yaml", params_file)
     width = "method_settings.spg.branch_width"  # a mapping descends into params.yaml's mapping, key by key
-    assert changed == ["dataset", "seeds", "method_settings.has.drop_rate", f"{width}.vgg16", f"{width}.resnet50",
+    assert changed == ["dataset", "seeds", "method_settings.has.drop_rate", "method_settings.has.search.space.grid_size.high",
+                       f"{width}.vgg16", f"{width}.resnet50",
                        f"{width}.inception_v3", f"{width}.resnet18", "method_settings.icl.margin", "datasets.ilsvrc.root", "backbone_settings.resnet18.pretrained"]
     after = params_file.read_text()
     assert _changed_lines(before, after) == [
@@ -121,7 +122,8 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "seeds: [0]                # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
         "    root: null            # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
         "    pretrained: pretrain\n",
-        "  has: {grid_size: 4, drop_rate: 0.5, optimiser: {}}          # clovaai/wsolevaluation defaults\n",
+        "    drop_rate: 0.5\n",
+        "      space: {grid_size: {low: 4, high: 64, integer: true}, drop_rate: {low: 0.0, high: 1.0}}\n",
         "    branch_width: {vgg16: 512, resnet50: 1024, inception_v3: 512, resnet18: 256}\n",
         "    margin: 1.0           # m of Eq. 3\n",
     ]
@@ -130,7 +132,8 @@ def test_params_apply_leaves_untouched_lines_byte_equal_with_a_hand_written_frag
         "seeds: [0, 1, 2]          # one run of each backbone x method per seed (the report gives mean +- std over seeds)\n",
         "    root: /data/imagenet  # local ImageNet-1k: <root>/train/<wnid>/*.JPEG, <root>/val/*.JPEG (needs a login to get)\n",
         "    pretrained: null\n",
-        "  has: {grid_size: 4, drop_rate: 0.25, optimiser: {}}          # clovaai/wsolevaluation defaults\n",
+        "    drop_rate: 0.25\n",
+        "      space: {grid_size: {low: 4, high: 32, integer: true}, drop_rate: {low: 0.0, high: 1.0}}\n",
         "    branch_width: {vgg16: 256, resnet50: 512, inception_v3: 256, resnet18: 128}\n",
         "    margin: 2.0           # m of Eq. 3\n",
     ]:

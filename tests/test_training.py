@@ -370,6 +370,8 @@ def test_a_killed_train_stage_resumes_when_run_again(tmp_path):
     layout = make_project(tmp_path / "p")
     command = [sys.executable, str(ROOT / "stages" / "train.py"), "--backbone", "resnet50", "--method", "adl", "--seed", "0"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(ROOT / "stages" / "search.py"), "--backbone", "resnet50", "--method", "adl"],
+                   cwd=layout.root, env=environment, check=True, timeout=300)  # as dvc repro: no trials, what it trains with
     first = subprocess.Popen(command, cwd=layout.root, env=environment, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
